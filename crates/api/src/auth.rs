@@ -1,0 +1,194 @@
+//! Authentication: user JWTs (HS256) and the platform admin token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// The claims Tenantry reads from a user token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Signs and verifies user tokens with one HS256 secret.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl JwtKeys {
+    pub fn new(secret: &[u8]) -> Self {
+        // Only HS256: a token that names another algorithm (or `none`) fails
+        // validation instead of choosing how it is checked.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 30;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// Mints a token for `user`, valid for `ttl`.
+    pub fn issue(
+        &self,
+        user: Uuid,
+        ttl: Duration,
+        email: Option<String>,
+        name: Option<String>,
+    ) -> anyhow::Result<String> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: user.to_string(),
+            exp: now + ttl.as_secs(),
+            iat: Some(now),
+            email,
+            name,
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    /// Checks signature, algorithm, expiry and the subject.
+    pub fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                let why = match e.kind() {
+                    ErrorKind::ExpiredSignature => "the token has expired",
+                    ErrorKind::InvalidSignature => "the token's signature is invalid",
+                    ErrorKind::InvalidAlgorithm => "the token must be signed with HS256",
+                    ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+                    _ => "the token is malformed",
+                };
+                ApiError::Unauthenticated(why.to_owned())
+            })?;
+        let id = Uuid::parse_str(&data.claims.sub).map_err(|_| {
+            ApiError::Unauthenticated("the token's sub claim must be a UUID".to_owned())
+        })?;
+        Ok(AuthUser {
+            id,
+            email: data.claims.email,
+            name: data.claims.name,
+        })
+    }
+}
+
+/// The `Bearer` credential of a request.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthenticated("missing Authorization header".to_owned()))?
+        .to_str()
+        .map_err(|_| ApiError::Unauthenticated("malformed Authorization header".to_owned()))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::Unauthenticated("expected 'Bearer <token>'".to_owned()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::Unauthenticated(
+            "expected 'Bearer <token>'".to_owned(),
+        ));
+    }
+    Ok(token.trim())
+}
+
+/// A signed-in user, provisioned in `users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub email: Option<String>,
+    pub name: Option<String>,
+}
+
+impl FromRequestParts<Arc<AppState>> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let user = state.jwt.verify(bearer(&parts.headers)?)?;
+        state.provision(&user).await?;
+        Ok(user)
+    }
+}
+
+/// A request made with the platform admin token.
+#[derive(Debug, Clone, Copy)]
+pub struct PlatformAdmin;
+
+impl FromRequestParts<Arc<AppState>> for PlatformAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers)?;
+        if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
+            Ok(PlatformAdmin)
+        } else {
+            Err(ApiError::Unauthenticated("invalid admin token".to_owned()))
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so response time does
+/// not reveal how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_tokens_verify_and_others_do_not() {
+        let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
+        let user = Uuid::now_v7();
+        let token = keys
+            .issue(
+                user,
+                Duration::from_secs(60),
+                Some("a@example.com".into()),
+                None,
+            )
+            .expect("issue");
+        let verified = keys.verify(&token).expect("valid");
+        assert_eq!(verified.id, user);
+        assert_eq!(verified.email.as_deref(), Some("a@example.com"));
+
+        let other = JwtKeys::new(b"another-secret-another-secret-xx");
+        assert!(other.verify(&token).is_err());
+        assert!(keys.verify("not.a.token").is_err());
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,174 @@
+//! Server settings: built-in defaults, then the tiers TOML file, then
+//! environment variables and flags (which the binary maps into [`Settings`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use tenantry_core::TierTable;
+use tenantry_db::StatementMode;
+
+/// Everything `tenantry serve` needs to start. Secrets are never printed by
+/// `Debug`.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// `None`: run the embedded PostgreSQL cluster in `data_dir`.
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub redis_url: Option<String>,
+    /// `None`: generated once and kept in `data_dir`.
+    pub jwt_secret: Option<String>,
+    /// `None`: generated once and kept in `data_dir`.
+    pub admin_token: Option<String>,
+    /// Tenants are reached at `<slug>.<base_domain>` when set.
+    pub base_domain: Option<String>,
+    /// A TOML file of tiers; `None` uses the built-in tiers.
+    pub config_file: Option<PathBuf>,
+    pub db_max_connections: usize,
+    pub statement_mode: StatementMode,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("database_url", &redact(&self.database_url))
+            .field("data_dir", &self.data_dir)
+            .field("redis_url", &redact(&self.redis_url))
+            .field("jwt_secret", &redact(&self.jwt_secret))
+            .field("admin_token", &redact(&self.admin_token))
+            .field("base_domain", &self.base_domain)
+            .field("config_file", &self.config_file)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("statement_mode", &self.statement_mode)
+            .finish()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            data_dir: PathBuf::from(".tenantry"),
+            redis_url: None,
+            jwt_secret: None,
+            admin_token: None,
+            base_domain: None,
+            config_file: None,
+            db_max_connections: default_db_connections(),
+            statement_mode: StatementMode::Cached,
+        }
+    }
+}
+
+/// A pool a little larger than the cores: more connections than the
+/// database can run at once only adds queueing inside PostgreSQL.
+pub fn default_db_connections() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 4).clamp(8, 64)
+}
+
+impl Settings {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < 32
+        {
+            anyhow::bail!("TENANTRY_JWT_SECRET must be at least 32 characters");
+        }
+        if let Some(token) = &self.admin_token
+            && token.len() < 16
+        {
+            anyhow::bail!("TENANTRY_ADMIN_TOKEN must be at least 16 characters");
+        }
+        if let Some(base) = &self.base_domain {
+            tenantry_core::Domain::parse(base)
+                .map_err(|e| anyhow::anyhow!("TENANTRY_BASE_DOMAIN: {e}"))?;
+        }
+        if self.db_max_connections == 0 {
+            anyhow::bail!("the database pool needs at least one connection");
+        }
+        Ok(())
+    }
+
+    /// The tier table: the file's if one is configured, else the built-in one.
+    pub fn tiers(&self) -> anyhow::Result<TierTable> {
+        match &self.config_file {
+            None => Ok(TierTable::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("Failed to read {}", path.display()))?;
+                TierTable::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+            }
+        }
+    }
+}
+
+/// The secrets the server runs with, after defaults were generated.
+#[derive(Clone)]
+pub struct Secrets {
+    pub jwt_secret: String,
+    pub admin_token: String,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secrets { <redacted> }")
+    }
+}
+
+impl Secrets {
+    /// Uses the configured secrets, or reads (generating on first use) the
+    /// ones kept in `data_dir`, readable by the owner only.
+    pub fn load(settings: &Settings) -> anyhow::Result<Self> {
+        let jwt_secret = match &settings.jwt_secret {
+            Some(s) => s.clone(),
+            None => kept_secret(&settings.data_dir, "jwt_secret", 48)?,
+        };
+        let admin_token = match &settings.admin_token {
+            Some(s) => s.clone(),
+            None => kept_secret(&settings.data_dir, "admin_token", 32)?,
+        };
+        Ok(Self {
+            jwt_secret,
+            admin_token,
+        })
+    }
+}
+
+fn kept_secret(dir: &Path, name: &str, bytes: usize) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let path = dir.join(name);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("Failed to create {}", dir.display()))?;
+    let secret = random_token(bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("Failed to write {}", path.display()))?;
+    file.write_all(secret.as_bytes())
+        .with_context(|| format!("Failed to write {}", path.display()))?;
+    Ok(secret)
+}
+
+/// A URL-safe random token of `bytes` random bytes.
+pub fn random_token(bytes: usize) -> String {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}

@@ -1,0 +1,21 @@
+//! Tenantry's HTTP server.
+//!
+//! [`server::Application`] starts everything from [`config::Settings`];
+//! [`server::run`] serves an already-bound listener until a shutdown future
+//! completes, so tests start a whole server on port 0 in one line.
+
+pub mod auth;
+pub mod config;
+pub mod openapi;
+pub mod pagination;
+pub mod problem;
+pub mod purge;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod tenancy;
+
+pub use config::Settings;
+pub use server::{Application, run};
+pub use state::AppState;

@@ -1,0 +1,337 @@
+//! One error type at the HTTP edge, rendered as RFC 9457 problem+json.
+//!
+//! Every error the server answers goes through [`ApiError`], including the
+//! rejections of axum's extractors (see [`Json`], [`Path`], [`Query`]), unknown
+//! routes and panics, so clients only ever parse one error format.
+
+use axum::extract::FromRequest;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tenantry_db::DbError;
+
+tokio::task_local! {
+    /// The id of the request being served, so an error body can carry it.
+    pub static REQUEST_ID: String;
+}
+
+/// One field's validation failure (422).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("this tenant is suspended")]
+    TenantSuspended,
+    #[error("quota {quota} exceeded")]
+    QuotaExceeded { quota: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldError>),
+    #[error("too many requests; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the server is overloaded; retry in {retry_after} s")]
+    Overloaded { retry_after: u64 },
+    #[error("the query ran past this tenant's statement timeout")]
+    QueryTimeout,
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The problem+json body (API.md, "Conventions").
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+impl ApiError {
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound(format!("{what} not found"))
+    }
+
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) | Self::TenantSuspended | Self::QuotaExceeded { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } | Self::QueryTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code (API.md lists them).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::TenantSuspended => "tenant_suspended",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Validation(_) => "validation_failed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Overloaded { .. } => "overloaded",
+            Self::QueryTimeout => "query_timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "Bad request",
+            Self::Unauthenticated(_) => "Authentication required",
+            Self::Forbidden(_) => "Forbidden",
+            Self::TenantSuspended => "Tenant suspended",
+            Self::QuotaExceeded { .. } => "Quota exceeded",
+            Self::NotFound(_) => "Not found",
+            Self::MethodNotAllowed(_) => "Method not allowed",
+            Self::Conflict(_) => "Conflict",
+            Self::PayloadTooLarge { .. } => "Payload too large",
+            Self::UnsupportedMediaType(_) => "Unsupported media type",
+            Self::Validation(_) => "Validation failed",
+            Self::RateLimited { .. } => "Rate limited",
+            Self::Overloaded { .. } => "Overloaded",
+            Self::QueryTimeout => "Query timeout",
+            Self::Internal(_) => "Internal server error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+        if let Self::Internal(err) = &self {
+            // Logged once, with its cause chain; the client sees nothing of it.
+            tracing::error!(request_id = request_id.as_deref(), error = ?err, "internal error");
+        }
+        let status = self.status();
+        let code = self.code();
+        let errors = match &self {
+            Self::Validation(errors) => Some(errors.clone()),
+            _ => None,
+        };
+        let body = Problem {
+            kind: format!("/problems/{code}"),
+            title: self.title().to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code: code.to_owned(),
+            request_id,
+            errors,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match &self {
+            Self::Unauthenticated(detail) => {
+                let description = detail.replace(['"', '\\'], "'");
+                let value = format!(
+                    "Bearer realm=\"tenantry\", error=\"invalid_token\", error_description=\"{description}\""
+                );
+                let value = HeaderValue::from_str(&value)
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"tenantry\""));
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+            Self::RateLimited { retry_after } | Self::Overloaded { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            Self::QueryTimeout => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Conflict { constraint } => {
+                ApiError::Conflict(format!("conflicts with existing data ({constraint})"))
+            }
+            DbError::Timeout => ApiError::QueryTimeout,
+            DbError::Unavailable(reason) => {
+                tracing::warn!(%reason, "database unavailable");
+                ApiError::Overloaded { retry_after: 1 }
+            }
+            DbError::Other(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// `axum::Json`, with rejections as problem+json: malformed JSON 400, a
+/// missing or wrong content type 415, a body over the limit 413, and a body
+/// of the wrong shape 422 naming the field.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => {
+            // serde_path_to_error's message reads "field: problem".
+            let text = e.body_text();
+            let detail = text
+                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                .unwrap_or(&text)
+                .to_owned();
+            let (field, message) = match detail.split_once(": ") {
+                Some((field, message)) if !field.contains(' ') => {
+                    (field.to_owned(), message.to_owned())
+                }
+                _ => ("body".to_owned(), detail),
+            };
+            ApiError::Validation(vec![FieldError { field, message }])
+        }
+        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!(
+            "malformed JSON: {}",
+            e.body_text()
+                .strip_prefix("Failed to parse the request body as JSON: ")
+                .unwrap_or(&e.body_text())
+        )),
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+            "expected a body with Content-Type: application/json".to_owned(),
+        ),
+        JsonRejection::BytesRejection(e) => {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: crate::server::BODY_LIMIT,
+                }
+            } else {
+                ApiError::BadRequest(e.body_text())
+            }
+        }
+        other => ApiError::BadRequest(other.body_text()),
+    }
+}
+
+/// `axum::extract::Path` with rejections as problem+json. A malformed id in
+/// the path answers 404: no object has that id.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
+where
+    axum::extract::Path<T>: axum::extract::FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => {
+                Err(ApiError::NotFound("no such resource".to_owned()))
+            }
+            Err(other) => Err(ApiError::Internal(anyhow::anyhow!(other.body_text()))),
+        }
+    }
+}
+
+/// `axum::extract::Query` with rejections as problem+json (400).
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    axum::extract::Query<T>: axum::extract::FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "invalid query string: {}",
+                rejection
+                    .body_text()
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&rejection.body_text())
+            ))),
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The platform admin API: the tenant registry.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tenantry_core::{Domain, JoinPolicy, LimitOverrides, TenantSlug, TenantStatus};
+use tenantry_db::tenants::{self, Lookup, NewTenant, Tenant, TenantPatch};
+use uuid::Uuid;
+
+use super::{Checks, double_option, text};
+use crate::auth::PlatformAdmin;
+use crate::pagination::{Page, PageParams};
+use crate::problem::{ApiError, FieldError, Json, Path, Query};
+use crate::state::{AppState, PLATFORM_STATEMENT_TIMEOUT_MS};
+
+/// A tenant as the admin API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantView {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub domain: Option<String>,
+    pub tier: String,
+    #[schema(value_type = String, example = "active")]
+    pub status: TenantStatus,
+    #[schema(value_type = String, example = "invite")]
+    pub join_policy: JoinPolicy,
+    pub owner_user_id: Uuid,
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    #[schema(value_type = Object)]
+    pub features: Value,
+    /// The tenant's own overrides of its tier's limits.
+    #[schema(value_type = Object)]
+    pub limits: LimitOverrides,
+    /// The limits in force: the tier's, with the overrides.
+    #[schema(value_type = Object)]
+    pub effective_limits: tenantry_core::Limits,
+    pub member_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TenantView {
+    fn new(state: &AppState, t: Tenant) -> Self {
+        let effective_limits = state.limits_of(&t);
+        Self {
+            id: t.id,
+            slug: t.slug,
+            name: t.name,
+            domain: t.domain,
+            tier: t.tier,
+            status: t.status,
+            join_policy: t.join_policy,
+            owner_user_id: t.owner_user_id,
+            settings: t.settings,
+            features: t.features,
+            limits: t.limits,
+            effective_limits,
+            member_count: t.member_count,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub slug: String,
+    pub name: String,
+    pub tier: Option<String>,
+    pub domain: Option<String>,
+    pub owner_user_id: Uuid,
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub features: Option<Value>,
+    /// `open` or `invite` (default).
+    pub join_policy: Option<String>,
+}
+
+fn object(field: &str, value: Option<Value>) -> Result<Value, FieldError> {
+    match value {
+        None => Ok(Value::Object(Default::default())),
+        Some(v @ Value::Object(_)) => Ok(v),
+        Some(_) => Err(FieldError::new(field, "must be a JSON object")),
+    }
+}
+
+fn conflict(err: tenantry_db::DbError) -> ApiError {
+    match &err {
+        tenantry_db::DbError::Conflict { constraint } if constraint.contains("slug") => {
+            ApiError::Conflict("a tenant with this slug already exists".to_owned())
+        }
+        tenantry_db::DbError::Conflict { constraint } if constraint.contains("domain") => {
+            ApiError::Conflict("another tenant already uses this domain".to_owned())
+        }
+        _ => err.into(),
+    }
+}
+
+/// Creates a tenant with its owner as first member.
+#[utoipa::path(post, path = "/v1/admin/tenants", tag = "admin", request_body = CreateTenant,
+    responses((status = 201, body = TenantView), (status = 409, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn create_tenant(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Json(body): Json<CreateTenant>,
+) -> Result<(StatusCode, Json<TenantView>), ApiError> {
+    let tiers = state.tiers.load();
+    let mut checks = Checks::default();
+    let slug = checks
+        .check(TenantSlug::parse(&body.slug).map_err(|e| FieldError::new("slug", e.to_string())));
+    let name = checks.check(text("name", &body.name, 200));
+    let tier = checks.check(match &body.tier {
+        None => Ok(tiers.default_name()),
+        Some(t) => tiers
+            .parse_name(t)
+            .map_err(|e| FieldError::new("tier", e.to_string())),
+    });
+    let domain = checks.check(
+        body.domain
+            .as_deref()
+            .map(Domain::parse)
+            .transpose()
+            .map_err(|e| FieldError::new("domain", e.to_string())),
+    );
+    let settings = checks.check(object("settings", body.settings));
+    let features = checks.check(object("features", body.features));
+    let join_policy = checks.check(
+        body.join_policy
+            .as_deref()
+            .map(JoinPolicy::parse)
+            .transpose()
+            .map_err(|e| FieldError::new("join_policy", e.to_string())),
+    );
+    checks.finish()?;
+    let (
+        Some(slug),
+        Some(name),
+        Some(tier),
+        Some(domain),
+        Some(settings),
+        Some(features),
+        Some(join_policy),
+    ) = (slug, name, tier, domain, settings, features, join_policy)
+    else {
+        unreachable!("every check passed");
+    };
+    let new = NewTenant {
+        slug: slug.to_string(),
+        name,
+        tier: tier.to_string(),
+        domain: domain.map(|d| d.to_string()),
+        owner_user_id: body.owner_user_id,
+        settings,
+        features,
+        join_policy: join_policy.unwrap_or_default(),
+    };
+    let tenant = tenants::create(&state.db, &new, PLATFORM_STATEMENT_TIMEOUT_MS)
+        .await
+        .map_err(conflict)?;
+    state.registry.created(&tenant).await;
+    tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant created");
+    Ok((StatusCode::CREATED, Json(TenantView::new(&state, tenant))))
+}
+
+/// Lists tenants in creation order.
+#[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin", params(PageParams),
+    responses((status = 200, body = Page<TenantView>)), security(("admin_token" = [])))]
+pub async fn list_tenants(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<TenantView>>, ApiError> {
+    let limit = page.limit()?;
+    let after: Option<Uuid> = page.after(Uuid::nil(), "tenants")?;
+    let rows = tenants::list(&state.db, after, limit + 1, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        Uuid::nil(),
+        "tenants",
+        |t| t.id,
+        |t| TenantView::new(&state, t),
+    )))
+}
+
+async fn find(state: &AppState, id: Uuid) -> Result<Tenant, ApiError> {
+    tenants::find(&state.db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))
+}
+
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}", tag = "admin",
+    responses((status = 200, body = TenantView), (status = 404, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn get_tenant(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<TenantView>, ApiError> {
+    let tenant = find(&state, id).await?;
+    Ok(Json(TenantView::new(&state, tenant)))
+}
+
+/// A change to a tenant. `settings`, `features` and `limits` merge into what
+/// is there (a key set to null is removed); `domain: null` removes the domain.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenant {
+    pub name: Option<String>,
+    pub tier: Option<String>,
+    /// `active` or `suspended`.
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub domain: Option<Option<String>>,
+    pub join_policy: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub features: Option<Value>,
+    /// Overrides of the tier's limits: `rate_per_sec`, `burst`,
+    /// `user_rate_per_sec`, `db_concurrency`, `statement_timeout_ms`,
+    /// `cache_ttl_secs`, `max_members`, `max_posts`, `max_storage_mb`,
+    /// `analytics_events_per_day`, `weight`.
+    #[schema(value_type = Option<Object>)]
+    pub limits: Option<Value>,
+}
+
+#[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin", request_body = PatchTenant,
+    responses((status = 200, body = TenantView), (status = 404, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn patch_tenant(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<PatchTenant>,
+) -> Result<Json<TenantView>, ApiError> {
+    let tiers = state.tiers.load();
+    let mut checks = Checks::default();
+    let name = checks.check(
+        body.name
+            .as_deref()
+            .map(|n| text("name", n, 200))
+            .transpose(),
+    );
+    let tier = checks.check(
+        body.tier
+            .as_deref()
+            .map(|t| tiers.parse_name(t).map(|n| n.to_string()))
+            .transpose()
+            .map_err(|e| FieldError::new("tier", e.to_string())),
+    );
+    let status = checks.check(match body.status.as_deref() {
+        None => Ok(None),
+        Some("active") => Ok(Some(TenantStatus::Active)),
+        Some("suspended") => Ok(Some(TenantStatus::Suspended)),
+        Some(_) => Err(FieldError::new("status", "must be active or suspended")),
+    });
+    let domain = checks.check(match &body.domain {
+        None => Ok(None),
+        Some(None) => Ok(Some(None)),
+        Some(Some(d)) => Domain::parse(d)
+            .map(|d| Some(Some(d.to_string())))
+            .map_err(|e| FieldError::new("domain", e.to_string())),
+    });
+    let join_policy = checks.check(
+        body.join_policy
+            .as_deref()
+            .map(JoinPolicy::parse)
+            .transpose()
+            .map_err(|e| FieldError::new("join_policy", e.to_string())),
+    );
+    let settings = checks.check(
+        body.settings
+            .map(|v| object("settings", Some(v)))
+            .transpose(),
+    );
+    let features = checks.check(
+        body.features
+            .map(|v| object("features", Some(v)))
+            .transpose(),
+    );
+    let limits = checks.check(body.limits.map(validate_limits).transpose());
+    checks.finish()?;
+    let patch = TenantPatch {
+        name: name.flatten(),
+        tier: tier.flatten(),
+        status: status.flatten(),
+        domain: domain.flatten(),
+        join_policy: join_policy.flatten(),
+        settings: settings.flatten(),
+        features: features.flatten(),
+        limits: limits.flatten(),
+    };
+    let before = find(&state, id).await?;
+    let updated = tenants::update(&state.db, id, &patch, PLATFORM_STATEMENT_TIMEOUT_MS)
+        .await
+        .map_err(conflict)?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    state.tenant_changed(Some(&before), id).await;
+    tracing::info!(tenant = %id, "tenant changed");
+    Ok(Json(TenantView::new(&state, updated)))
+}
+
+/// Limits must be an object of known names with valid values (or null, to
+/// drop an override).
+fn validate_limits(value: Value) -> Result<Value, FieldError> {
+    let Value::Object(map) = &value else {
+        return Err(FieldError::new("limits", "must be a JSON object"));
+    };
+    let without_nulls: serde_json::Map<String, Value> = map
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let parsed: LimitOverrides = serde_json::from_value(Value::Object(without_nulls))
+        .map_err(|e| FieldError::new("limits", e.to_string()))?;
+    parsed
+        .validate()
+        .map_err(|e| FieldError::new("limits", e.to_string()))?;
+    Ok(value)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    pub id: Uuid,
+    pub status: &'static str,
+}
+
+/// Deletes a tenant: it answers 404 at once; its data is purged in the
+/// background.
+#[utoipa::path(delete, path = "/v1/admin/tenants/{id}", tag = "admin",
+    responses((status = 202, body = Deleted), (status = 404, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn delete_tenant(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, Json<Deleted>), ApiError> {
+    let before = find(&state, id).await?;
+    if !tenants::mark_deleted(&state.db, id, PLATFORM_STATEMENT_TIMEOUT_MS).await? {
+        return Err(ApiError::not_found("tenant"));
+    }
+    state.tenant_changed(Some(&before), id).await;
+    state.purge_wakeup.notify_one();
+    tracing::info!(tenant = %id, "tenant deleted; purge scheduled");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Deleted {
+            id,
+            status: "deleted",
+        }),
+    ))
+}

@@ -1,0 +1,216 @@
+//! Members of a tenant and their roles.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tenantry_core::{JoinPolicy, Role};
+use tenantry_db::DbError;
+use tenantry_db::members::{self, Member};
+use uuid::Uuid;
+
+use crate::pagination::{Page, PageParams};
+use crate::problem::{ApiError, Json, Path, Query};
+use crate::tenancy::Scope;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MemberView {
+    pub user_id: Uuid,
+    pub role: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub display_in_feed: bool,
+    pub joined_at: DateTime<Utc>,
+}
+
+impl From<Member> for MemberView {
+    fn from(m: Member) -> Self {
+        Self {
+            user_id: m.user_id,
+            role: m.role.to_string(),
+            email: m.email,
+            display_name: m.display_name,
+            display_in_feed: m.display_in_feed,
+            joined_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub user_id: Uuid,
+    /// owner, admin, moderator or member.
+    pub role: String,
+}
+
+fn parse_role(raw: &str) -> Result<Role, ApiError> {
+    Role::parse(raw).map_err(|e| ApiError::validation("role", e.to_string()))
+}
+
+fn already_member(err: DbError) -> ApiError {
+    match err {
+        DbError::Conflict { .. } => ApiError::Conflict("already a member".to_owned()),
+        other => other.into(),
+    }
+}
+
+/// Admins add members; nobody grants a role above their own.
+#[utoipa::path(post, path = "/v1/members", tag = "members", request_body = AddMember,
+    responses((status = 201, body = MemberView), (status = 403, body = crate::problem::Problem),
+              (status = 409, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn add_member(
+    mut scope: Scope,
+    Json(body): Json<AddMember>,
+) -> Result<(StatusCode, Json<MemberView>), ApiError> {
+    let actor = scope.require(Role::Admin)?;
+    let role = parse_role(&body.role)?;
+    if role > actor {
+        return Err(ApiError::Forbidden(format!(
+            "only an owner can grant the {role} role"
+        )));
+    }
+    let member = members::add(&mut scope.tx, scope.tenant.id, body.user_id, role)
+        .await
+        .map_err(already_member)?;
+    scope.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(member.into())))
+}
+
+/// Joins a tenant whose join policy is `open`.
+#[utoipa::path(post, path = "/v1/members/me", tag = "members",
+    responses((status = 201, body = MemberView), (status = 403, body = crate::problem::Problem),
+              (status = 409, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), ApiError> {
+    if scope.role.is_some() {
+        return Err(ApiError::Conflict("already a member".to_owned()));
+    }
+    if scope.tenant.join_policy != JoinPolicy::Open {
+        return Err(ApiError::Forbidden(
+            "this tenant is invite-only: an admin must add you".to_owned(),
+        ));
+    }
+    let member = members::add(&mut scope.tx, scope.tenant.id, scope.user.id, Role::Member)
+        .await
+        .map_err(already_member)?;
+    scope.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(member.into())))
+}
+
+#[utoipa::path(get, path = "/v1/members", tag = "members", params(PageParams),
+    responses((status = 200, body = Page<MemberView>)), security(("user_jwt" = [])))]
+pub async fn list_members(
+    mut scope: Scope,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<MemberView>>, ApiError> {
+    scope.member()?;
+    let limit = page.limit()?;
+    let tenant = scope.tenant.id;
+    let after: Option<Uuid> = page.after(tenant, "members")?;
+    let rows = members::list(&mut scope.tx, tenant, after, limit + 1).await?;
+    scope.tx.commit().await?;
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        tenant,
+        "members",
+        |m| m.user_id,
+        MemberView::from,
+    )))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRole {
+    pub role: String,
+}
+
+/// Whether `actor` may change or remove a member who has `target`: owners
+/// may touch anyone, admins only those below them.
+fn may_manage(actor: Role, target: Role) -> bool {
+    actor == Role::Owner || (actor >= Role::Admin && target < actor)
+}
+
+#[utoipa::path(patch, path = "/v1/members/{user_id}", tag = "members", request_body = ChangeRole,
+    responses((status = 200, body = MemberView), (status = 403, body = crate::problem::Problem),
+              (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn change_role(
+    mut scope: Scope,
+    Path(user_id): Path<Uuid>,
+    Json(body): Json<ChangeRole>,
+) -> Result<Json<MemberView>, ApiError> {
+    let actor = scope.require(Role::Admin)?;
+    let role = parse_role(&body.role)?;
+    let tenant = scope.tenant.id;
+    let target = members::role_of(&mut scope.tx, tenant, user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("member"))?;
+    if !may_manage(actor, target) || role > actor {
+        return Err(ApiError::Forbidden(
+            "you may not change this member's role to that".to_owned(),
+        ));
+    }
+    if target == Role::Owner && role != Role::Owner {
+        ensure_another_owner(&mut scope, tenant).await?;
+    }
+    let member = members::set_role(&mut scope.tx, tenant, user_id, role)
+        .await?
+        .ok_or_else(|| ApiError::not_found("member"))?;
+    scope.tx.commit().await?;
+    Ok(Json(member.into()))
+}
+
+/// A tenant always keeps at least one owner.
+async fn ensure_another_owner(scope: &mut Scope, tenant: Uuid) -> Result<(), ApiError> {
+    if members::lock_owners(&mut scope.tx, tenant).await? <= 1 {
+        return Err(ApiError::Conflict(
+            "a tenant needs at least one owner: make someone else owner first".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Admins remove members below them; anyone may leave.
+#[utoipa::path(delete, path = "/v1/members/{user_id}", tag = "members",
+    responses((status = 204), (status = 403, body = crate::problem::Problem),
+              (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn remove_member(
+    mut scope: Scope,
+    Path(user_id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let actor = scope.member()?;
+    let tenant = scope.tenant.id;
+    let target = members::role_of(&mut scope.tx, tenant, user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("member"))?;
+    let leaving = user_id == scope.user.id;
+    if !leaving && !may_manage(actor, target) {
+        return Err(ApiError::Forbidden(
+            "you may not remove this member".to_owned(),
+        ));
+    }
+    if target == Role::Owner {
+        ensure_another_owner(&mut scope, tenant).await?;
+    }
+    if !members::remove(&mut scope.tx, tenant, user_id).await? {
+        return Err(ApiError::not_found("member"));
+    }
+    scope.tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_higher_roles_manage_lower_ones() {
+        assert!(may_manage(Role::Owner, Role::Owner));
+        assert!(may_manage(Role::Admin, Role::Moderator));
+        assert!(!may_manage(Role::Admin, Role::Admin));
+        assert!(!may_manage(Role::Moderator, Role::Member));
+    }
+}

@@ -1,0 +1,52 @@
+//! Operations endpoints: liveness, readiness, metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::problem::{ApiError, Json};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// The process is up. Touches nothing else.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The database answers within a second.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, body = Health), (status = 503, body = crate::problem::Problem)))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
+    match tokio::time::timeout(Duration::from_secs(1), state.db.ping()).await {
+        Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(ApiError::Overloaded { retry_after: 1 })
+        }
+        Err(_) => Err(ApiError::Overloaded { retry_after: 1 }),
+    }
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String)))]
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let (size, idle, waiting) = state.db.pool_status();
+    metrics::gauge!("tenantry_db_pool_connections").set(size as f64);
+    metrics::gauge!("tenantry_db_pool_idle").set(idle as f64);
+    metrics::gauge!("tenantry_db_pool_waiting").set(waiting as f64);
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,253 @@
+//! Posts, likes and comments.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tenantry_core::Role;
+use tenantry_db::posts::{self, Comment, Post};
+use uuid::Uuid;
+
+use super::text;
+use crate::pagination::{Page, PageParams, TimeKey};
+use crate::problem::{ApiError, Json, Path, Query};
+use crate::tenancy::Scope;
+
+pub const MAX_POST_CHARS: usize = 10_000;
+pub const MAX_COMMENT_CHARS: usize = 5_000;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PostView {
+    pub id: Uuid,
+    pub author_id: Uuid,
+    pub content: String,
+    pub like_count: i32,
+    pub comment_count: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Post> for PostView {
+    fn from(p: Post) -> Self {
+        Self {
+            id: p.id,
+            author_id: p.author_id,
+            content: p.content,
+            like_count: p.like_count,
+            comment_count: p.comment_count,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostBody {
+    pub content: String,
+}
+
+fn content(raw: &str, max: usize) -> Result<String, ApiError> {
+    text("content", raw, max).map_err(|e| ApiError::Validation(vec![e]))
+}
+
+fn post_not_found() -> ApiError {
+    ApiError::not_found("post")
+}
+
+#[utoipa::path(post, path = "/v1/posts", tag = "posts", request_body = PostBody,
+    responses((status = 201, body = PostView), (status = 403, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn create_post(
+    mut scope: Scope,
+    Json(body): Json<PostBody>,
+) -> Result<(StatusCode, Json<PostView>), ApiError> {
+    scope.member()?;
+    let content = content(&body.content, MAX_POST_CHARS)?;
+    let post = posts::create(&mut scope.tx, scope.tenant.id, scope.user.id, &content).await?;
+    scope.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(post.into())))
+}
+
+/// Newest first, keyset-paginated.
+#[utoipa::path(get, path = "/v1/posts", tag = "posts", params(PageParams),
+    responses((status = 200, body = Page<PostView>)), security(("user_jwt" = [])))]
+pub async fn list_posts(
+    scope: Scope,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<PostView>>, ApiError> {
+    scope.member()?;
+    let limit = page.limit()?;
+    let tenant = scope.tenant.id;
+    let after: Option<TimeKey> = page.after(tenant, "posts")?;
+    let rows = posts::list_and_commit(scope.tx, tenant, after.map(Into::into), limit + 1).await?;
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        tenant,
+        "posts",
+        |p| TimeKey::from(p.keyset()),
+        PostView::from,
+    )))
+}
+
+#[utoipa::path(get, path = "/v1/posts/{id}", tag = "posts",
+    responses((status = 200, body = PostView), (status = 404, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn get_post(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<PostView>, ApiError> {
+    scope.member()?;
+    let post = posts::get(&mut scope.tx, scope.tenant.id, id)
+        .await?
+        .ok_or_else(post_not_found)?;
+    scope.tx.commit().await?;
+    Ok(Json(post.into()))
+}
+
+/// 404 if the post is not there; 403 unless the caller wrote it or moderates.
+async fn check_may_moderate(scope: &mut Scope, id: Uuid) -> Result<(), ApiError> {
+    let role = scope.member()?;
+    let post = posts::get(&mut scope.tx, scope.tenant.id, id)
+        .await?
+        .ok_or_else(post_not_found)?;
+    if post.author_id != scope.user.id && role < Role::Moderator {
+        return Err(ApiError::Forbidden(
+            "only the author or a moderator may change this post".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(patch, path = "/v1/posts/{id}", tag = "posts", request_body = PostBody,
+    responses((status = 200, body = PostView), (status = 403, body = crate::problem::Problem),
+              (status = 404, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn edit_post(
+    mut scope: Scope,
+    Path(id): Path<Uuid>,
+    Json(body): Json<PostBody>,
+) -> Result<Json<PostView>, ApiError> {
+    let content = content(&body.content, MAX_POST_CHARS)?;
+    check_may_moderate(&mut scope, id).await?;
+    let post = posts::update(&mut scope.tx, scope.tenant.id, id, &content)
+        .await?
+        .ok_or_else(post_not_found)?;
+    scope.tx.commit().await?;
+    Ok(Json(post.into()))
+}
+
+#[utoipa::path(delete, path = "/v1/posts/{id}", tag = "posts",
+    responses((status = 204), (status = 403, body = crate::problem::Problem),
+              (status = 404, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn delete_post(mut scope: Scope, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+    check_may_moderate(&mut scope, id).await?;
+    if !posts::soft_delete(&mut scope.tx, scope.tenant.id, id).await? {
+        return Err(post_not_found());
+    }
+    scope.tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LikeState {
+    pub liked: bool,
+    pub like_count: i32,
+}
+
+/// Likes a post; liking again changes nothing.
+#[utoipa::path(post, path = "/v1/posts/{id}/like", tag = "posts",
+    responses((status = 200, body = LikeState), (status = 404, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn like(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeState>, ApiError> {
+    scope.member()?;
+    let count = posts::like(&mut scope.tx, scope.tenant.id, id, scope.user.id)
+        .await?
+        .ok_or_else(post_not_found)?;
+    scope.tx.commit().await?;
+    Ok(Json(LikeState {
+        liked: true,
+        like_count: count,
+    }))
+}
+
+/// Takes a like back; unliking again changes nothing.
+#[utoipa::path(delete, path = "/v1/posts/{id}/like", tag = "posts",
+    responses((status = 200, body = LikeState), (status = 404, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn unlike(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeState>, ApiError> {
+    scope.member()?;
+    let count = posts::unlike(&mut scope.tx, scope.tenant.id, id, scope.user.id)
+        .await?
+        .ok_or_else(post_not_found)?;
+    scope.tx.commit().await?;
+    Ok(Json(LikeState {
+        liked: false,
+        like_count: count,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CommentView {
+    pub id: Uuid,
+    pub post_id: Uuid,
+    pub author_id: Uuid,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Comment> for CommentView {
+    fn from(c: Comment) -> Self {
+        Self {
+            id: c.id,
+            post_id: c.post_id,
+            author_id: c.author_id,
+            content: c.content,
+            created_at: c.created_at,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/posts/{id}/comments", tag = "posts", request_body = PostBody,
+    responses((status = 201, body = CommentView), (status = 404, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn add_comment(
+    mut scope: Scope,
+    Path(id): Path<Uuid>,
+    Json(body): Json<PostBody>,
+) -> Result<(StatusCode, Json<CommentView>), ApiError> {
+    scope.member()?;
+    let content = content(&body.content, MAX_COMMENT_CHARS)?;
+    let comment = posts::add_comment(&mut scope.tx, scope.tenant.id, id, scope.user.id, &content)
+        .await?
+        .ok_or_else(post_not_found)?;
+    scope.tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(comment.into())))
+}
+
+/// Oldest first, keyset-paginated.
+#[utoipa::path(get, path = "/v1/posts/{id}/comments", tag = "posts", params(PageParams),
+    responses((status = 200, body = Page<CommentView>), (status = 404, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn list_comments(
+    mut scope: Scope,
+    Path(id): Path<Uuid>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<CommentView>>, ApiError> {
+    scope.member()?;
+    let limit = page.limit()?;
+    let tenant = scope.tenant.id;
+    let list = format!("comments:{id}");
+    let after: Option<TimeKey> = page.after(tenant, &list)?;
+    let rows = posts::list_comments(&mut scope.tx, tenant, id, after.map(Into::into), limit + 1)
+        .await?
+        .ok_or_else(post_not_found)?;
+    scope.tx.commit().await?;
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        tenant,
+        &list,
+        |c| TimeKey::from(c.keyset()),
+        CommentView::from,
+    )))
+}

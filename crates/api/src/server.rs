@@ -1,0 +1,212 @@
+//! Building the router and running the server.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, patch, post};
+use tenantry_db::embedded::EmbeddedPostgres;
+use tenantry_db::{Db, DbOptions};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi as _;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::{Secrets, Settings};
+use crate::routes::{admin, members, ops, posts, tenant};
+use crate::state::AppState;
+use crate::telemetry;
+
+/// The largest request body accepted (413 beyond).
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// Every route of the API.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/v1/admin/tenants",
+            post(admin::create_tenant).get(admin::list_tenants),
+        )
+        .route(
+            "/v1/admin/tenants/{id}",
+            get(admin::get_tenant)
+                .patch(admin::patch_tenant)
+                .delete(admin::delete_tenant),
+        )
+        .route("/v1/tenant", get(tenant::get_tenant))
+        .route(
+            "/v1/members",
+            post(members::add_member).get(members::list_members),
+        )
+        .route("/v1/members/me", post(members::join))
+        .route(
+            "/v1/members/{user_id}",
+            patch(members::change_role).delete(members::remove_member),
+        )
+        .route("/v1/posts", post(posts::create_post).get(posts::list_posts))
+        .route(
+            "/v1/posts/{id}",
+            get(posts::get_post)
+                .patch(posts::edit_post)
+                .delete(posts::delete_post),
+        )
+        .route(
+            "/v1/posts/{id}/like",
+            post(posts::like).delete(posts::unlike),
+        )
+        .route(
+            "/v1/posts/{id}/comments",
+            post(posts::add_comment).get(posts::list_comments),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::ApiDoc::openapi()))
+        .fallback(telemetry::not_found)
+        .method_not_allowed_fallback(telemetry::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(telemetry::panic_response))
+        .layer(axum::middleware::from_fn(telemetry::observe))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then drains
+/// in-flight requests. Background workers stop with it.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let purge = tokio::spawn(crate::purge::run(state.clone(), stop_rx.clone()));
+    let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("The HTTP server failed");
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(purge, upkeep);
+    result
+}
+
+async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => state.metrics.run_upkeep(),
+        }
+    }
+}
+
+/// A configured server: database up and migrated, listener bound.
+pub struct Application {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    embedded: Option<EmbeddedPostgres>,
+    data_dir: PathBuf,
+    pub secrets: Secrets,
+}
+
+impl Application {
+    /// Starts the database (embedded when no `DATABASE_URL`), migrates it and
+    /// binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let tiers = settings.tiers()?;
+        let secrets = Secrets::load(&settings)?;
+        let (url, embedded) = match &settings.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let pg = EmbeddedPostgres::start(&settings.data_dir)
+                    .await
+                    .context("Failed to start the embedded PostgreSQL")?;
+                (pg.connection_string(), Some(pg))
+            }
+        };
+        let db = Db::connect(
+            &url,
+            &DbOptions {
+                max_connections: settings.db_max_connections,
+                statement_mode: settings.statement_mode,
+                ..DbOptions::default()
+            },
+        )?;
+        tenantry_db::migrate::migrate(&db)
+            .await
+            .context("Failed to migrate the database")?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("Failed to listen on {}", settings.listen))?;
+        let state = Arc::new(AppState::new(
+            db,
+            tiers,
+            &secrets.jwt_secret,
+            secrets.admin_token.clone(),
+            settings.base_domain.clone(),
+            telemetry::prometheus(),
+        ));
+        Ok(Self {
+            state,
+            listener,
+            embedded,
+            data_dir: settings.data_dir,
+            secrets,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown`, then stops the embedded database if it
+    /// started one.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        let db_note = match &self.embedded {
+            Some(_) => format!("embedded PostgreSQL in {}", self.data_dir.display()),
+            None => "DATABASE_URL".to_owned(),
+        };
+        println!(
+            "tenantry listening on http://{addr} ({db_note}; admin token: {})",
+            self.secrets.admin_token
+        );
+        let result = run(self.listener, self.state, shutdown).await;
+        if let Some(pg) = self.embedded {
+            pg.stop()
+                .await
+                .context("Failed to stop the embedded PostgreSQL")?;
+        }
+        result
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

@@ -1,0 +1,61 @@
+//! A tenant's lifecycle and how people join it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ParseError;
+
+/// Whether a tenant serves requests. `Deleted` tenants answer 404 like unknown
+/// ones while a background purge removes their data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+    Deleted,
+}
+
+impl TenantStatus {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        match raw {
+            "active" => Ok(Self::Active),
+            "suspended" => Ok(Self::Suspended),
+            "deleted" => Ok(Self::Deleted),
+            _ => Err(ParseError::new("status must be active or suspended")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+/// Who may become a member: anyone signed in (`Open`, via `POST /v1/members/me`)
+/// or only people an admin adds (`Invite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinPolicy {
+    Open,
+    #[default]
+    Invite,
+}
+
+impl JoinPolicy {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        match raw {
+            "open" => Ok(Self::Open),
+            "invite" => Ok(Self::Invite),
+            _ => Err(ParseError::new("join_policy must be open or invite")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Invite => "invite",
+        }
+    }
+}

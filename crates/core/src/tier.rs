@@ -1,0 +1,320 @@
+//! Service tiers and the limits they set.
+//!
+//! A tenant's effective limits are its tier's [`Limits`] with the tenant's own
+//! [`LimitOverrides`] laid on top. Tiers are built in (`free`, `pro`,
+//! `enterprise`) and can be replaced or extended by a TOML file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ParseError;
+
+/// The name of a tier in the [`TierTable`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TierName(String);
+
+impl TierName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TierName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Everything a tier (or an override) limits. Rates are per second; a burst is
+/// how many requests may arrive at once above the steady rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub rate_per_sec: u32,
+    pub burst: u32,
+    pub user_rate_per_sec: u32,
+    pub db_concurrency: u32,
+    pub statement_timeout_ms: u32,
+    pub cache_ttl_secs: u32,
+    pub max_members: u64,
+    pub max_posts: u64,
+    pub max_storage_mb: u64,
+    pub analytics_events_per_day: u64,
+    /// Weight in the fair queue across tenants: a weight-4 tenant is admitted
+    /// four times as often as a weight-1 tenant when both are waiting.
+    pub weight: u32,
+}
+
+impl Limits {
+    /// Lays `overrides` on top of these limits.
+    pub fn with(&self, overrides: &LimitOverrides) -> Limits {
+        Limits {
+            rate_per_sec: overrides.rate_per_sec.unwrap_or(self.rate_per_sec),
+            burst: overrides.burst.unwrap_or(self.burst),
+            user_rate_per_sec: overrides
+                .user_rate_per_sec
+                .unwrap_or(self.user_rate_per_sec),
+            db_concurrency: overrides.db_concurrency.unwrap_or(self.db_concurrency),
+            statement_timeout_ms: overrides
+                .statement_timeout_ms
+                .unwrap_or(self.statement_timeout_ms),
+            cache_ttl_secs: overrides.cache_ttl_secs.unwrap_or(self.cache_ttl_secs),
+            max_members: overrides.max_members.unwrap_or(self.max_members),
+            max_posts: overrides.max_posts.unwrap_or(self.max_posts),
+            max_storage_mb: overrides.max_storage_mb.unwrap_or(self.max_storage_mb),
+            analytics_events_per_day: overrides
+                .analytics_events_per_day
+                .unwrap_or(self.analytics_events_per_day),
+            weight: overrides.weight.unwrap_or(self.weight),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ParseError> {
+        let positive = [
+            ("rate_per_sec", self.rate_per_sec),
+            ("burst", self.burst),
+            ("user_rate_per_sec", self.user_rate_per_sec),
+            ("db_concurrency", self.db_concurrency),
+            ("statement_timeout_ms", self.statement_timeout_ms),
+            ("weight", self.weight),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ParseError::new(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-tenant overrides set by a platform admin; `None` keeps the tier's value.
+/// Unknown names are refused so a typo never silently does nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_rate_per_sec: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_secs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_members: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_posts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_storage_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics_events_per_day: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+impl LimitOverrides {
+    /// Checks that no override sets a rate, concurrency, timeout or weight to 0.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        let zero = [
+            ("rate_per_sec", self.rate_per_sec),
+            ("burst", self.burst),
+            ("user_rate_per_sec", self.user_rate_per_sec),
+            ("db_concurrency", self.db_concurrency),
+            ("statement_timeout_ms", self.statement_timeout_ms),
+            ("weight", self.weight),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == Some(0));
+        match zero {
+            Some((name, _)) => Err(ParseError::new(format!("{name} must be at least 1"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The tiers a platform offers, by name, and which one new tenants get.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierTable {
+    #[serde(default = "default_tier_name")]
+    pub default_tier: String,
+    pub tiers: BTreeMap<String, Limits>,
+}
+
+fn default_tier_name() -> String {
+    "free".to_owned()
+}
+
+impl Default for TierTable {
+    fn default() -> Self {
+        let tiers = BTreeMap::from([
+            (
+                "free".to_owned(),
+                Limits {
+                    rate_per_sec: 50,
+                    burst: 100,
+                    user_rate_per_sec: 10,
+                    db_concurrency: 2,
+                    statement_timeout_ms: 2_000,
+                    cache_ttl_secs: 30,
+                    max_members: 1_000,
+                    max_posts: 10_000,
+                    max_storage_mb: 500,
+                    analytics_events_per_day: 100_000,
+                    weight: 1,
+                },
+            ),
+            (
+                "pro".to_owned(),
+                Limits {
+                    rate_per_sec: 500,
+                    burst: 1_000,
+                    user_rate_per_sec: 50,
+                    db_concurrency: 4,
+                    statement_timeout_ms: 5_000,
+                    cache_ttl_secs: 60,
+                    max_members: 100_000,
+                    max_posts: 1_000_000,
+                    max_storage_mb: 10_000,
+                    analytics_events_per_day: 5_000_000,
+                    weight: 2,
+                },
+            ),
+            (
+                "enterprise".to_owned(),
+                Limits {
+                    rate_per_sec: 5_000,
+                    burst: 10_000,
+                    user_rate_per_sec: 200,
+                    db_concurrency: 8,
+                    statement_timeout_ms: 15_000,
+                    cache_ttl_secs: 120,
+                    max_members: 10_000_000,
+                    max_posts: 100_000_000,
+                    max_storage_mb: 1_000_000,
+                    analytics_events_per_day: 100_000_000,
+                    weight: 4,
+                },
+            ),
+        ]);
+        Self {
+            default_tier: default_tier_name(),
+            tiers,
+        }
+    }
+}
+
+impl TierTable {
+    /// Reads a tier table from TOML:
+    ///
+    /// ```toml
+    /// default_tier = "free"
+    /// [tiers.free]
+    /// rate_per_sec = 50
+    /// # ... every field of `Limits`
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Self, ParseError> {
+        let table: TierTable =
+            toml::from_str(text).map_err(|e| ParseError::new(format!("tiers file: {e}")))?;
+        table.validate()?;
+        Ok(table)
+    }
+
+    pub fn validate(&self) -> Result<(), ParseError> {
+        if self.tiers.is_empty() {
+            return Err(ParseError::new("tiers file: at least one tier is needed"));
+        }
+        if !self.tiers.contains_key(&self.default_tier) {
+            return Err(ParseError::new(format!(
+                "tiers file: default_tier '{}' is not a defined tier",
+                self.default_tier
+            )));
+        }
+        for (name, limits) in &self.tiers {
+            limits
+                .validate()
+                .map_err(|e| ParseError::new(format!("tier {name}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Parses a tier name that exists in this table.
+    pub fn parse_name(&self, raw: &str) -> Result<TierName, ParseError> {
+        if self.tiers.contains_key(raw) {
+            Ok(TierName(raw.to_owned()))
+        } else {
+            let known: Vec<&str> = self.tiers.keys().map(String::as_str).collect();
+            Err(ParseError::new(format!(
+                "tier must be one of {}",
+                known.join(", ")
+            )))
+        }
+    }
+
+    pub fn default_name(&self) -> TierName {
+        TierName(self.default_tier.clone())
+    }
+
+    /// The limits of `tier`, or of the default tier if `tier` was removed from
+    /// the table since the tenant was created (a tenant never loses all limits).
+    pub fn limits(&self, tier: &str) -> &Limits {
+        self.tiers
+            .get(tier)
+            .or_else(|| self.tiers.get(&self.default_tier))
+            .expect("validated: the default tier exists")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_tiers_are_valid_and_ordered() {
+        let table = TierTable::default();
+        table.validate().expect("valid");
+        assert!(table.limits("pro").rate_per_sec > table.limits("free").rate_per_sec);
+        assert!(table.limits("enterprise").weight > table.limits("pro").weight);
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let table = TierTable::default();
+        let overrides = LimitOverrides {
+            rate_per_sec: Some(7),
+            ..Default::default()
+        };
+        let limits = table.limits("free").with(&overrides);
+        assert_eq!(limits.rate_per_sec, 7);
+        assert_eq!(limits.burst, table.limits("free").burst);
+    }
+
+    #[test]
+    fn unknown_override_names_are_refused() {
+        let err = serde_json::from_str::<LimitOverrides>(r#"{"rate_per_second": 5}"#);
+        assert!(err.is_err());
+        let zero = LimitOverrides {
+            db_concurrency: Some(0),
+            ..Default::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn toml_table_must_name_an_existing_default() {
+        let free = toml::to_string(TierTable::default().limits("free")).expect("serialise");
+        let ok = format!("default_tier = \"basic\"\n[tiers.basic]\n{free}");
+        let table = TierTable::from_toml(&ok).expect("valid table");
+        assert_eq!(table.default_name().as_str(), "basic");
+        let bad = format!("default_tier = \"gold\"\n[tiers.basic]\n{free}");
+        assert!(TierTable::from_toml(&bad).is_err());
+        assert!(table.parse_name("free").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! Tenantry's PostgreSQL layer.
+//!
+//! - [`Db`] is the connection pool; [`Db::begin`] opens a [`Tx`] that carries a
+//!   [`TenantContext`] to PostgreSQL (runtime role, allowed tenants, statement
+//!   timeout) pipelined with its first statement, so setting the context costs
+//!   no extra round trip.
+//! - [`migrate`] applies the embedded schema under an advisory lock.
+//! - [`embedded`] runs a private cluster when no `DATABASE_URL` is given.
+//! - The query modules ([`tenants`], [`users`], [`members`], [`posts`]) hold the
+//!   SQL. Every tenant query says `WHERE tenant_id = $1` itself: row-level
+//!   security is the safety net, not the filter.
+
+pub mod embedded;
+mod error;
+pub mod members;
+pub mod migrate;
+mod pool;
+pub mod posts;
+pub mod tenants;
+pub mod users;
+
+pub use error::DbError;
+pub use pool::{Db, DbOptions, StatementMode, TenantContext, Tx};
+
+/// Keyset position in a list ordered newest first: `(created_at, id)` of the
+/// last row already returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyset {
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub id: uuid::Uuid,
+}
+
+/// A new time-ordered id (UUIDv7): inserts land at the right edge of B-trees.
+pub fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}

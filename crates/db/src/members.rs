@@ -1,0 +1,155 @@
+//! Memberships: who belongs to a tenant, with which role.
+
+use chrono::{DateTime, Utc};
+use tenantry_core::Role;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::{DbError, Tx};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub role: Role,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub display_in_feed: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Member {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        let role: &str = row.get("role");
+        Ok(Self {
+            user_id: row.get("user_id"),
+            role: Role::parse(role).map_err(|e| DbError::Other(e.into()))?,
+            email: row.get("email"),
+            display_name: row.get("display_name"),
+            display_in_feed: row.get("display_in_feed"),
+            created_at: row.get("created_at"),
+        })
+    }
+}
+
+/// The caller's role in the tenant, or `None` if not a member.
+pub async fn role_of(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<Option<Role>, DbError> {
+    let row = tx
+        .query_opt(
+            "SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2",
+            &[&tenant, &user],
+        )
+        .await?;
+    row.map(|r| Role::parse(r.get(0)).map_err(|e| DbError::Other(e.into())))
+        .transpose()
+}
+
+/// One member with their profile.
+pub async fn get(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<Option<Member>, DbError> {
+    let row = tx
+        .query_opt(
+            "SELECT m.user_id, m.role, u.email, u.display_name, m.display_in_feed, m.created_at
+             FROM memberships m JOIN users u ON u.id = m.user_id
+             WHERE m.tenant_id = $1 AND m.user_id = $2",
+            &[&tenant, &user],
+        )
+        .await?;
+    row.as_ref().map(Member::from_row).transpose()
+}
+
+/// Adds a member (provisioning the user if they were never seen) and counts
+/// them in the tenant's member count, in one statement. A member already
+/// there is a [`DbError::Conflict`].
+pub async fn add(tx: &mut Tx, tenant: Uuid, user: Uuid, role: Role) -> Result<Member, DbError> {
+    let row = tx
+        .query_one(
+            "WITH new_user AS (INSERT INTO users (id) VALUES ($2) ON CONFLICT (id) DO NOTHING),
+             m AS (
+                 INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3)
+                 RETURNING user_id, role, display_in_feed, created_at
+             ),
+             c AS (
+                 UPDATE tenants SET member_count = member_count + 1
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM m)
+             )
+             SELECT m.user_id, m.role, u.email, u.display_name, m.display_in_feed, m.created_at
+             FROM m LEFT JOIN users u ON u.id = m.user_id",
+            &[&tenant, &user, &role.as_str()],
+        )
+        .await?;
+    Member::from_row(&row)
+}
+
+/// Members in user id order, after `after`.
+pub async fn list(
+    tx: &mut Tx,
+    tenant: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Member>, DbError> {
+    const SELECT: &str = "SELECT m.user_id, m.role, u.email, u.display_name, m.display_in_feed,
+                                 m.created_at
+                          FROM memberships m JOIN users u ON u.id = m.user_id
+                          WHERE m.tenant_id = $1";
+    let rows = match after {
+        None => {
+            let sql = format!("{SELECT} ORDER BY m.user_id LIMIT $2");
+            tx.query(&sql, &[&tenant, &limit]).await?
+        }
+        Some(after) => {
+            let sql = format!("{SELECT} AND m.user_id > $3 ORDER BY m.user_id LIMIT $2");
+            tx.query(&sql, &[&tenant, &limit, &after]).await?
+        }
+    };
+    rows.iter().map(Member::from_row).collect()
+}
+
+/// Changes a member's role. `None` if they are not a member.
+pub async fn set_role(
+    tx: &mut Tx,
+    tenant: Uuid,
+    user: Uuid,
+    role: Role,
+) -> Result<Option<Member>, DbError> {
+    let row = tx
+        .query_opt(
+            "WITH m AS (
+                 UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2
+                 RETURNING user_id, role, display_in_feed, created_at
+             )
+             SELECT m.user_id, m.role, u.email, u.display_name, m.display_in_feed, m.created_at
+             FROM m JOIN users u ON u.id = m.user_id",
+            &[&tenant, &user, &role.as_str()],
+        )
+        .await?;
+    row.as_ref().map(Member::from_row).transpose()
+}
+
+/// Removes a member and uncounts them. False if they were not a member.
+pub async fn remove(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<bool, DbError> {
+    let row = tx
+        .query_one(
+            "WITH m AS (
+                 DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2 RETURNING 1
+             ),
+             c AS (
+                 UPDATE tenants SET member_count = member_count - (SELECT count(*) FROM m)
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM m)
+             )
+             SELECT count(*) FROM m",
+            &[&tenant, &user],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) > 0)
+}
+
+/// How many owners the tenant has; locks them so two concurrent demotions
+/// cannot both see "there is another owner".
+pub async fn lock_owners(tx: &mut Tx, tenant: Uuid) -> Result<i64, DbError> {
+    let rows = tx
+        .query(
+            "SELECT user_id FROM memberships WHERE tenant_id = $1 AND role = 'owner' FOR UPDATE",
+            &[&tenant],
+        )
+        .await?;
+    Ok(rows.len() as i64)
+}

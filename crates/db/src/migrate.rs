@@ -1,0 +1,88 @@
+//! Schema migrations, embedded in the binary and applied in order.
+//!
+//! Each migration runs in its own transaction as the connecting user (the
+//! schema owner), under a database-wide advisory lock so several servers
+//! starting at once apply each migration exactly once.
+
+use anyhow::Context as _;
+
+use crate::Db;
+
+/// `(version, name, sql)`, in the order they apply. Files are named
+/// `V<n>__<what>.sql`.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "core", include_str!("../migrations/V1__core.sql"))];
+
+/// An arbitrary constant: the advisory lock key held while migrating.
+const MIGRATION_LOCK: i64 = 0x7465_6e61_6e74_7279; // "tenantry"
+
+/// Applies every migration not yet applied. Returns how many were applied.
+pub async fn migrate(db: &Db) -> anyhow::Result<usize> {
+    let mut conn = db
+        .owner_connection()
+        .await
+        .context("Failed to get a connection to migrate")?;
+    conn.batch_execute(
+        "CREATE TABLE IF NOT EXISTS tenantry_migrations (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .or_else(ignore_concurrent_create)
+    .context("Failed to create the migrations table")?;
+    conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .context("Failed to take the migration lock")?;
+
+    let result = apply_pending(&mut conn).await;
+
+    conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .context("Failed to release the migration lock")?;
+    result
+}
+
+async fn apply_pending(conn: &mut deadpool_postgres::Object) -> anyhow::Result<usize> {
+    let applied: Vec<i32> = conn
+        .query("SELECT version FROM tenantry_migrations", &[])
+        .await
+        .context("Failed to read applied migrations")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut count = 0;
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let tx = conn
+            .transaction()
+            .await
+            .context("Failed to begin a migration")?;
+        tx.batch_execute(sql)
+            .await
+            .with_context(|| format!("Failed to apply migration V{version}__{name}"))?;
+        tx.execute(
+            "INSERT INTO tenantry_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await
+        .context("Failed to record a migration")?;
+        tx.commit()
+            .await
+            .with_context(|| format!("Failed to commit migration V{version}__{name}"))?;
+        tracing::info!(version, name, "applied migration");
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// `CREATE TABLE IF NOT EXISTS` can still fail with a unique violation on the
+/// catalog when two sessions run it at the same moment; the table then exists.
+fn ignore_concurrent_create(err: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
+    match err.code() {
+        Some(code) if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => Ok(()),
+        _ => Err(err),
+    }
+}

@@ -1,0 +1,274 @@
+//! Posts, likes and comments.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::{DbError, Keyset, Tx};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Post {
+    pub id: Uuid,
+    pub author_id: Uuid,
+    pub content: String,
+    pub like_count: i32,
+    pub comment_count: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const POST_COLUMNS: &str =
+    "id, author_id, content, like_count, comment_count, created_at, updated_at";
+
+impl Post {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            author_id: row.get("author_id"),
+            content: row.get("content"),
+            like_count: row.get("like_count"),
+            comment_count: row.get("comment_count"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+
+    pub fn keyset(&self) -> Keyset {
+        Keyset {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+pub async fn create(
+    tx: &mut Tx,
+    tenant: Uuid,
+    author: Uuid,
+    content: &str,
+) -> Result<Post, DbError> {
+    let sql = format!(
+        "INSERT INTO posts (tenant_id, id, author_id, content) VALUES ($1, $2, $3, $4)
+         RETURNING {POST_COLUMNS}"
+    );
+    let row = tx
+        .query_one(&sql, &[&tenant, &crate::new_id(), &author, &content])
+        .await?;
+    Ok(Post::from_row(&row))
+}
+
+/// The SQL of a page of posts, newest first. Two statements rather than one
+/// with `$2 IS NULL OR ...`, so each has a plan that walks
+/// `posts_tenant_newest` from the right place and stops at LIMIT.
+pub fn list_sql(after: bool) -> String {
+    if after {
+        format!(
+            "SELECT {POST_COLUMNS} FROM posts
+             WHERE tenant_id = $1 AND deleted_at IS NULL AND (created_at, id) < ($3, $4)
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        )
+    } else {
+        format!(
+            "SELECT {POST_COLUMNS} FROM posts
+             WHERE tenant_id = $1 AND deleted_at IS NULL
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        )
+    }
+}
+
+/// A page of posts newest first, after `after`. Commits the transaction in
+/// the same round trip as the query.
+pub async fn list_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    after: Option<Keyset>,
+    limit: i64,
+) -> Result<Vec<Post>, DbError> {
+    let rows = match after {
+        None => {
+            tx.query_and_commit(&list_sql(false), &[&tenant, &limit])
+                .await?
+        }
+        Some(k) => {
+            tx.query_and_commit(&list_sql(true), &[&tenant, &limit, &k.created_at, &k.id])
+                .await?
+        }
+    };
+    Ok(rows.iter().map(Post::from_row).collect())
+}
+
+pub async fn get(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Post>, DbError> {
+    let sql = format!(
+        "SELECT {POST_COLUMNS} FROM posts
+         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
+    );
+    let row = tx.query_opt(&sql, &[&tenant, &id]).await?;
+    Ok(row.as_ref().map(Post::from_row))
+}
+
+pub async fn update(
+    tx: &mut Tx,
+    tenant: Uuid,
+    id: Uuid,
+    content: &str,
+) -> Result<Option<Post>, DbError> {
+    let sql = format!(
+        "UPDATE posts SET content = $3, updated_at = now()
+         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+         RETURNING {POST_COLUMNS}"
+    );
+    let row = tx.query_opt(&sql, &[&tenant, &id, &content]).await?;
+    Ok(row.as_ref().map(Post::from_row))
+}
+
+/// Soft-deletes a post. False if it was not there.
+pub async fn soft_delete(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<bool, DbError> {
+    let n = tx
+        .execute(
+            "UPDATE posts SET deleted_at = now()
+             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+            &[&tenant, &id],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+/// Likes a post as `user`; liking twice counts once. Returns the post's like
+/// count, or `None` if the post does not exist.
+pub async fn like(
+    tx: &mut Tx,
+    tenant: Uuid,
+    post: Uuid,
+    user: Uuid,
+) -> Result<Option<i32>, DbError> {
+    let row = tx
+        .query_opt(
+            "WITH p AS (
+                 SELECT id FROM posts
+                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+             ),
+             ins AS (
+                 INSERT INTO post_likes (tenant_id, post_id, user_id)
+                 SELECT $1, id, $3 FROM p
+                 ON CONFLICT DO NOTHING
+                 RETURNING 1
+             )
+             UPDATE posts SET like_count = like_count + (SELECT count(*) FROM ins)::int
+             WHERE tenant_id = $1 AND id = (SELECT id FROM p)
+             RETURNING like_count",
+            &[&tenant, &post, &user],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Takes `user`'s like back; unliking twice is a no-op. Returns the like
+/// count, or `None` if the post does not exist.
+pub async fn unlike(
+    tx: &mut Tx,
+    tenant: Uuid,
+    post: Uuid,
+    user: Uuid,
+) -> Result<Option<i32>, DbError> {
+    let row = tx
+        .query_opt(
+            "WITH p AS (
+                 SELECT id FROM posts
+                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+             ),
+             del AS (
+                 DELETE FROM post_likes
+                 WHERE tenant_id = $1 AND post_id = (SELECT id FROM p) AND user_id = $3
+                 RETURNING 1
+             )
+             UPDATE posts SET like_count = like_count - (SELECT count(*) FROM del)::int
+             WHERE tenant_id = $1 AND id = (SELECT id FROM p)
+             RETURNING like_count",
+            &[&tenant, &post, &user],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comment {
+    pub id: Uuid,
+    pub post_id: Uuid,
+    pub author_id: Uuid,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Comment {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            post_id: row.get("post_id"),
+            author_id: row.get("author_id"),
+            content: row.get("content"),
+            created_at: row.get("created_at"),
+        }
+    }
+
+    pub fn keyset(&self) -> Keyset {
+        Keyset {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// Comments on a post and counts it, in one statement. `None` if the post
+/// does not exist.
+pub async fn add_comment(
+    tx: &mut Tx,
+    tenant: Uuid,
+    post: Uuid,
+    author: Uuid,
+    content: &str,
+) -> Result<Option<Comment>, DbError> {
+    let row = tx
+        .query_opt(
+            "WITH p AS (
+                 UPDATE posts SET comment_count = comment_count + 1
+                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+                 RETURNING id
+             )
+             INSERT INTO comments (tenant_id, id, post_id, author_id, content)
+             SELECT $1, $3, id, $4, $5 FROM p
+             RETURNING id, post_id, author_id, content, created_at",
+            &[&tenant, &post, &crate::new_id(), &author, &content],
+        )
+        .await?;
+    Ok(row.as_ref().map(Comment::from_row))
+}
+
+/// A page of a post's comments, oldest first. `None` if the post does not
+/// exist.
+pub async fn list_comments(
+    tx: &mut Tx,
+    tenant: Uuid,
+    post: Uuid,
+    after: Option<Keyset>,
+    limit: i64,
+) -> Result<Option<Vec<Comment>>, DbError> {
+    if get(tx, tenant, post).await?.is_none() {
+        return Ok(None);
+    }
+    const SELECT: &str = "SELECT id, post_id, author_id, content, created_at FROM comments
+                          WHERE tenant_id = $1 AND post_id = $2 AND deleted_at IS NULL";
+    let rows = match after {
+        None => {
+            let sql = format!("{SELECT} ORDER BY created_at, id LIMIT $3");
+            tx.query(&sql, &[&tenant, &post, &limit]).await?
+        }
+        Some(k) => {
+            let sql = format!(
+                "{SELECT} AND (created_at, id) > ($4, $5) ORDER BY created_at, id LIMIT $3"
+            );
+            tx.query(&sql, &[&tenant, &post, &limit, &k.created_at, &k.id])
+                .await?
+        }
+    };
+    Ok(Some(rows.iter().map(Comment::from_row).collect()))
+}

@@ -1,0 +1,277 @@
+//! The tenant registry's table. Global: not behind row-level security, since
+//! resolving a request's tenant happens before any tenant context exists.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tenantry_core::{JoinPolicy, LimitOverrides, TenantStatus};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::{Db, DbError, TenantContext};
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub domain: Option<String>,
+    pub tier: String,
+    pub status: TenantStatus,
+    pub join_policy: JoinPolicy,
+    pub owner_user_id: Uuid,
+    pub settings: Value,
+    pub features: Value,
+    pub limits: LimitOverrides,
+    pub member_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, slug, name, domain, tier, status, join_policy, owner_user_id, \
+                       settings, features, limits, member_count, created_at, updated_at";
+
+impl Tenant {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        let status: &str = row.get("status");
+        let join_policy: &str = row.get("join_policy");
+        let limits: Value = row.get("limits");
+        Ok(Self {
+            id: row.get("id"),
+            slug: row.get("slug"),
+            name: row.get("name"),
+            domain: row.get("domain"),
+            tier: row.get("tier"),
+            status: TenantStatus::parse(status).map_err(|e| DbError::Other(e.into()))?,
+            join_policy: JoinPolicy::parse(join_policy).map_err(|e| DbError::Other(e.into()))?,
+            owner_user_id: row.get("owner_user_id"),
+            settings: row.get("settings"),
+            features: row.get("features"),
+            limits: serde_json::from_value(limits).map_err(|e| DbError::Other(e.into()))?,
+            member_count: row.get("member_count"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        })
+    }
+}
+
+/// What a new tenant is made of. The slug, tier and domain are already valid.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub slug: String,
+    pub name: String,
+    pub tier: String,
+    pub domain: Option<String>,
+    pub owner_user_id: Uuid,
+    pub settings: Value,
+    pub features: Value,
+    pub join_policy: JoinPolicy,
+}
+
+/// Creates a tenant, provisions its owner and makes them its first member, in
+/// one statement and one round trip.
+pub async fn create(db: &Db, new: &NewTenant, timeout_ms: u32) -> Result<Tenant, DbError> {
+    let id = crate::new_id();
+    let tx = db.begin(&TenantContext::tenant(id, timeout_ms)).await?;
+    let sql = format!(
+        "WITH t AS (
+             INSERT INTO tenants (id, slug, name, tier, domain, owner_user_id, settings,
+                                  features, join_policy, member_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
+             RETURNING {COLUMNS}
+         ),
+         u AS (INSERT INTO users (id) VALUES ($6) ON CONFLICT (id) DO NOTHING),
+         m AS (INSERT INTO memberships (tenant_id, user_id, role) SELECT id, $6, 'owner' FROM t)
+         SELECT {COLUMNS} FROM t"
+    );
+    let rows = tx
+        .query_and_commit(
+            &sql,
+            &[
+                &id,
+                &new.slug,
+                &new.name,
+                &new.tier,
+                &new.domain,
+                &new.owner_user_id,
+                &new.settings,
+                &new.features,
+                &new.join_policy.as_str(),
+            ],
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| DbError::Other(anyhow::anyhow!("tenant insert returned no row")))?;
+    Tenant::from_row(row)
+}
+
+/// Which column identifies the tenant to look up.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    Id(Uuid),
+    Slug(&'a str),
+    Domain(&'a str),
+}
+
+/// Finds a tenant that is not deleted.
+pub async fn find(db: &Db, by: Lookup<'_>, timeout_ms: u32) -> Result<Option<Tenant>, DbError> {
+    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let rows = match by {
+        Lookup::Id(id) => {
+            let sql =
+                format!("SELECT {COLUMNS} FROM tenants WHERE id = $1 AND status <> 'deleted'");
+            tx.query_and_commit(&sql, &[&id]).await?
+        }
+        Lookup::Slug(slug) => {
+            let sql =
+                format!("SELECT {COLUMNS} FROM tenants WHERE slug = $1 AND status <> 'deleted'");
+            tx.query_and_commit(&sql, &[&slug]).await?
+        }
+        Lookup::Domain(domain) => {
+            let sql =
+                format!("SELECT {COLUMNS} FROM tenants WHERE domain = $1 AND status <> 'deleted'");
+            tx.query_and_commit(&sql, &[&domain]).await?
+        }
+    };
+    rows.first().map(Tenant::from_row).transpose()
+}
+
+/// Tenants in id order (creation order, ids being UUIDv7), after `after`.
+pub async fn list(
+    db: &Db,
+    after: Option<Uuid>,
+    limit: i64,
+    timeout_ms: u32,
+) -> Result<Vec<Tenant>, DbError> {
+    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tenants
+         WHERE status <> 'deleted' AND ($1::uuid IS NULL OR id > $1)
+         ORDER BY id LIMIT $2"
+    );
+    let rows = tx.query_and_commit(&sql, &[&after, &limit]).await?;
+    rows.iter().map(Tenant::from_row).collect()
+}
+
+/// A change to a tenant. `None` leaves a field as it is; `domain:
+/// Some(None)` removes the custom domain. `settings`, `features` and `limits`
+/// are JSON merge patches: keys set to null are removed.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+    pub tier: Option<String>,
+    pub status: Option<TenantStatus>,
+    pub domain: Option<Option<String>>,
+    pub join_policy: Option<JoinPolicy>,
+    pub settings: Option<Value>,
+    pub features: Option<Value>,
+    pub limits: Option<Value>,
+}
+
+pub async fn update(
+    db: &Db,
+    id: Uuid,
+    patch: &TenantPatch,
+    timeout_ms: u32,
+) -> Result<Option<Tenant>, DbError> {
+    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let sql = format!(
+        "UPDATE tenants SET
+             name = COALESCE($2, name),
+             tier = COALESCE($3, tier),
+             status = COALESCE($4, status),
+             domain = CASE WHEN $5 THEN $6 ELSE domain END,
+             join_policy = COALESCE($7, join_policy),
+             settings = COALESCE(jsonb_strip_nulls(settings || $8), settings),
+             features = COALESCE(jsonb_strip_nulls(features || $9), features),
+             limits = COALESCE(jsonb_strip_nulls(limits || $10), limits),
+             updated_at = now()
+         WHERE id = $1 AND status <> 'deleted'
+         RETURNING {COLUMNS}"
+    );
+    let domain_set = patch.domain.is_some();
+    let domain = patch.domain.clone().flatten();
+    let rows = tx
+        .query_and_commit(
+            &sql,
+            &[
+                &id,
+                &patch.name,
+                &patch.tier,
+                &patch.status.map(TenantStatus::as_str),
+                &domain_set,
+                &domain,
+                &patch.join_policy.map(JoinPolicy::as_str),
+                &patch.settings,
+                &patch.features,
+                &patch.limits,
+            ],
+        )
+        .await?;
+    rows.first().map(Tenant::from_row).transpose()
+}
+
+/// Marks a tenant deleted (it answers 404 from now on) and frees its slug and
+/// domain. Its data is removed afterwards by [`purge`]. Returns false if there
+/// was no such tenant.
+pub async fn mark_deleted(db: &Db, id: Uuid, timeout_ms: u32) -> Result<bool, DbError> {
+    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let rows = tx
+        .query_and_commit(
+            "UPDATE tenants
+             SET status = 'deleted', slug = 'deleted-' || id::text, domain = NULL,
+                 updated_at = now()
+             WHERE id = $1 AND status <> 'deleted'
+             RETURNING id",
+            &[&id],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+/// Tenants marked deleted whose data is still to be purged.
+pub async fn deleted(db: &Db, timeout_ms: u32) -> Result<Vec<Uuid>, DbError> {
+    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let rows = tx
+        .query_and_commit(
+            "SELECT id FROM tenants WHERE status = 'deleted' LIMIT 1000",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Rows deleted per statement while purging: small enough that no statement
+/// holds locks or runs long, large enough to finish quickly.
+const PURGE_CHUNK: i64 = 5_000;
+
+/// Removes a deleted tenant's data in bounded chunks, then the tenant itself.
+/// Safe to run again after a crash: it picks up where it stopped.
+pub async fn purge(db: &Db, id: Uuid, timeout_ms: u32) -> Result<u64, DbError> {
+    let ctx = TenantContext::tenant(id, timeout_ms);
+    let mut removed = 0;
+    // Children first, so each chunk's cascades stay small.
+    for table in ["comments", "post_likes", "posts", "memberships"] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE tenant_id = $1 AND ctid = ANY (ARRAY(
+                 SELECT ctid FROM {table} WHERE tenant_id = $1 LIMIT $2))"
+        );
+        loop {
+            let mut tx = db.begin(&ctx).await?;
+            let n = tx.execute(&sql, &[&id, &PURGE_CHUNK]).await?;
+            tx.commit().await?;
+            removed += n;
+            if n < PURGE_CHUNK as u64 {
+                break;
+            }
+        }
+    }
+    let tx = db.begin(&ctx).await?;
+    tx.query_and_commit(
+        "DELETE FROM tenants WHERE id = $1 AND status = 'deleted'",
+        &[&id],
+    )
+    .await?;
+    Ok(removed)
+}
