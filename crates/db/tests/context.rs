@@ -1,0 +1,246 @@
+//! The tenant context reaches PostgreSQL with the first statement, binds every
+//! statement of the transaction, and leaves nothing behind on the connection.
+
+use std::str::FromStr as _;
+
+use tenantry_db::{Db, DbError, DbOptions, StatementMode, TenantContext};
+use uuid::Uuid;
+
+struct TestDb {
+    db: Db,
+    name: String,
+}
+
+fn server_url() -> String {
+    std::env::var("TENANTRY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+async fn admin_client() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL for tests is reachable");
+    tokio::spawn(conn);
+    client
+}
+
+async fn fresh(mode: StatementMode, max_connections: usize) -> TestDb {
+    let name = format!("tenantry_dbtest_{}", Uuid::new_v4().simple());
+    admin_client()
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let mut config = tokio_postgres::Config::from_str(&server_url()).expect("url");
+    config.dbname(&name);
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+    };
+    let url = format!(
+        "host={host} port={} user={} dbname={name}",
+        config.get_ports().first().copied().unwrap_or(5432),
+        config.get_user().unwrap_or("postgres"),
+    );
+    let db = Db::connect(
+        &url,
+        &DbOptions {
+            max_connections,
+            statement_mode: mode,
+            ..DbOptions::default()
+        },
+    )
+    .expect("pool");
+    tenantry_db::migrate::migrate(&db).await.expect("migrate");
+    TestDb { db, name }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let _ = admin_client()
+                    .await
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Two tenants with one post each, written through tenant contexts.
+async fn two_tenants(db: &Db) -> (Uuid, Uuid) {
+    let mut ids = Vec::new();
+    for slug in ["alpha", "beta"] {
+        let owner = Uuid::now_v7();
+        let tenant = tenantry_db::tenants::create(
+            db,
+            &tenantry_db::tenants::NewTenant {
+                slug: slug.to_owned(),
+                name: slug.to_owned(),
+                tier: "free".to_owned(),
+                domain: None,
+                owner_user_id: owner,
+                settings: serde_json::json!({}),
+                features: serde_json::json!({}),
+                join_policy: tenantry_core::JoinPolicy::Invite,
+            },
+            1_000,
+        )
+        .await
+        .expect("create tenant");
+        let mut tx = db
+            .begin(&TenantContext::tenant(tenant.id, 1_000))
+            .await
+            .expect("begin");
+        tenantry_db::posts::create(&mut tx, tenant.id, owner, "hello")
+            .await
+            .expect("post");
+        tx.commit().await.expect("commit");
+        ids.push(tenant.id);
+    }
+    (ids[0], ids[1])
+}
+
+async fn visible_posts(db: &Db, ctx: &TenantContext) -> i64 {
+    let mut tx = db.begin(ctx).await.expect("begin");
+    // No tenant filter on purpose: only row-level security decides.
+    let row = tx
+        .query_one("SELECT count(*) FROM posts", &[])
+        .await
+        .expect("count");
+    tx.commit().await.expect("commit");
+    row.get(0)
+}
+
+#[tokio::test]
+async fn a_transaction_sees_only_the_tenants_of_its_context() {
+    for mode in [StatementMode::Cached, StatementMode::PerTransaction] {
+        let t = fresh(mode, 2).await;
+        let (a, b) = two_tenants(&t.db).await;
+        assert_eq!(
+            visible_posts(&t.db, &TenantContext::tenant(a, 1_000)).await,
+            1
+        );
+        assert_eq!(
+            visible_posts(&t.db, &TenantContext::tenant(b, 1_000)).await,
+            1
+        );
+        let both = TenantContext {
+            tenant_ids: vec![a, b],
+            statement_timeout_ms: 1_000,
+        };
+        assert_eq!(visible_posts(&t.db, &both).await, 2);
+        assert_eq!(
+            visible_posts(&t.db, &TenantContext::platform(1_000)).await,
+            0
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_context_is_left_on_a_pooled_connection() {
+    // One connection, so every transaction reuses it.
+    let t = fresh(StatementMode::Cached, 1).await;
+    let (a, _) = two_tenants(&t.db).await;
+    assert_eq!(
+        visible_posts(&t.db, &TenantContext::tenant(a, 1_000)).await,
+        1
+    );
+    let conn = t.db.owner_connection().await.expect("connection");
+    let row = conn
+        .query_one(
+            "SELECT current_user::text, coalesce(current_setting('tenantry.tenant_ids', true), '')",
+            &[],
+        )
+        .await
+        .expect("settings");
+    let role: String = row.get(0);
+    let tenants: String = row.get(1);
+    assert_ne!(
+        role, "tenantry_app",
+        "the role switch must not outlive its transaction"
+    );
+    assert_eq!(
+        tenants, "",
+        "the tenant set must not outlive its transaction"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_rolls_back() {
+    let t = fresh(StatementMode::Cached, 1).await;
+    let (a, _) = two_tenants(&t.db).await;
+    {
+        let mut tx =
+            t.db.begin(&TenantContext::tenant(a, 1_000))
+                .await
+                .expect("begin");
+        tenantry_db::posts::create(&mut tx, a, Uuid::now_v7(), "never committed")
+            .await
+            .expect_err("the author is not a user, so the foreign key refuses it");
+    }
+    {
+        let mut tx =
+            t.db.begin(&TenantContext::tenant(a, 1_000))
+                .await
+                .expect("begin");
+        tx.query("DELETE FROM posts WHERE tenant_id = $1", &[&a])
+            .await
+            .expect("delete");
+        // dropped without commit
+    }
+    assert_eq!(
+        visible_posts(&t.db, &TenantContext::tenant(a, 1_000)).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_statement_past_the_timeout_is_cancelled_and_the_connection_stays_healthy() {
+    let t = fresh(StatementMode::Cached, 1).await;
+    let (a, _) = two_tenants(&t.db).await;
+    let mut tx =
+        t.db.begin(&TenantContext::tenant(a, 50))
+            .await
+            .expect("begin");
+    let err = tx
+        .query("SELECT pg_sleep(1)", &[])
+        .await
+        .expect_err("cancelled by statement_timeout");
+    assert!(matches!(err, DbError::Timeout), "got {err:?}");
+    drop(tx);
+    // The only connection is usable again, with the default timeout.
+    assert_eq!(
+        visible_posts(&t.db, &TenantContext::tenant(a, 1_000)).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn writes_for_a_tenant_outside_the_context_are_refused() {
+    let t = fresh(StatementMode::Cached, 2).await;
+    let (a, b) = two_tenants(&t.db).await;
+    let mut tx =
+        t.db.begin(&TenantContext::tenant(a, 1_000))
+            .await
+            .expect("begin");
+    let author: Uuid = tx
+        .query_one("SELECT author_id FROM posts WHERE tenant_id = $1", &[&a])
+        .await
+        .expect("author")
+        .get(0);
+    let err = tenantry_db::posts::create(&mut tx, b, author, "smuggled")
+        .await
+        .expect_err("row-level security refuses it");
+    assert!(
+        format!("{err:?}").contains("row-level security"),
+        "got {err:?}"
+    );
+}
