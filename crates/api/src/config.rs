@@ -28,6 +28,10 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     pub db_max_connections: usize,
     pub statement_mode: StatementMode,
+    /// Requests in flight beyond which the server sheds load (503).
+    pub max_in_flight: usize,
+    /// How long a request may wait for its tenant's database share (503 after).
+    pub db_queue_budget: std::time::Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -44,6 +48,8 @@ impl fmt::Debug for Settings {
             .field("config_file", &self.config_file)
             .field("db_max_connections", &self.db_max_connections)
             .field("statement_mode", &self.statement_mode)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("db_queue_budget", &self.db_queue_budget)
             .finish()
     }
 }
@@ -61,9 +67,16 @@ impl Default for Settings {
             config_file: None,
             db_max_connections: default_db_connections(),
             statement_mode: StatementMode::Cached,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            db_queue_budget: DEFAULT_DB_QUEUE_BUDGET,
         }
     }
 }
+
+/// Enough in flight to keep the database share full with a deep fair queue
+/// behind it; beyond that, waiting only adds latency.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1_024;
+pub const DEFAULT_DB_QUEUE_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A pool a little larger than the cores: more connections than the
 /// database can run at once only adds queueing inside PostgreSQL.
@@ -87,6 +100,9 @@ impl Settings {
         if let Some(base) = &self.base_domain {
             tenantry_core::Domain::parse(base)
                 .map_err(|e| anyhow::anyhow!("TENANTRY_BASE_DOMAIN: {e}"))?;
+        }
+        if self.max_in_flight == 0 {
+            anyhow::bail!("the in-flight cap must be at least 1");
         }
         if self.db_max_connections == 0 {
             anyhow::bail!("the database pool needs at least one connection");

@@ -16,6 +16,11 @@ tokio::task_local! {
     pub static REQUEST_ID: String;
 }
 
+/// The problem code of an error response, for the middleware that counts
+/// throttles and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 /// One field's validation failure (422).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
@@ -173,6 +178,7 @@ impl IntoResponse for ApiError {
             errors,
         };
         let mut response = (status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(code));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -207,6 +213,9 @@ impl From<DbError> for ApiError {
                 ApiError::Conflict(format!("conflicts with existing data ({constraint})"))
             }
             DbError::Timeout => ApiError::QueryTimeout,
+            DbError::QuotaExceeded { quota } => ApiError::QuotaExceeded {
+                quota: quota.to_owned(),
+            },
             DbError::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable");
                 ApiError::Overloaded { retry_after: 1 }

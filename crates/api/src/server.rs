@@ -70,7 +70,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(telemetry::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(telemetry::panic_response))
-        .layer(axum::middleware::from_fn(telemetry::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::observe,
+        ))
         .with_state(state)
 }
 
@@ -97,7 +100,15 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => state.metrics.run_upkeep(),
+            () = tokio::time::sleep(Duration::from_secs(5)) => {
+                state.metrics.run_upkeep();
+                // Keys whose limit has fully recovered behave as never seen.
+                state.fairness.tenant_rate.retain_recent();
+                state.fairness.user_rate.retain_recent();
+                let share = state.fairness.db_share.stats();
+                metrics::gauge!("tenantry_db_share_in_use").set(f64::from(share.in_use));
+                metrics::gauge!("tenantry_db_share_waiting").set(share.waiting as f64);
+            }
         }
     }
 }
@@ -141,14 +152,17 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", settings.listen))?;
-        let state = Arc::new(AppState::new(
-            db,
-            tiers,
-            &secrets.jwt_secret,
-            secrets.admin_token.clone(),
-            settings.base_domain.clone(),
-            telemetry::prometheus(),
-        ));
+        let state = Arc::new(
+            AppState::new(
+                db,
+                tiers,
+                &secrets.jwt_secret,
+                secrets.admin_token.clone(),
+                settings.base_domain.clone(),
+                telemetry::prometheus(),
+            )
+            .with_fairness(settings.max_in_flight, settings.db_queue_budget),
+        );
         Ok(Self {
             state,
             listener,

@@ -12,6 +12,10 @@ use tenantry_db::tenants::Tenant;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use tenantry_fairness::gcra::Gcra;
+use tenantry_fairness::share::DbShare;
+use tenantry_fairness::shed::LoadShedder;
+
 use crate::auth::{AuthUser, JwtKeys};
 use crate::problem::ApiError;
 use crate::tenancy::TenantRegistry;
@@ -34,6 +38,54 @@ pub struct AppState {
     provisioned: moka::sync::Cache<u64, ()>,
     /// Wakes the purge worker after a tenant is deleted.
     pub purge_wakeup: Notify,
+    pub fairness: Fairness,
+}
+
+/// The fairness machinery (DESIGN.md, "Fairness").
+pub struct Fairness {
+    pub tenant_rate: Gcra<Uuid>,
+    pub user_rate: Gcra<(Uuid, Uuid)>,
+    pub db_share: Arc<DbShare>,
+    pub db_queue_budget: Duration,
+    pub shedder: Arc<LoadShedder>,
+    /// Recent throttling per tenant, for the admin usage view.
+    pub throttles: moka::sync::Cache<Uuid, Arc<ThrottleCounts>>,
+}
+
+/// Requests of one tenant turned away on this node since it started (or
+/// since the tenant was last active: idle tenants are forgotten).
+#[derive(Debug, Default)]
+pub struct ThrottleCounts {
+    pub rate_limited: std::sync::atomic::AtomicU64,
+    pub db_queue_timeouts: std::sync::atomic::AtomicU64,
+    pub query_timeouts: std::sync::atomic::AtomicU64,
+    pub quota_exceeded: std::sync::atomic::AtomicU64,
+}
+
+/// Connections kept out of the tenants' share, for platform work (tenant
+/// lookups, user provisioning, admin) so it never queues behind tenants.
+const PLATFORM_CONNECTIONS: usize = 2;
+
+impl Fairness {
+    fn new(db: &Db, max_in_flight: usize, db_queue_budget: Duration) -> Self {
+        let pool = db.max_connections();
+        let share = pool.saturating_sub(PLATFORM_CONNECTIONS).max(1);
+        Self {
+            tenant_rate: Gcra::new(),
+            user_rate: Gcra::new(),
+            db_share: DbShare::new(u32::try_from(share).unwrap_or(u32::MAX)),
+            db_queue_budget,
+            shedder: LoadShedder::new(max_in_flight, 64),
+            throttles: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(3_600))
+                .build(),
+        }
+    }
+
+    pub fn throttles_of(&self, tenant: Uuid) -> Arc<ThrottleCounts> {
+        self.throttles.get_with(tenant, Default::default)
+    }
 }
 
 impl AppState {
@@ -48,7 +100,7 @@ impl AppState {
         Self {
             db: db.clone(),
             tiers: ArcSwap::from_pointee(tiers),
-            registry: TenantRegistry::new(db),
+            registry: TenantRegistry::new(db.clone()),
             jwt: JwtKeys::new(jwt_secret.as_bytes()),
             admin_token,
             base_domain: base_domain.map(|d| d.to_ascii_lowercase()),
@@ -58,7 +110,18 @@ impl AppState {
                 .time_to_live(Duration::from_secs(3_600))
                 .build(),
             purge_wakeup: Notify::new(),
+            fairness: Fairness::new(
+                &db,
+                crate::config::DEFAULT_MAX_IN_FLIGHT,
+                crate::config::DEFAULT_DB_QUEUE_BUDGET,
+            ),
         }
+    }
+
+    /// Sets the in-flight cap and the database queue budget.
+    pub fn with_fairness(mut self, max_in_flight: usize, db_queue_budget: Duration) -> Self {
+        self.fairness = Fairness::new(&self.db, max_in_flight, db_queue_budget);
+        self
     }
 
     /// The limits in force for `tenant`: its tier's, with its overrides.

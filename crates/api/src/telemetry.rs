@@ -9,8 +9,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::problem::{ApiError, REQUEST_ID};
-use crate::tenancy::TierSlot;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use tenantry_fairness::gcra::Decision;
+
+use crate::problem::{ApiError, ErrorCode, REQUEST_ID};
+use crate::state::{AppState, ThrottleCounts};
+use crate::tenancy::RequestInfo;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -43,10 +50,20 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Gives every request an id (the caller's `X-Request-Id` if it is sane),
-/// makes it available to error bodies, echoes it on the response, and counts
-/// the request by route, method, status and tier.
-pub async fn observe(mut req: Request, next: Next) -> Response {
+/// Routes that may use the shedder's reserve: an operator must be able to
+/// look at and fix an overloaded server.
+fn privileged(path: &str) -> bool {
+    path.starts_with("/v1/admin/")
+        || path == "/v1/admin"
+        || matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// The outermost layer. Gives every request an id (the caller's
+/// `X-Request-Id` if it is sane) that error bodies carry; sheds load beyond
+/// the in-flight cap before any work is done; adds the `RateLimit` headers;
+/// counts the request by route, method, status and tier, and throttles by
+/// tenant.
+pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = req
         .headers()
@@ -60,17 +77,45 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = req.method().as_str().to_owned();
-    let tier = TierSlot::default();
-    req.extensions_mut().insert(tier.clone());
+    let info = RequestInfo::default();
+    req.extensions_mut().insert(info.clone());
 
-    metrics::gauge!("http_requests_in_flight").increment(1.0);
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
-    metrics::gauge!("http_requests_in_flight").decrement(1.0);
+    let admitted = state.fairness.shedder.admit(privileged(req.uri().path()));
+    let mut response = match admitted {
+        Some(_in_flight) => {
+            metrics::gauge!("http_requests_in_flight").increment(1.0);
+            let response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+            metrics::gauge!("http_requests_in_flight").decrement(1.0);
+            response
+        }
+        None => {
+            metrics::counter!("tenantry_shed_total").increment(1);
+            REQUEST_ID
+                .scope(id.clone(), async {
+                    ApiError::Overloaded { retry_after: 1 }.into_response()
+                })
+                .await
+        }
+    };
 
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    let tier = tier.0.get().cloned().unwrap_or_else(|| "none".to_owned());
+    if let Some(decision) = info.0.rate.get() {
+        rate_limit_headers(response.headers_mut(), decision);
+    }
+    let tier = info
+        .0
+        .tier
+        .get()
+        .cloned()
+        .unwrap_or_else(|| "none".to_owned());
+    if let (Some(tenant), Some(code)) = (
+        info.0.tenant.get(),
+        response.extensions().get::<ErrorCode>(),
+    ) {
+        count_throttle(&state, *tenant, code.0, &tier);
+    }
     let status = response.status().as_u16().to_string();
     let labels = [("route", route), ("method", method), ("tier", tier)];
     metrics::histogram!("http_request_duration_seconds", &labels)
@@ -79,6 +124,48 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     counted.push(("status", status));
     metrics::counter!("http_requests_total", &counted).increment(1);
     response
+}
+
+/// `RateLimit` and `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers):
+/// the burst is the limit, refilled at the steady rate.
+fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
+    let window = (f64::from(d.quota.burst) / f64::from(d.quota.per_sec.max(1)))
+        .ceil()
+        .max(1.0) as u64;
+    let reset = d.reset.as_secs_f64().ceil() as u64;
+    let limit = format!(
+        "limit={}, remaining={}, reset={reset}",
+        d.quota.burst, d.remaining
+    );
+    let policy = format!("{};w={window}", d.quota.burst);
+    if let Ok(v) = HeaderValue::from_str(&limit) {
+        headers.insert("ratelimit", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&policy) {
+        headers.insert("ratelimit-policy", v);
+    }
+}
+
+/// Counts a tenant's turned-away request for the admin usage view and, by
+/// tier, in the metrics.
+fn count_throttle(state: &AppState, tenant: uuid::Uuid, code: &str, tier: &str) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let field = match code {
+        "rate_limited" => |c: &ThrottleCounts| c.rate_limited.fetch_add(1, Relaxed),
+        "overloaded" => |c: &ThrottleCounts| c.db_queue_timeouts.fetch_add(1, Relaxed),
+        "query_timeout" => {
+            metrics::counter!("tenantry_query_timeouts_total", "tier" => tier.to_owned())
+                .increment(1);
+            |c: &ThrottleCounts| c.query_timeouts.fetch_add(1, Relaxed)
+        }
+        "quota_exceeded" => {
+            metrics::counter!("tenantry_quota_exceeded_total", "tier" => tier.to_owned())
+                .increment(1);
+            |c: &ThrottleCounts| c.quota_exceeded.fetch_add(1, Relaxed)
+        }
+        _ => return,
+    };
+    field(&state.fairness.throttles_of(tenant));
 }
 
 /// Unknown routes answer problem+json 404.

@@ -18,6 +18,9 @@ use tenantry_db::tenants::{self, Lookup, Tenant};
 use tenantry_db::{Db, TenantContext, Tx};
 use uuid::Uuid;
 
+use tenantry_fairness::gcra::{Decision, Quota};
+use tenantry_fairness::share::{Claim, Permit, Rejected};
+
 use crate::auth::AuthUser;
 use crate::problem::ApiError;
 use crate::state::{AppState, PLATFORM_STATEMENT_TIMEOUT_MS};
@@ -236,9 +239,18 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Records the resolved tenant's tier for the request metrics.
+/// What the tenant-scoped extractor learned about a request, for the
+/// middleware that wraps it: the tier and tenant (for metrics and throttle
+/// counts) and the rate-limit decision (for the `RateLimit` headers).
 #[derive(Clone, Default)]
-pub struct TierSlot(pub Arc<std::sync::OnceLock<String>>);
+pub struct RequestInfo(pub Arc<RequestInfoInner>);
+
+#[derive(Default)]
+pub struct RequestInfoInner {
+    pub tier: std::sync::OnceLock<String>,
+    pub tenant: std::sync::OnceLock<Uuid>,
+    pub rate: std::sync::OnceLock<Decision>,
+}
 
 /// A tenant-scoped request: the tenant, its limits, the signed-in user, their
 /// role (if a member) and an open transaction carrying the tenant context.
@@ -248,6 +260,9 @@ pub struct Scope {
     pub user: AuthUser,
     pub role: Option<Role>,
     pub tx: Tx,
+    /// This request's place in the tenant's database share, held until the
+    /// handler is done.
+    _permit: Permit,
 }
 
 impl Scope {
@@ -285,10 +300,16 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         let user = state.jwt.verify(crate::auth::bearer(&parts.headers)?)?;
         let tenant = resolve(parts, state).await?;
         let limits = state.limits_of(&tenant);
-        if let Some(slot) = parts.extensions.get::<TierSlot>() {
-            let _ = slot.0.set(tenant.tier.clone());
-        }
+        let info = parts
+            .extensions
+            .get::<RequestInfo>()
+            .cloned()
+            .unwrap_or_default();
+        let _ = info.0.tier.set(tenant.tier.clone());
+        let _ = info.0.tenant.set(tenant.id);
+        admit_rate(state, &info, &tenant, &limits, user.id)?;
         state.provision(&user).await?;
+        let permit = admit_db(state, &tenant, &limits).await?;
         let ctx = TenantContext::tenant(tenant.id, limits.statement_timeout_ms);
         let mut tx = state.db.begin(&ctx).await?;
         // Sent together with the transaction's prelude: one round trip.
@@ -299,7 +320,80 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             user,
             role,
             tx,
+            _permit: permit,
         })
+    }
+}
+
+/// The tenant's rate, then the user's rate within the tenant. The decision
+/// shown in the headers is the tighter of the two.
+fn admit_rate(
+    state: &AppState,
+    info: &RequestInfo,
+    tenant: &Tenant,
+    limits: &Limits,
+    user: Uuid,
+) -> Result<(), ApiError> {
+    let fairness = &state.fairness;
+    let tenant_quota = Quota {
+        per_sec: limits.rate_per_sec,
+        burst: limits.burst,
+    };
+    let decision = fairness.tenant_rate.check(&tenant.id, tenant_quota);
+    let decision = if decision.allowed {
+        let user_quota = Quota {
+            per_sec: limits.user_rate_per_sec,
+            burst: limits.user_rate_per_sec.max(1),
+        };
+        let user_decision = fairness.user_rate.check(&(tenant.id, user), user_quota);
+        if !user_decision.allowed || user_decision.remaining < decision.remaining {
+            user_decision
+        } else {
+            decision
+        }
+    } else {
+        decision
+    };
+    let _ = info.0.rate.set(decision);
+    if decision.allowed {
+        return Ok(());
+    }
+    let scope = if decision.quota == tenant_quota {
+        "tenant"
+    } else {
+        "user"
+    };
+    metrics::counter!("tenantry_rate_limited_total", "tier" => tenant.tier.clone(), "scope" => scope)
+        .increment(1);
+    Err(ApiError::RateLimited {
+        retry_after: decision.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+    })
+}
+
+/// Waits for the tenant's share of the database, in the fair queue.
+async fn admit_db(state: &AppState, tenant: &Tenant, limits: &Limits) -> Result<Permit, ApiError> {
+    let claim = Claim {
+        tenant: tenant.id,
+        limit: limits.db_concurrency,
+        weight: limits.weight,
+    };
+    let started = tokio::time::Instant::now();
+    let fairness = &state.fairness;
+    match fairness
+        .db_share
+        .acquire(claim, fairness.db_queue_budget)
+        .await
+    {
+        Ok(permit) => {
+            metrics::histogram!("tenantry_db_queue_wait_seconds", "tier" => tenant.tier.clone())
+                .record(started.elapsed().as_secs_f64());
+            Ok(permit)
+        }
+        Err(Rejected::Timeout) => {
+            metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => tenant.tier.clone())
+                .increment(1);
+            Err(ApiError::Overloaded { retry_after: 1 })
+        }
     }
 }
 

@@ -8,6 +8,10 @@ pub enum DbError {
     /// constraint's name so callers can say which field clashed.
     #[error("constraint {constraint} violated")]
     Conflict { constraint: String },
+    /// A write would take the tenant past one of its quotas (`max_members`,
+    /// `max_posts`, `max_storage_mb`); nothing was written.
+    #[error("quota {quota} exceeded")]
+    QuotaExceeded { quota: &'static str },
     /// The statement ran past the tenant's statement timeout and was cancelled.
     #[error("statement timed out")]
     Timeout,

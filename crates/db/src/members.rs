@@ -57,26 +57,42 @@ pub async fn get(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<Option<Member>
 }
 
 /// Adds a member (provisioning the user if they were never seen) and counts
-/// them in the tenant's member count, in one statement. A member already
-/// there is a [`DbError::Conflict`].
-pub async fn add(tx: &mut Tx, tenant: Uuid, user: Uuid, role: Role) -> Result<Member, DbError> {
+/// them in the tenant's member count, in one statement. The count is raised
+/// only while it is below `max_members`, under the tenant row's lock, so
+/// concurrent joins never overshoot the quota. A member already there is a
+/// [`DbError::Conflict`]; a full tenant is [`DbError::QuotaExceeded`].
+pub async fn add(
+    tx: &mut Tx,
+    tenant: Uuid,
+    user: Uuid,
+    role: Role,
+    max_members: u64,
+) -> Result<Member, DbError> {
+    let max = i64::try_from(max_members).unwrap_or(i64::MAX);
     let row = tx
-        .query_one(
-            "WITH new_user AS (INSERT INTO users (id) VALUES ($2) ON CONFLICT (id) DO NOTHING),
-             m AS (
-                 INSERT INTO memberships (tenant_id, user_id, role) VALUES ($1, $2, $3)
-                 RETURNING user_id, role, display_in_feed, created_at
-             ),
-             c AS (
+        .query_opt(
+            "WITH counted AS (
                  UPDATE tenants SET member_count = member_count + 1
-                 WHERE id = $1 AND EXISTS (SELECT 1 FROM m)
+                 WHERE id = $1 AND member_count < $4
+                 RETURNING id
+             ),
+             new_user AS (INSERT INTO users (id) VALUES ($2) ON CONFLICT (id) DO NOTHING),
+             m AS (
+                 INSERT INTO memberships (tenant_id, user_id, role)
+                 SELECT id, $2, $3 FROM counted
+                 RETURNING user_id, role, display_in_feed, created_at
              )
              SELECT m.user_id, m.role, u.email, u.display_name, m.display_in_feed, m.created_at
              FROM m LEFT JOIN users u ON u.id = m.user_id",
-            &[&tenant, &user, &role.as_str()],
+            &[&tenant, &user, &role.as_str(), &max],
         )
         .await?;
-    Member::from_row(&row)
+    match row {
+        Some(row) => Member::from_row(&row),
+        None => Err(DbError::QuotaExceeded {
+            quota: "max_members",
+        }),
+    }
 }
 
 /// Members in user id order, after `after`.

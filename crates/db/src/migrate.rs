@@ -10,7 +10,10 @@ use crate::Db;
 
 /// `(version, name, sql)`, in the order they apply. Files are named
 /// `V<n>__<what>.sql`.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "core", include_str!("../migrations/V1__core.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "core", include_str!("../migrations/V1__core.sql")),
+    (2, "quotas", include_str!("../migrations/V2__quotas.sql")),
+];
 
 /// An arbitrary constant: the advisory lock key held while migrating.
 const MIGRATION_LOCK: i64 = 0x7465_6e61_6e74_7279; // "tenantry"

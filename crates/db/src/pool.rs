@@ -158,6 +158,11 @@ impl Db {
         })
     }
 
+    /// The most connections the pool opens.
+    pub fn max_connections(&self) -> usize {
+        self.pool.status().max_size
+    }
+
     /// Pool gauges: (connections open, connections idle, requests waiting).
     pub fn pool_status(&self) -> (usize, usize, usize) {
         let s = self.pool.status();

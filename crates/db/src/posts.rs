@@ -41,20 +41,67 @@ impl Post {
     }
 }
 
+/// The quotas a new post counts against.
+#[derive(Debug, Clone, Copy)]
+pub struct PostQuota {
+    pub max_posts: u64,
+    pub max_storage_bytes: u64,
+}
+
+/// Creates a post and counts it (and its bytes) in the tenant's usage, in one
+/// statement. The usage is raised only while it stays within `quota`, under
+/// the tenant row's lock, so racing writers never overshoot.
 pub async fn create(
     tx: &mut Tx,
     tenant: Uuid,
     author: Uuid,
     content: &str,
+    quota: PostQuota,
 ) -> Result<Post, DbError> {
+    let max_posts = i64::try_from(quota.max_posts).unwrap_or(i64::MAX);
+    let max_bytes = i64::try_from(quota.max_storage_bytes).unwrap_or(i64::MAX);
+    let bytes = i64::try_from(content.len()).unwrap_or(i64::MAX);
     let sql = format!(
-        "INSERT INTO posts (tenant_id, id, author_id, content) VALUES ($1, $2, $3, $4)
+        "WITH counted AS (
+             UPDATE tenants SET post_count = post_count + 1, storage_bytes = storage_bytes + $5
+             WHERE id = $1 AND post_count < $6 AND storage_bytes + $5 <= $7
+             RETURNING id
+         )
+         INSERT INTO posts (tenant_id, id, author_id, content)
+         SELECT id, $2, $3, $4 FROM counted
          RETURNING {POST_COLUMNS}"
     );
     let row = tx
-        .query_one(&sql, &[&tenant, &crate::new_id(), &author, &content])
+        .query_opt(
+            &sql,
+            &[
+                &tenant,
+                &crate::new_id(),
+                &author,
+                &content,
+                &bytes,
+                &max_posts,
+                &max_bytes,
+            ],
+        )
         .await?;
-    Ok(Post::from_row(&row))
+    match row {
+        Some(row) => Ok(Post::from_row(&row)),
+        None => {
+            // Say which quota: the tenant row is locked by nobody now (the
+            // UPDATE matched nothing), so this read is current.
+            let usage = tx
+                .query_one("SELECT post_count FROM tenants WHERE id = $1", &[&tenant])
+                .await?;
+            let posts: i64 = usage.get(0);
+            let quota = if posts >= max_posts {
+                "max_posts"
+            } else {
+                "max_storage_mb"
+            };
+            Err(DbError::QuotaExceeded { quota })
+        }
+    }
 }
 
 /// The SQL of a page of posts, newest first. Two statements rather than one
@@ -112,8 +159,19 @@ pub async fn update(
     id: Uuid,
     content: &str,
 ) -> Result<Option<Post>, DbError> {
+    // The storage count follows the edit; edits are not refused for storage
+    // (a member may always shorten or fix a post).
     let sql = format!(
-        "UPDATE posts SET content = $3, updated_at = now()
+        "WITH old AS (
+             SELECT octet_length(content)::bigint AS bytes FROM posts
+             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+         ),
+         recounted AS (
+             UPDATE tenants
+             SET storage_bytes = storage_bytes - (SELECT bytes FROM old) + octet_length($3::text)
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM old)
+         )
+         UPDATE posts SET content = $3, updated_at = now()
          WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
          RETURNING {POST_COLUMNS}"
     );
@@ -121,16 +179,25 @@ pub async fn update(
     Ok(row.as_ref().map(Post::from_row))
 }
 
-/// Soft-deletes a post. False if it was not there.
+/// Soft-deletes a post and gives its quota back. False if it was not there.
 pub async fn soft_delete(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<bool, DbError> {
-    let n = tx
-        .execute(
-            "UPDATE posts SET deleted_at = now()
-             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+    let row = tx
+        .query_one(
+            "WITH d AS (
+                 UPDATE posts SET deleted_at = now()
+                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+                 RETURNING octet_length(content)::bigint AS bytes
+             ),
+             uncounted AS (
+                 UPDATE tenants SET post_count = post_count - 1,
+                                    storage_bytes = storage_bytes - (SELECT bytes FROM d)
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM d)
+             )
+             SELECT count(*) FROM d",
             &[&tenant, &id],
         )
         .await?;
-    Ok(n > 0)
+    Ok(row.get::<_, i64>(0) > 0)
 }
 
 /// Likes a post as `user`; liking twice counts once. Returns the post's like

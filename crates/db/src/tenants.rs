@@ -24,12 +24,15 @@ pub struct Tenant {
     pub features: Value,
     pub limits: LimitOverrides,
     pub member_count: i64,
+    pub post_count: i64,
+    pub storage_bytes: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "id, slug, name, domain, tier, status, join_policy, owner_user_id, \
-                       settings, features, limits, member_count, created_at, updated_at";
+                       settings, features, limits, member_count, post_count, storage_bytes, \
+                       created_at, updated_at";
 
 impl Tenant {
     fn from_row(row: &Row) -> Result<Self, DbError> {
@@ -49,6 +52,8 @@ impl Tenant {
             features: row.get("features"),
             limits: serde_json::from_value(limits).map_err(|e| DbError::Other(e.into()))?,
             member_count: row.get("member_count"),
+            post_count: row.get("post_count"),
+            storage_bytes: row.get("storage_bytes"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
         })

@@ -6,6 +6,11 @@ use std::str::FromStr as _;
 use tenantry_db::{Db, DbError, DbOptions, StatementMode, TenantContext};
 use uuid::Uuid;
 
+const QUOTA: tenantry_db::posts::PostQuota = tenantry_db::posts::PostQuota {
+    max_posts: 1_000,
+    max_storage_bytes: 1 << 20,
+};
+
 struct TestDb {
     db: Db,
     name: String,
@@ -99,7 +104,7 @@ async fn two_tenants(db: &Db) -> (Uuid, Uuid) {
             .begin(&TenantContext::tenant(tenant.id, 1_000))
             .await
             .expect("begin");
-        tenantry_db::posts::create(&mut tx, tenant.id, owner, "hello")
+        tenantry_db::posts::create(&mut tx, tenant.id, owner, "hello", QUOTA)
             .await
             .expect("post");
         tx.commit().await.expect("commit");
@@ -182,7 +187,7 @@ async fn a_dropped_transaction_rolls_back() {
             t.db.begin(&TenantContext::tenant(a, 1_000))
                 .await
                 .expect("begin");
-        tenantry_db::posts::create(&mut tx, a, Uuid::now_v7(), "never committed")
+        tenantry_db::posts::create(&mut tx, a, Uuid::now_v7(), "never committed", QUOTA)
             .await
             .expect_err("the author is not a user, so the foreign key refuses it");
     }
@@ -236,7 +241,7 @@ async fn writes_for_a_tenant_outside_the_context_are_refused() {
         .await
         .expect("author")
         .get(0);
-    let err = tenantry_db::posts::create(&mut tx, b, author, "smuggled")
+    let err = tenantry_db::posts::create(&mut tx, b, author, "smuggled", QUOTA)
         .await
         .expect_err("row-level security refuses it");
     assert!(

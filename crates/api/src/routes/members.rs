@@ -70,7 +70,8 @@ pub async fn add_member(
             "only an owner can grant the {role} role"
         )));
     }
-    let member = members::add(&mut scope.tx, scope.tenant.id, body.user_id, role)
+    let max = scope.limits.max_members;
+    let member = members::add(&mut scope.tx, scope.tenant.id, body.user_id, role, max)
         .await
         .map_err(already_member)?;
     scope.tx.commit().await?;
@@ -91,9 +92,16 @@ pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), Ap
             "this tenant is invite-only: an admin must add you".to_owned(),
         ));
     }
-    let member = members::add(&mut scope.tx, scope.tenant.id, scope.user.id, Role::Member)
-        .await
-        .map_err(already_member)?;
+    let max = scope.limits.max_members;
+    let member = members::add(
+        &mut scope.tx,
+        scope.tenant.id,
+        scope.user.id,
+        Role::Member,
+        max,
+    )
+    .await
+    .map_err(already_member)?;
     scope.tx.commit().await?;
     Ok((StatusCode::CREATED, Json(member.into())))
 }

@@ -64,7 +64,18 @@ pub async fn create_post(
 ) -> Result<(StatusCode, Json<PostView>), ApiError> {
     scope.member()?;
     let content = content(&body.content, MAX_POST_CHARS)?;
-    let post = posts::create(&mut scope.tx, scope.tenant.id, scope.user.id, &content).await?;
+    let quota = posts::PostQuota {
+        max_posts: scope.limits.max_posts,
+        max_storage_bytes: scope.limits.max_storage_mb.saturating_mul(1 << 20),
+    };
+    let post = posts::create(
+        &mut scope.tx,
+        scope.tenant.id,
+        scope.user.id,
+        &content,
+        quota,
+    )
+    .await?;
     scope.tx.commit().await?;
     Ok((StatusCode::CREATED, Json(post.into())))
 }

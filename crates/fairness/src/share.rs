@@ -1,0 +1,370 @@
+//! The fair database share.
+//!
+//! The database can run only so much at once (about its cores' worth), so
+//! Tenantry admits at most `capacity` operations to it and makes the rest
+//! wait *here*, in a queue that is fair across tenants, instead of in the
+//! pool's FIFO where one tenant's flood stands in front of everyone.
+//!
+//! - A tenant holds at most its own `limit` (its tier's `db_concurrency`).
+//! - Each tenant's waiters are FIFO; tenants with waiters sit on a ring that is
+//!   served by deficit round robin with quantum = the tenant's weight, so a
+//!   weight-4 tenant is admitted four times per turn of a weight-1 tenant.
+//! - It is work-conserving: a tenant alone may use all the capacity its limit
+//!   allows; nothing is held back for tenants that are not asking.
+//! - A waiter gives up after its budget (the caller answers 503).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Why an operation was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Waited its whole budget.
+    Timeout,
+}
+
+/// A tenant's standing: its limit and weight, as in force for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub tenant: Uuid,
+    pub limit: u32,
+    pub weight: u32,
+}
+
+#[derive(Default)]
+struct TenantQueue {
+    in_use: u32,
+    limit: u32,
+    weight: u32,
+    /// Admissions left in this tenant's current turn.
+    credit: u32,
+    waiters: VecDeque<oneshot::Sender<Permit>>,
+}
+
+struct State {
+    capacity: u32,
+    in_use: u32,
+    tenants: HashMap<Uuid, TenantQueue>,
+    /// Tenants with waiters, in service order.
+    ring: VecDeque<Uuid>,
+}
+
+/// Shared by all requests of a server.
+pub struct DbShare {
+    // A std mutex: every critical section is short bookkeeping that never
+    // awaits, and permits are released from Drop, which cannot await.
+    state: Mutex<State>,
+}
+
+/// One admitted database operation; dropping it lets the next one in.
+pub struct Permit {
+    share: Arc<DbShare>,
+    tenant: Uuid,
+    /// False while the permit travels to a waiter that may have given up.
+    live: bool,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.live {
+            self.share.release(self.tenant);
+        }
+    }
+}
+
+/// A snapshot for metrics and the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareStats {
+    pub capacity: u32,
+    pub in_use: u32,
+    pub waiting: usize,
+    pub waiting_tenants: usize,
+}
+
+impl DbShare {
+    pub fn new(capacity: u32) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                capacity: capacity.max(1),
+                in_use: 0,
+                tenants: HashMap::new(),
+                ring: VecDeque::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits one operation for `claim.tenant`, waiting at most `budget`.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        claim: Claim,
+        budget: Duration,
+    ) -> Result<Permit, Rejected> {
+        let rx = {
+            let mut state = self.lock();
+            let capacity_free = state.in_use < state.capacity;
+            let tenant = state.tenants.entry(claim.tenant).or_default();
+            tenant.limit = claim.limit.max(1);
+            tenant.weight = claim.weight.max(1);
+            if capacity_free && tenant.in_use < tenant.limit && tenant.waiters.is_empty() {
+                tenant.in_use += 1;
+                state.in_use += 1;
+                return Ok(Permit {
+                    share: self.clone(),
+                    tenant: claim.tenant,
+                    live: true,
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            tenant.waiters.push_back(tx);
+            if tenant.waiters.len() == 1 {
+                if tenant.credit == 0 {
+                    tenant.credit = tenant.weight;
+                }
+                state.ring.push_back(claim.tenant);
+            }
+            rx
+        };
+        match tokio::time::timeout(budget, rx).await {
+            Ok(Ok(mut permit)) => {
+                permit.live = true;
+                Ok(permit)
+            }
+            // Timed out: the dropped receiver makes the sender closed, and the
+            // dispatcher skips (and forgets) closed waiters. A permit sent in
+            // the meantime comes back through its Drop.
+            Ok(Err(_)) | Err(_) => Err(Rejected::Timeout),
+        }
+    }
+
+    fn release(self: &Arc<Self>, tenant: Uuid) {
+        let mut state = self.lock();
+        state.in_use = state.in_use.saturating_sub(1);
+        if let Some(t) = state.tenants.get_mut(&tenant) {
+            t.in_use = t.in_use.saturating_sub(1);
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// Admits waiters while there is capacity: deficit round robin over the
+    /// ring of tenants with waiters.
+    fn dispatch(self: &Arc<Self>, state: &mut State) {
+        let mut skipped = 0;
+        while state.in_use < state.capacity && skipped < state.ring.len() {
+            let Some(&id) = state.ring.front() else { break };
+            let Some(tenant) = state.tenants.get_mut(&id) else {
+                state.ring.pop_front();
+                continue;
+            };
+            while tenant.waiters.front().is_some_and(|w| w.is_closed()) {
+                tenant.waiters.pop_front();
+            }
+            if tenant.waiters.is_empty() {
+                tenant.credit = 0;
+                state.ring.pop_front();
+                continue;
+            }
+            if tenant.in_use >= tenant.limit {
+                // At its own limit: its turn passes to the next tenant.
+                state.ring.rotate_left(1);
+                skipped += 1;
+                continue;
+            }
+            let waiter = tenant.waiters.pop_front().expect("checked non-empty");
+            tenant.in_use += 1;
+            state.in_use += 1;
+            let permit = Permit {
+                share: self.clone(),
+                tenant: id,
+                live: false,
+            };
+            if let Err(mut returned) = waiter.send(permit) {
+                // The waiter gave up between our check and the send.
+                returned.live = false;
+                tenant.in_use -= 1;
+                state.in_use -= 1;
+                continue;
+            }
+            skipped = 0;
+            tenant.credit = tenant.credit.saturating_sub(1);
+            if tenant.waiters.is_empty() {
+                tenant.credit = 0;
+                state.ring.pop_front();
+            } else if tenant.credit == 0 {
+                tenant.credit = tenant.weight;
+                state.ring.rotate_left(1);
+            }
+        }
+        // Forget idle tenants so the map holds only active ones.
+        if state.tenants.len() > 1_024 {
+            state
+                .tenants
+                .retain(|_, t| t.in_use > 0 || !t.waiters.is_empty());
+        }
+    }
+
+    pub fn stats(&self) -> ShareStats {
+        let state = self.lock();
+        ShareStats {
+            capacity: state.capacity,
+            in_use: state.in_use,
+            waiting: state.tenants.values().map(|t| t.waiters.len()).sum(),
+            waiting_tenants: state.ring.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(tenant: Uuid, limit: u32, weight: u32) -> Claim {
+        Claim {
+            tenant,
+            limit,
+            weight,
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    /// Starts a waiter that records its tenant's name when admitted, then
+    /// holds its permit until told to go.
+    fn waiter(
+        share: &Arc<DbShare>,
+        c: Claim,
+        name: &'static str,
+        order: &Arc<Mutex<Vec<&'static str>>>,
+    ) -> tokio::task::JoinHandle<Permit> {
+        let share = share.clone();
+        let order = order.clone();
+        tokio::spawn(async move {
+            let permit = share.acquire(c, LONG).await.expect("admitted");
+            order.lock().expect("lock").push(name);
+            permit
+        })
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenant_alone_uses_capacity_up_to_its_limit() {
+        let share = DbShare::new(4);
+        let t = Uuid::now_v7();
+        let a = share.acquire(claim(t, 3, 1), LONG).await.expect("1");
+        let b = share.acquire(claim(t, 3, 1), LONG).await.expect("2");
+        let c = share.acquire(claim(t, 3, 1), LONG).await.expect("3");
+        assert_eq!(share.stats().in_use, 3);
+        // The fourth waits for the tenant's limit, not the capacity.
+        let fourth = share
+            .acquire(claim(t, 3, 1), Duration::from_millis(10))
+            .await;
+        assert_eq!(fourth.err(), Some(Rejected::Timeout));
+        drop((a, b, c));
+        assert_eq!(share.stats().in_use, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_does_not_delay_another_tenants_next_operation() {
+        let share = DbShare::new(1);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (noisy, quiet) = (Uuid::now_v7(), Uuid::now_v7());
+        let first = share
+            .acquire(claim(noisy, 8, 1), LONG)
+            .await
+            .expect("first");
+        let mut noisy_waiters = Vec::new();
+        for _ in 0..50 {
+            noisy_waiters.push(waiter(&share, claim(noisy, 8, 1), "noisy", &order));
+        }
+        settle().await;
+        let quiet_waiter = waiter(&share, claim(quiet, 8, 1), "quiet", &order);
+        settle().await;
+        drop(first);
+        settle().await;
+        // The quiet tenant is admitted right after the noisy one's first
+        // waiter, not after all fifty.
+        let permit = noisy_waiters.remove(0).await.expect("join");
+        drop(permit);
+        settle().await;
+        let quiet_permit = quiet_waiter.await.expect("join");
+        assert_eq!(*order.lock().expect("lock"), vec!["noisy", "quiet"]);
+        drop(quiet_permit);
+        for w in noisy_waiters {
+            drop(w.await.expect("join"));
+        }
+        assert_eq!(share.stats().in_use, 0);
+        assert_eq!(share.stats().waiting, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_tenants_are_served_by_weight() {
+        let share = DbShare::new(1);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (heavy, light) = (Uuid::now_v7(), Uuid::now_v7());
+        let hold = share
+            .acquire(claim(Uuid::now_v7(), 1, 1), LONG)
+            .await
+            .expect("hold");
+        let mut handles = Vec::new();
+        for _ in 0..6 {
+            handles.push(waiter(&share, claim(heavy, 8, 2), "heavy", &order));
+            handles.push(waiter(&share, claim(light, 8, 1), "light", &order));
+        }
+        settle().await;
+        drop(hold);
+        // Release one at a time, in admission order.
+        let mut pending = handles;
+        while !pending.is_empty() {
+            settle().await;
+            let index = pending
+                .iter()
+                .position(tokio::task::JoinHandle::is_finished)
+                .expect("one admitted");
+            drop(pending.remove(index).await.expect("join"));
+        }
+        let order = order.lock().expect("lock").clone();
+        assert_eq!(
+            &order[..9],
+            &[
+                "heavy", "heavy", "light", "heavy", "heavy", "light", "heavy", "heavy", "light"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_gives_up_leaves_no_trace() {
+        let share = DbShare::new(1);
+        let t = Uuid::now_v7();
+        let hold = share.acquire(claim(t, 1, 1), LONG).await.expect("hold");
+        let gave_up = share
+            .acquire(claim(Uuid::now_v7(), 1, 1), Duration::from_millis(5))
+            .await;
+        assert_eq!(gave_up.err(), Some(Rejected::Timeout));
+        drop(hold);
+        assert_eq!(share.stats().in_use, 0);
+        let again = share
+            .acquire(claim(t, 1, 1), Duration::from_millis(5))
+            .await;
+        assert!(again.is_ok());
+    }
+}
