@@ -37,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .patch(admin::patch_tenant)
                 .delete(admin::delete_tenant),
         )
+        .route("/v1/admin/tenants/{id}/usage", get(admin::usage))
         .route("/v1/tenant", get(tenant::get_tenant))
         .route(
             "/v1/members",

@@ -61,6 +61,14 @@ struct Common {
     /// PgBouncer in transaction mode (< 1.21).
     #[arg(long, env = "TENANTRY_DB_STATEMENTS", value_enum, default_value_t = Statements::Cached)]
     db_statements: Statements,
+    /// Requests in flight beyond which the server answers 503 at once
+    /// (admin and health endpoints keep a reserve above it).
+    #[arg(long, env = "TENANTRY_MAX_IN_FLIGHT", default_value_t = tenantry_api::config::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
+    /// How long a request may wait for its tenant's share of the database
+    /// before it answers 503, in milliseconds.
+    #[arg(long, env = "TENANTRY_DB_QUEUE_BUDGET_MS", default_value_t = 2_000)]
+    db_queue_budget_ms: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -85,6 +93,8 @@ impl Common {
                 Statements::Cached => tenantry_db::StatementMode::Cached,
                 Statements::PerTransaction => tenantry_db::StatementMode::PerTransaction,
             },
+            max_in_flight: self.max_in_flight,
+            db_queue_budget: Duration::from_millis(self.db_queue_budget_ms),
         }
     }
 }

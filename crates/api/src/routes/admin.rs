@@ -362,3 +362,76 @@ pub async fn delete_tenant(
         }),
     ))
 }
+
+/// One quota: how much of it the tenant uses.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QuotaUse {
+    pub name: &'static str,
+    pub used: u64,
+    pub limit: u64,
+}
+
+/// Requests of the tenant turned away on this node, by reason.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Throttling {
+    pub rate_limited: u64,
+    pub db_queue_timeouts: u64,
+    pub query_timeouts: u64,
+    pub quota_exceeded: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub tenant_id: Uuid,
+    pub tier: String,
+    /// The limits in force: the tier's, with the tenant's overrides.
+    #[schema(value_type = Object)]
+    pub limits: tenantry_core::Limits,
+    pub quotas: Vec<QuotaUse>,
+    pub throttling: Throttling,
+}
+
+/// Quotas, usage, the limits in force and recent throttling.
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}/usage", tag = "admin",
+    responses((status = 200, body = Usage), (status = 404, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn usage(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Usage>, ApiError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let tenant = find(&state, id).await?;
+    let limits = state.limits_of(&tenant);
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let quotas = vec![
+        QuotaUse {
+            name: "max_members",
+            used: count(tenant.member_count),
+            limit: limits.max_members,
+        },
+        QuotaUse {
+            name: "max_posts",
+            used: count(tenant.post_count),
+            limit: limits.max_posts,
+        },
+        QuotaUse {
+            name: "max_storage_mb",
+            used: count(tenant.storage_bytes).div_ceil(1 << 20),
+            limit: limits.max_storage_mb,
+        },
+    ];
+    let throttles = state.fairness.throttles_of(id);
+    Ok(Json(Usage {
+        tenant_id: id,
+        tier: tenant.tier.clone(),
+        limits,
+        quotas,
+        throttling: Throttling {
+            rate_limited: throttles.rate_limited.load(Relaxed),
+            db_queue_timeouts: throttles.db_queue_timeouts.load(Relaxed),
+            query_timeouts: throttles.query_timeouts.load(Relaxed),
+            quota_exceeded: throttles.quota_exceeded.load(Relaxed),
+        },
+    }))
+}
