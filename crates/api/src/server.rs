@@ -11,6 +11,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
 use tenantry_db::embedded::EmbeddedPostgres;
 use tenantry_db::{Db, DbOptions};
+use tenantry_fairness::rate::RateLimiter;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi as _;
@@ -104,8 +105,7 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
             () = tokio::time::sleep(Duration::from_secs(5)) => {
                 state.metrics.run_upkeep();
                 // Keys whose limit has fully recovered behave as never seen.
-                state.fairness.tenant_rate.retain_recent();
-                state.fairness.user_rate.retain_recent();
+                state.fairness.rate.retain_recent();
                 let share = state.fairness.db_share.stats();
                 metrics::gauge!("tenantry_db_share_in_use").set(f64::from(share.in_use));
                 metrics::gauge!("tenantry_db_share_waiting").set(share.waiting as f64);
@@ -150,6 +150,10 @@ impl Application {
         tenantry_db::migrate::migrate(&db)
             .await
             .context("Failed to migrate the database")?;
+        let rate = match &settings.redis_url {
+            Some(url) => RateLimiter::with_redis(url).context("Failed to read REDIS_URL")?,
+            None => RateLimiter::local(),
+        };
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", settings.listen))?;
@@ -162,7 +166,7 @@ impl Application {
                 settings.base_domain.clone(),
                 telemetry::prometheus(),
             )
-            .with_fairness(settings.max_in_flight, settings.db_queue_budget),
+            .with_fairness(rate, settings.max_in_flight, settings.db_queue_budget),
         );
         Ok(Self {
             state,

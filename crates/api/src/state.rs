@@ -12,7 +12,7 @@ use tenantry_db::tenants::Tenant;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use tenantry_fairness::gcra::Gcra;
+use tenantry_fairness::rate::RateLimiter;
 use tenantry_fairness::share::DbShare;
 use tenantry_fairness::shed::LoadShedder;
 
@@ -43,8 +43,8 @@ pub struct AppState {
 
 /// The fairness machinery (DESIGN.md, "Fairness").
 pub struct Fairness {
-    pub tenant_rate: Gcra<Uuid>,
-    pub user_rate: Gcra<(Uuid, Uuid)>,
+    /// Per tenant and per (tenant, user); shared through Redis when set.
+    pub rate: RateLimiter,
     pub db_share: Arc<DbShare>,
     pub db_queue_budget: Duration,
     pub shedder: Arc<LoadShedder>,
@@ -67,12 +67,11 @@ pub struct ThrottleCounts {
 const PLATFORM_CONNECTIONS: usize = 2;
 
 impl Fairness {
-    fn new(db: &Db, max_in_flight: usize, db_queue_budget: Duration) -> Self {
+    fn new(db: &Db, rate: RateLimiter, max_in_flight: usize, db_queue_budget: Duration) -> Self {
         let pool = db.max_connections();
         let share = pool.saturating_sub(PLATFORM_CONNECTIONS).max(1);
         Self {
-            tenant_rate: Gcra::new(),
-            user_rate: Gcra::new(),
+            rate,
             db_share: DbShare::new(u32::try_from(share).unwrap_or(u32::MAX)),
             db_queue_budget,
             shedder: LoadShedder::new(max_in_flight, 64),
@@ -112,15 +111,22 @@ impl AppState {
             purge_wakeup: Notify::new(),
             fairness: Fairness::new(
                 &db,
+                RateLimiter::local(),
                 crate::config::DEFAULT_MAX_IN_FLIGHT,
                 crate::config::DEFAULT_DB_QUEUE_BUDGET,
             ),
         }
     }
 
-    /// Sets the in-flight cap and the database queue budget.
-    pub fn with_fairness(mut self, max_in_flight: usize, db_queue_budget: Duration) -> Self {
-        self.fairness = Fairness::new(&self.db, max_in_flight, db_queue_budget);
+    /// Sets the rate limiter (local or Redis-backed), the in-flight cap and
+    /// the database queue budget.
+    pub fn with_fairness(
+        mut self,
+        rate: RateLimiter,
+        max_in_flight: usize,
+        db_queue_budget: Duration,
+    ) -> Self {
+        self.fairness = Fairness::new(&self.db, rate, max_in_flight, db_queue_budget);
         self
     }
 

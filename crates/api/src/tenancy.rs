@@ -307,7 +307,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             .unwrap_or_default();
         let _ = info.0.tier.set(tenant.tier.clone());
         let _ = info.0.tenant.set(tenant.id);
-        admit_rate(state, &info, &tenant, &limits, user.id)?;
+        admit_rate(state, &info, &tenant, &limits, user.id).await?;
         state.provision(&user).await?;
         let permit = admit_db(state, &tenant, &limits).await?;
         let ctx = TenantContext::tenant(tenant.id, limits.statement_timeout_ms);
@@ -327,41 +327,35 @@ impl FromRequestParts<Arc<AppState>> for Scope {
 
 /// The tenant's rate, then the user's rate within the tenant. The decision
 /// shown in the headers is the tighter of the two.
-fn admit_rate(
+async fn admit_rate(
     state: &AppState,
     info: &RequestInfo,
     tenant: &Tenant,
     limits: &Limits,
     user: Uuid,
 ) -> Result<(), ApiError> {
-    let fairness = &state.fairness;
     let tenant_quota = Quota {
         per_sec: limits.rate_per_sec,
         burst: limits.burst,
     };
-    let decision = fairness.tenant_rate.check(&tenant.id, tenant_quota);
-    let decision = if decision.allowed {
-        let user_quota = Quota {
-            per_sec: limits.user_rate_per_sec,
-            burst: limits.user_rate_per_sec.max(1),
-        };
-        let user_decision = fairness.user_rate.check(&(tenant.id, user), user_quota);
-        if !user_decision.allowed || user_decision.remaining < decision.remaining {
-            user_decision
-        } else {
-            decision
-        }
-    } else {
-        decision
+    let user_quota = Quota {
+        per_sec: limits.user_rate_per_sec,
+        burst: limits.user_rate_per_sec.max(1),
     };
+    let checked = state
+        .fairness
+        .rate
+        .check(tenant.id, user, tenant_quota, user_quota)
+        .await;
+    let decision = checked.binding();
     let _ = info.0.rate.set(decision);
-    if decision.allowed {
+    if checked.allowed() {
         return Ok(());
     }
-    let scope = if decision.quota == tenant_quota {
-        "tenant"
-    } else {
+    let scope = if checked.tenant.allowed {
         "user"
+    } else {
+        "tenant"
     };
     metrics::counter!("tenantry_rate_limited_total", "tier" => tenant.tier.clone(), "scope" => scope)
         .increment(1);

@@ -12,5 +12,6 @@
 //! All time comes from `tokio::time`, so tests run on paused time.
 
 pub mod gcra;
+pub mod rate;
 pub mod share;
 pub mod shed;

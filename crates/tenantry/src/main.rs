@@ -26,6 +26,9 @@ enum Command {
     Migrate(Common),
     /// Prints a user JWT signed with the configured secret.
     Token(TokenArgs),
+    /// Generates a synthetic multi-tenant data set straight into the
+    /// database (COPY), with progress bars.
+    Seed(tenantry_bench::seed::SeedArgs),
 }
 
 #[derive(Args, Clone)]
@@ -178,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Seed(args) => tenantry_bench::seed::run(args).await,
     }
 }
 
