@@ -123,7 +123,7 @@ mod tests {
             assert!(TenantSlug::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert_eq!(
-            TenantSlug::parse("api").unwrap_err().to_string(),
+            TenantSlug::parse("api").expect_err("reserved").to_string(),
             "slug 'api' is reserved"
         );
     }
