@@ -1,0 +1,406 @@
+//! `TestApp`: a whole server on port 0 over a fresh database, with typed
+//! request helpers.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use tenantry_api::AppState;
+use tenantry_db::{Db, DbOptions};
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The PostgreSQL server tests create their databases in.
+pub fn server_url() -> String {
+    std::env::var("TENANTRY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The built-in tiers with their request rates raised a thousandfold, so
+/// functional tests that make many requests as one user never meet the rate
+/// limiter (which has tests of its own). Everything else, and the order of the
+/// tiers, stays as built in.
+pub fn test_tiers() -> tenantry_core::TierTable {
+    let mut tiers = tenantry_core::TierTable::default();
+    for limits in tiers.tiers.values_mut() {
+        limits.rate_per_sec = limits.rate_per_sec.saturating_mul(1000);
+        limits.burst = limits.burst.saturating_mul(1000);
+        limits.user_rate_per_sec = limits.user_rate_per_sec.saturating_mul(1000);
+    }
+    tiers
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub client: reqwest::Client,
+    pub state: Arc<AppState>,
+    pub db_name: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A fresh, migrated database; returns its name and a URL to it.
+pub async fn fresh_database() -> (String, String) {
+    let name = format!("tenantry_test_{}", Uuid::new_v4().simple());
+    let base = server_url();
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL for tests is reachable (start it, or set TENANTRY_TEST_DATABASE_URL)");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let mut config = tokio_postgres::Config::from_str(&base).expect("valid test database URL");
+    config.dbname(&name);
+    let url = config_to_url(&config);
+    (name, url)
+}
+
+fn config_to_url(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres");
+    let db = config.get_dbname().unwrap_or("postgres");
+    format!("host={host} port={port} user={user} dbname={db}")
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with a chance to adjust the state's settings first.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Option<String>)) -> TestApp {
+        let mut base_domain = None;
+        adjust(&mut base_domain);
+        let (db_name, url) = fresh_database().await;
+        let db = Db::connect(&url, &DbOptions::default()).expect("pool");
+        tenantry_db::migrate::migrate(&db).await.expect("migrate");
+        let state = Arc::new(AppState::new(
+            db,
+            test_tiers(),
+            JWT_SECRET,
+            ADMIN_TOKEN.to_owned(),
+            base_domain,
+            tenantry_api::telemetry::prometheus(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(tenantry_api::run(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            state,
+            db_name,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// A connection string for the test database (as the connecting user).
+    pub fn database_url(&self) -> String {
+        let mut config =
+            tokio_postgres::Config::from_str(&server_url()).expect("valid test database URL");
+        config.dbname(&self.db_name);
+        config_to_url(&config)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn token(&self, user: Uuid) -> String {
+        self.state
+            .jwt
+            .issue(user, Duration::from_secs(600), None, None)
+            .expect("token")
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// A request as the platform admin.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// A tenant-scoped request as `user`, naming the tenant by `X-Tenant`.
+    pub fn as_user(&self, user: &User, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path)
+            .bearer_auth(&user.token)
+            .header("x-tenant", &user.tenant)
+    }
+
+    pub fn user(&self, tenant: &str) -> User {
+        let id = Uuid::now_v7();
+        User {
+            id,
+            token: self.token(id),
+            tenant: tenant.to_owned(),
+        }
+    }
+
+    /// Creates a tenant; returns it and its owner.
+    pub async fn tenant(&self, slug: &str) -> (Value, User) {
+        self.tenant_with(slug, json!({})).await
+    }
+
+    pub async fn tenant_with(&self, slug: &str, extra: Value) -> (Value, User) {
+        let owner = self.user(slug);
+        let mut body =
+            json!({"slug": slug, "name": format!("Tenant {slug}"), "owner_user_id": owner.id});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let res = self
+            .admin(Method::POST, "/v1/admin/tenants")
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::CREATED, "create tenant {slug}");
+        (res.json().await.expect("json"), owner)
+    }
+
+    /// Adds a new user to `owner`'s tenant with `role`.
+    pub async fn member(&self, owner: &User, role: &str) -> User {
+        let user = self.user(&owner.tenant);
+        let res = self
+            .as_user(owner, Method::POST, "/v1/members")
+            .json(&json!({"user_id": user.id, "role": role}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::CREATED, "add member");
+        user
+    }
+
+    /// Creates a post as `user`; returns its id.
+    pub async fn post(&self, user: &User, content: &str) -> String {
+        let res = self
+            .as_user(user, Method::POST, "/v1/posts")
+            .json(&json!({"content": content}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::CREATED, "create post");
+        let body: Value = res.json().await.expect("json");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// A raw connection to the test database as the connecting (owner) user.
+    pub async fn raw_db(&self) -> tokio_postgres::Client {
+        let mut config =
+            tokio_postgres::Config::from_str(&server_url()).expect("valid test database URL");
+        config.dbname(&self.db_name);
+        let (client, conn) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        // Drop the database from a thread of its own: Drop cannot await.
+        let name = self.db_name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&server_url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A user with a token, addressing one tenant.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub token: String,
+    pub tenant: String,
+}
+
+impl User {
+    /// The same user addressing another tenant.
+    pub fn in_tenant(&self, tenant: &str) -> User {
+        User {
+            tenant: tenant.to_owned(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Asserts a problem+json response with `status` and `code`; returns it.
+pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(res.status(), status, "status");
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = res
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = res.json().await.expect("problem json");
+    assert_eq!(body["code"], code, "code in {body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["type"], format!("/problems/{code}"));
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    assert_eq!(body["request_id"].as_str(), request_id.as_deref());
+    body
+}
+
+/// Sends a request, failing the test if it does not reach the server.
+pub trait Fetch {
+    fn fetch(self) -> impl std::future::Future<Output = Response> + Send;
+}
+
+impl Fetch for RequestBuilder {
+    async fn fetch(self) -> Response {
+        self.send().await.expect("the request reaches the server")
+    }
+}
+
+/// Asserts `status` and returns the JSON body (showing the body if the status
+/// is wrong).
+pub async fn assert_json(res: Response, status: StatusCode) -> Value {
+    let actual = res.status();
+    let text = res.text().await.expect("a readable body");
+    assert_eq!(actual, status, "status; body: {text}");
+    serde_json::from_str(&text).expect("a JSON body")
+}
+
+/// Asserts a 401 problem with a `WWW-Authenticate: Bearer ...` challenge.
+pub async fn assert_unauthenticated(res: Response) -> Value {
+    let challenge = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        challenge.starts_with("Bearer"),
+        "WWW-Authenticate should start with Bearer: {challenge:?}"
+    );
+    assert_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await
+}
+
+/// The `items` of a list page.
+pub fn items(page: &Value) -> &Vec<Value> {
+    page["items"].as_array().expect("a page has items")
+}
+
+/// The `id`s (or another string field) of a page's items.
+pub fn ids_of(page: &Value, field: &str) -> Vec<String> {
+    items(page)
+        .iter()
+        .map(|item| item[field].as_str().expect("a string id").to_owned())
+        .collect()
+}
+
+/// Polls `check` every 100 ms, up to 50 times, until it holds.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..50 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+impl TestApp {
+    /// Walks a list to its end with `limit`; returns the sizes of the pages and
+    /// every item in order.
+    pub async fn walk(&self, user: &User, path: &str, limit: u32) -> (Vec<usize>, Vec<Value>) {
+        let mut sizes = Vec::new();
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let mut url = format!("{path}{sep}limit={limit}");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page = assert_json(
+                self.as_user(user, Method::GET, &url).fetch().await,
+                StatusCode::OK,
+            )
+            .await;
+            sizes.push(items(&page).len());
+            all.extend(items(&page).iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+            assert!(sizes.len() < 100, "the list never ends");
+        }
+        (sizes, all)
+    }
+
+    /// `GET /v1/tenant` as `user`.
+    pub async fn tenant_view(&self, user: &User) -> Value {
+        assert_json(
+            self.as_user(user, Method::GET, "/v1/tenant").fetch().await,
+            StatusCode::OK,
+        )
+        .await
+    }
+
+    /// A tenant as the admin API shows it.
+    pub async fn admin_tenant(&self, id: &str) -> Value {
+        assert_json(
+            self.admin(Method::GET, &format!("/v1/admin/tenants/{id}"))
+                .fetch()
+                .await,
+            StatusCode::OK,
+        )
+        .await
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests: each test starts the real server on port 0 against a
+//! fresh database in the PostgreSQL at `TENANTRY_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`).
+
+mod helpers;
+
+mod admin;
+mod auth;
+mod conventions;
+mod embedded;
+mod isolation;
+mod members;
+mod posts;
+mod rls;
