@@ -87,6 +87,14 @@ impl JwtKeys {
         let id = Uuid::parse_str(&data.claims.sub).map_err(|_| {
             ApiError::Unauthenticated("the token's sub claim must be a UUID".to_owned())
         })?;
+        // Claims are stored as the user's profile; PostgreSQL cannot store a
+        // NUL character, and nothing legitimate sends one.
+        let stored = |claim: &Option<String>| claim.as_deref().is_none_or(|v| !v.contains('\0'));
+        if !stored(&data.claims.email) || !stored(&data.claims.name) {
+            return Err(ApiError::Unauthenticated(
+                "the token's email or name claim contains a NUL character".to_owned(),
+            ));
+        }
         Ok(AuthUser {
             id,
             email: data.claims.email,

@@ -59,6 +59,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0} is not allowed here")]
     MethodNotAllowed(String),
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
     #[error("too many requests; retry in {retry_after} s")]
@@ -103,6 +105,7 @@ impl ApiError {
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -123,6 +126,7 @@ impl ApiError {
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -143,6 +147,7 @@ impl ApiError {
             Self::QuotaExceeded { .. } => "Quota exceeded",
             Self::NotFound(_) => "Not found",
             Self::MethodNotAllowed(_) => "Method not allowed",
+            Self::RequestTimeout => "Request timeout",
             Self::Conflict(_) => "Conflict",
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
@@ -252,6 +257,14 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// The field serde names in "missing field `x`" or "unknown field `x`".
+fn named_field(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split_once('`').map(|(name, _)| name.to_owned())
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => {
@@ -262,10 +275,16 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
                 .unwrap_or(&text)
                 .to_owned();
             let (field, message) = match detail.split_once(": ") {
-                Some((field, message)) if !field.contains(' ') => {
+                Some((field, message)) if !field.contains(' ') && field != "." => {
                     (field.to_owned(), message.to_owned())
                 }
-                _ => ("body".to_owned(), detail),
+                _ => {
+                    let message = detail.strip_prefix(".: ").unwrap_or(&detail).to_owned();
+                    (
+                        named_field(&message).unwrap_or_else(|| "body".to_owned()),
+                        message,
+                    )
+                }
             };
             ApiError::Validation(vec![FieldError { field, message }])
         }

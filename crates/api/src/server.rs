@@ -72,6 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(telemetry::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(telemetry::panic_response))
+        .layer(axum::middleware::from_fn(telemetry::buffer_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             telemetry::observe,

@@ -168,6 +168,32 @@ fn count_throttle(state: &AppState, tenant: uuid::Uuid, code: &str, tier: &str) 
     field(&state.fairness.throttles_of(tenant));
 }
 
+/// How long a client may take to send its request body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads the whole request body (up to the limit) before the handler's
+/// extractors run, so a client that trickles its body waits here, holding no
+/// database share, transaction or connection of its tenant.
+pub async fn buffer_body(req: Request, next: Next) -> Response {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = req.into_parts();
+    let limited = http_body_util::Limited::new(body, crate::server::BODY_LIMIT);
+    match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => {
+            let body = axum::body::Body::from(collected.to_bytes());
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => ApiError::PayloadTooLarge {
+            limit: crate::server::BODY_LIMIT,
+        }
+        .into_response(),
+        Ok(Err(e)) => {
+            ApiError::BadRequest(format!("could not read the request body: {e}")).into_response()
+        }
+        Err(_) => ApiError::RequestTimeout.into_response(),
+    }
+}
+
 /// Unknown routes answer problem+json 404.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".to_owned())

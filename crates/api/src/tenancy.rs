@@ -44,6 +44,8 @@ impl TenantRegistry {
             Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(REGISTRY_TTL)
+                // For invalidate_entries_if: a tenant is found by id.
+                .support_invalidation_closures()
                 .build()
         };
         Self {
@@ -87,12 +89,14 @@ impl TenantRegistry {
                 self.by_domain.invalidate(d).await;
             }
         }
-        let _ = self
-            .by_slug
-            .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|t| t.id == id));
-        let _ = self
-            .by_domain
-            .invalidate_entries_if(move |_, v| v.as_ref().is_some_and(|t| t.id == id));
+        for cache in [&self.by_slug, &self.by_domain] {
+            let stale = cache.invalidate_entries_if(move |_, v: &Option<Arc<Tenant>>| {
+                v.as_ref().is_some_and(|t| t.id == id)
+            });
+            if let Err(e) = stale {
+                tracing::error!(error = %e, "tenant registry invalidation failed");
+            }
+        }
     }
 
     /// Forgets negative entries for a slug or domain that now exists.

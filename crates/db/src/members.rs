@@ -56,6 +56,32 @@ pub async fn get(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<Option<Member>
     row.as_ref().map(Member::from_row).transpose()
 }
 
+/// The tenant's member count and `user`'s membership, in one statement. The
+/// count is read here rather than from a cache because every join and leave
+/// changes it.
+pub async fn count_and_get(
+    tx: &mut Tx,
+    tenant: Uuid,
+    user: Uuid,
+) -> Result<(i64, Option<Member>), DbError> {
+    let row = tx
+        .query_one(
+            "SELECT t.member_count, m.user_id, m.role, u.email, u.display_name,
+                    m.display_in_feed, m.created_at
+             FROM tenants t
+             LEFT JOIN memberships m ON m.tenant_id = t.id AND m.user_id = $2
+             LEFT JOIN users u ON u.id = m.user_id
+             WHERE t.id = $1",
+            &[&tenant, &user],
+        )
+        .await?;
+    let member = match row.get::<_, Option<Uuid>>("user_id") {
+        Some(_) => Some(Member::from_row(&row)?),
+        None => None,
+    };
+    Ok((row.get("member_count"), member))
+}
+
 /// Adds a member (provisioning the user if they were never seen) and counts
 /// them in the tenant's member count, in one statement. The count is raised
 /// only while it is below `max_members`, under the tenant row's lock, so

@@ -13,6 +13,11 @@ use crate::Db;
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "core", include_str!("../migrations/V1__core.sql")),
     (2, "quotas", include_str!("../migrations/V2__quotas.sql")),
+    (
+        3,
+        "merge_patch",
+        include_str!("../migrations/V3__merge_patch.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock key held while migrating.

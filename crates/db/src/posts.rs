@@ -153,6 +153,18 @@ pub async fn get(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Post>, Db
     Ok(row.as_ref().map(Post::from_row))
 }
 
+/// Reads a post and locks it until the transaction ends, so an edit or
+/// delete that follows sees no concurrent change in between.
+pub async fn get_for_update(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Post>, DbError> {
+    let sql = format!(
+        "SELECT {POST_COLUMNS} FROM posts
+         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+         FOR UPDATE"
+    );
+    let row = tx.query_opt(&sql, &[&tenant, &id]).await?;
+    Ok(row.as_ref().map(Post::from_row))
+}
+
 pub async fn update(
     tx: &mut Tx,
     tenant: Uuid,
@@ -160,7 +172,8 @@ pub async fn update(
     content: &str,
 ) -> Result<Option<Post>, DbError> {
     // The storage count follows the edit; edits are not refused for storage
-    // (a member may always shorten or fix a post).
+    // (a member may always shorten or fix a post). Callers lock the post first
+    // (`get_for_update`), so `old` reads the size the last edit left.
     let sql = format!(
         "WITH old AS (
              SELECT octet_length(content)::bigint AS bytes FROM posts

@@ -161,7 +161,9 @@ pub async fn list(
 
 /// A change to a tenant. `None` leaves a field as it is; `domain:
 /// Some(None)` removes the custom domain. `settings`, `features` and `limits`
-/// are JSON merge patches: keys set to null are removed.
+/// are merged one level deep: each top-level key of the patch replaces the
+/// stored one, and a key set to null is removed. Everything else is kept
+/// exactly as it was.
 #[derive(Debug, Clone, Default)]
 pub struct TenantPatch {
     pub name: Option<String>,
@@ -188,9 +190,9 @@ pub async fn update(
              status = COALESCE($4, status),
              domain = CASE WHEN $5 THEN $6 ELSE domain END,
              join_policy = COALESCE($7, join_policy),
-             settings = COALESCE(jsonb_strip_nulls(settings || $8), settings),
-             features = COALESCE(jsonb_strip_nulls(features || $9), features),
-             limits = COALESCE(jsonb_strip_nulls(limits || $10), limits),
+             settings = COALESCE(tenantry_merge_patch(settings, $8), settings),
+             features = COALESCE(tenantry_merge_patch(features, $9), features),
+             limits = COALESCE(tenantry_merge_patch(limits, $10), limits),
              updated_at = now()
          WHERE id = $1 AND status <> 'deleted'
          RETURNING {COLUMNS}"

@@ -11,7 +11,7 @@ use tenantry_core::{Domain, JoinPolicy, LimitOverrides, TenantSlug, TenantStatus
 use tenantry_db::tenants::{self, Lookup, NewTenant, Tenant, TenantPatch};
 use uuid::Uuid;
 
-use super::{Checks, double_option, text};
+use super::{Checks, double_option, no_nul, text};
 use crate::auth::PlatformAdmin;
 use crate::pagination::{Page, PageParams};
 use crate::problem::{ApiError, FieldError, Json, Path, Query};
@@ -87,9 +87,28 @@ pub struct CreateTenant {
 fn object(field: &str, value: Option<Value>) -> Result<Value, FieldError> {
     match value {
         None => Ok(Value::Object(Default::default())),
-        Some(v @ Value::Object(_)) => Ok(v),
+        Some(v @ Value::Object(_)) => {
+            no_nul(field, &v)?;
+            Ok(v)
+        }
         Some(_) => Err(FieldError::new(field, "must be a JSON object")),
     }
+}
+
+/// A custom domain, which must not lie under the platform's base domain:
+/// there it could take over another tenant's subdomain (domains win).
+fn custom_domain(state: &AppState, raw: &str) -> Result<String, FieldError> {
+    let domain = Domain::parse(raw).map_err(|e| FieldError::new("domain", e.to_string()))?;
+    if let Some(base) = &state.base_domain {
+        let d = domain.as_str();
+        if d == base || d.ends_with(&format!(".{base}")) {
+            return Err(FieldError::new(
+                "domain",
+                format!("a custom domain must not be under the platform's base domain {base}"),
+            ));
+        }
+    }
+    Ok(domain.to_string())
 }
 
 fn conflict(err: tenantry_db::DbError) -> ApiError {
@@ -128,9 +147,8 @@ pub async fn create_tenant(
     let domain = checks.check(
         body.domain
             .as_deref()
-            .map(Domain::parse)
-            .transpose()
-            .map_err(|e| FieldError::new("domain", e.to_string())),
+            .map(|d| custom_domain(&state, d))
+            .transpose(),
     );
     let settings = checks.check(object("settings", body.settings));
     let features = checks.check(object("features", body.features));
@@ -158,7 +176,7 @@ pub async fn create_tenant(
         slug: slug.to_string(),
         name,
         tier: tier.to_string(),
-        domain: domain.map(|d| d.to_string()),
+        domain,
         owner_user_id: body.owner_user_id,
         settings,
         features,
@@ -269,9 +287,7 @@ pub async fn patch_tenant(
     let domain = checks.check(match &body.domain {
         None => Ok(None),
         Some(None) => Ok(Some(None)),
-        Some(Some(d)) => Domain::parse(d)
-            .map(|d| Some(Some(d.to_string())))
-            .map_err(|e| FieldError::new("domain", e.to_string())),
+        Some(Some(d)) => custom_domain(&state, d).map(|d| Some(Some(d))),
     });
     let join_policy = checks.check(
         body.join_policy
@@ -308,6 +324,8 @@ pub async fn patch_tenant(
         .map_err(conflict)?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
     state.tenant_changed(Some(&before), id).await;
+    // The new slug or domain may have been looked up (and found unknown) before.
+    state.registry.created(&updated).await;
     tracing::info!(tenant = %id, "tenant changed");
     Ok(Json(TenantView::new(&state, updated)))
 }

@@ -70,6 +70,13 @@ pub async fn add_member(
             "only an owner can grant the {role} role"
         )));
     }
+    // Checked first so an existing member is a conflict even in a full tenant.
+    if members::role_of(&mut scope.tx, scope.tenant.id, body.user_id)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::Conflict("already a member".to_owned()));
+    }
     let max = scope.limits.max_members;
     let member = members::add(&mut scope.tx, scope.tenant.id, body.user_id, role, max)
         .await
@@ -112,19 +119,29 @@ pub async fn list_members(
     mut scope: Scope,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<MemberView>>, ApiError> {
-    scope.member()?;
+    let role = scope.member()?;
     let limit = page.limit()?;
     let tenant = scope.tenant.id;
     let after: Option<Uuid> = page.after(tenant, "members")?;
     let rows = members::list(&mut scope.tx, tenant, after, limit + 1).await?;
     scope.tx.commit().await?;
+    // Email addresses are for the tenant's admins (and each member's own).
+    let me = scope.user.id;
+    let view = |m: Member| {
+        let own = m.user_id == me;
+        let mut v = MemberView::from(m);
+        if role < Role::Admin && !own {
+            v.email = None;
+        }
+        v
+    };
     Ok(Json(Page::from_rows(
         rows,
         limit,
         tenant,
         "members",
         |m| m.user_id,
-        MemberView::from,
+        view,
     )))
 }
 

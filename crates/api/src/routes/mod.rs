@@ -20,8 +20,12 @@ where
     Option::<T>::deserialize(de).map(Some)
 }
 
-/// Checks a text field: trimmed non-empty, at most `max` characters.
+/// Checks a text field: trimmed non-empty, at most `max` characters, and no
+/// NUL character (which PostgreSQL cannot store in text).
 pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<String, FieldError> {
+    if value.contains('\0') {
+        return Err(FieldError::new(field, "must not contain a NUL character"));
+    }
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
@@ -33,6 +37,26 @@ pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<String, Field
         ));
     }
     Ok(trimmed.to_owned())
+}
+
+/// Checks that a JSON value holds no NUL character in any string or key:
+/// PostgreSQL's jsonb cannot store `\u0000`.
+pub(crate) fn no_nul(field: &str, value: &serde_json::Value) -> Result<(), FieldError> {
+    fn clean(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => !s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().all(clean),
+            serde_json::Value::Object(map) => {
+                map.iter().all(|(k, v)| !k.contains('\0') && clean(v))
+            }
+            _ => true,
+        }
+    }
+    if clean(value) {
+        Ok(())
+    } else {
+        Err(FieldError::new(field, "must not contain a NUL character"))
+    }
 }
 
 /// Collects field errors and answers 422 with all of them at once.

@@ -117,7 +117,7 @@ pub async fn get_post(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<Pos
 /// 404 if the post is not there; 403 unless the caller wrote it or moderates.
 async fn check_may_moderate(scope: &mut Scope, id: Uuid) -> Result<(), ApiError> {
     let role = scope.member()?;
-    let post = posts::get(&mut scope.tx, scope.tenant.id, id)
+    let post = posts::get_for_update(&mut scope.tx, scope.tenant.id, id)
         .await?
         .ok_or_else(post_not_found)?;
     if post.author_id != scope.user.id && role < Role::Moderator {

@@ -40,20 +40,15 @@ pub struct TenantResponse {
     responses((status = 200, body = TenantResponse), (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [])))]
 pub async fn get_tenant(mut scope: Scope) -> Result<Json<TenantResponse>, ApiError> {
-    let membership = match scope.role {
-        None => None,
-        Some(_) => {
-            let (tenant, user) = (scope.tenant_id(), scope.user.id);
-            tenantry_db::members::get(&mut scope.tx, tenant, user)
-                .await?
-                .map(|m| MembershipView {
-                    role: m.role.to_string(),
-                    joined_at: m.created_at,
-                    display_in_feed: m.display_in_feed,
-                })
-        }
-    };
+    let (tenant, user) = (scope.tenant_id(), scope.user.id);
+    let (member_count, member) =
+        tenantry_db::members::count_and_get(&mut scope.tx, tenant, user).await?;
     scope.tx.commit().await?;
+    let membership = member.map(|m| MembershipView {
+        role: m.role.to_string(),
+        joined_at: m.created_at,
+        display_in_feed: m.display_in_feed,
+    });
     let t = &scope.tenant;
     Ok(Json(TenantResponse {
         tenant: TenantSummary {
@@ -65,7 +60,7 @@ pub async fn get_tenant(mut scope: Scope) -> Result<Json<TenantResponse>, ApiErr
             join_policy: t.join_policy.as_str().to_owned(),
             settings: t.settings.clone(),
             features: t.features.clone(),
-            member_count: t.member_count,
+            member_count,
         },
         membership,
     }))

@@ -448,7 +448,6 @@ async fn a_problem_never_leaks_internal_detail_for_unknown_ids() {
 }
 
 #[tokio::test]
-#[ignore = "bug: text with a NUL character passes validation and PostgreSQL refuses it (22021/22P05), which answers 500 instead of 422"]
 async fn a_nul_character_in_post_text_is_refused_not_a_500() {
     let app = TestApp::spawn().await;
     let (_, owner) = app.tenant("acme").await;
@@ -462,7 +461,6 @@ async fn a_nul_character_in_post_text_is_refused_not_a_500() {
 }
 
 #[tokio::test]
-#[ignore = "bug: text with a NUL character passes validation and PostgreSQL refuses it (22021/22P05), which answers 500 instead of 422"]
 async fn a_nul_character_in_a_tenant_name_is_refused_not_a_500() {
     let app = TestApp::spawn().await;
     let res = app
@@ -475,7 +473,6 @@ async fn a_nul_character_in_a_tenant_name_is_refused_not_a_500() {
 }
 
 #[tokio::test]
-#[ignore = "bug: text with a NUL character passes validation and PostgreSQL refuses it (22021/22P05), which answers 500 instead of 422"]
 async fn a_nul_character_in_tenant_settings_is_refused_not_a_500() {
     let app = TestApp::spawn().await;
     let res = app

@@ -78,21 +78,42 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    /// Spawns with a small in-flight cap or database queue budget, for the
+    /// fairness tests.
+    pub async fn spawn_fair(max_in_flight: usize, db_queue_budget: Duration) -> TestApp {
+        Self::spawn_configured(None, move |state| {
+            state.with_fairness(
+                tenantry_fairness::rate::RateLimiter::local(),
+                max_in_flight,
+                db_queue_budget,
+            )
+        })
+        .await
+    }
+
     /// Spawns with a chance to adjust the state's settings first.
     pub async fn spawn_with(adjust: impl FnOnce(&mut Option<String>)) -> TestApp {
         let mut base_domain = None;
         adjust(&mut base_domain);
+        Self::spawn_configured(base_domain, |state| state).await
+    }
+
+    /// Spawns with a base domain and a last word on the state.
+    pub async fn spawn_configured(
+        base_domain: Option<String>,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> TestApp {
         let (db_name, url) = fresh_database().await;
         let db = Db::connect(&url, &DbOptions::default()).expect("pool");
         tenantry_db::migrate::migrate(&db).await.expect("migrate");
-        let state = Arc::new(AppState::new(
+        let state = Arc::new(configure(AppState::new(
             db,
             test_tiers(),
             JWT_SECRET,
             ADMIN_TOKEN.to_owned(),
             base_domain,
             tenantry_api::telemetry::prometheus(),
-        ));
+        )));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

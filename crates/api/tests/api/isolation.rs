@@ -601,7 +601,6 @@ async fn a_removed_or_moved_domain_stops_naming_its_tenant_at_once() {
 }
 
 #[tokio::test]
-#[ignore = "bug: PATCH of a tenant's domain leaves the registry's negative by_domain entry for the new domain cached for up to 10 s (tenancy.rs TenantRegistry::invalidate)"]
 async fn a_domain_set_after_a_request_missed_it_names_its_tenant_at_once() {
     let app = TestApp::spawn().await;
     let (t, owner) = app.tenant("acme").await;
@@ -690,7 +689,6 @@ async fn without_a_base_domain_subdomains_name_no_tenant() {
 // --- Shared resources --------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "bug: the Scope extractor takes the tenant's database permit and opens a transaction before the JSON body is read, so slow uploads hold the tenant's whole database share"]
 async fn slow_uploads_do_not_hold_the_tenants_database_share() {
     use tokio::io::AsyncWriteExt as _;
 

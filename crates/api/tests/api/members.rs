@@ -357,7 +357,6 @@ async fn the_admin_member_count_follows_adds_and_removals() {
 }
 
 #[tokio::test]
-#[ignore = "bug: GET /v1/tenant reads member_count from the cached registry entry (10 s TTL), which member adds, joins and removals never invalidate"]
 async fn the_member_count_in_get_tenant_follows_adds_and_removals() {
     let app = TestApp::spawn().await;
     let (_, owner) = app.tenant("acme").await;
