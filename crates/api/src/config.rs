@@ -32,6 +32,8 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// How long a request may wait for its tenant's database share (503 after).
     pub db_queue_budget: std::time::Duration,
+    /// Rate limits and the database share; off only to measure their cost.
+    pub fairness: bool,
 }
 
 impl fmt::Debug for Settings {
@@ -50,6 +52,7 @@ impl fmt::Debug for Settings {
             .field("statement_mode", &self.statement_mode)
             .field("max_in_flight", &self.max_in_flight)
             .field("db_queue_budget", &self.db_queue_budget)
+            .field("fairness", &self.fairness)
             .finish()
     }
 }
@@ -69,6 +72,7 @@ impl Default for Settings {
             statement_mode: StatementMode::Cached,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             db_queue_budget: DEFAULT_DB_QUEUE_BUDGET,
+            fairness: true,
         }
     }
 }

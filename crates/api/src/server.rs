@@ -167,7 +167,8 @@ impl Application {
                 settings.base_domain.clone(),
                 telemetry::prometheus(),
             )
-            .with_fairness(rate, settings.max_in_flight, settings.db_queue_budget),
+            .with_fairness(rate, settings.max_in_flight, settings.db_queue_budget)
+            .with_enforcement(settings.fairness),
         );
         Ok(Self {
             state,
@@ -193,6 +194,9 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
+        if !self.state.fairness.enforce {
+            tracing::warn!("TENANTRY_FAIRNESS=off: no rate limits and no database share");
+        }
         let db_note = match &self.embedded {
             Some(_) => format!("embedded PostgreSQL in {}", self.data_dir.display()),
             None => "DATABASE_URL".to_owned(),

@@ -43,6 +43,9 @@ pub struct AppState {
 
 /// The fairness machinery (DESIGN.md, "Fairness").
 pub struct Fairness {
+    /// False only to measure what fairness costs (`TENANTRY_FAIRNESS=off`):
+    /// no rate limits and no database share. Quotas and shedding still apply.
+    pub enforce: bool,
     /// Per tenant and per (tenant, user); shared through Redis when set.
     pub rate: RateLimiter,
     pub db_share: Arc<DbShare>,
@@ -71,6 +74,7 @@ impl Fairness {
         let pool = db.max_connections();
         let share = pool.saturating_sub(PLATFORM_CONNECTIONS).max(1);
         Self {
+            enforce: true,
             rate,
             db_share: DbShare::new(u32::try_from(share).unwrap_or(u32::MAX)),
             db_queue_budget,
@@ -116,6 +120,13 @@ impl AppState {
                 crate::config::DEFAULT_DB_QUEUE_BUDGET,
             ),
         }
+    }
+
+    /// Turns rate limits and the database share off (`enforce = false`), to
+    /// measure what they cost.
+    pub fn with_enforcement(mut self, enforce: bool) -> Self {
+        self.fairness.enforce = enforce;
+        self
     }
 
     /// Sets the rate limiter (local or Redis-backed), the in-flight cap and

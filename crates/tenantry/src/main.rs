@@ -29,6 +29,9 @@ enum Command {
     /// Generates a synthetic multi-tenant data set straight into the
     /// database (COPY), with progress bars.
     Seed(tenantry_bench::seed::SeedArgs),
+    /// Drives a multi-tenant HTTP workload; prints per-tenant latency and
+    /// throughput, writes JSON and an HTML report.
+    Bench(tenantry_bench::bench::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -72,6 +75,16 @@ struct Common {
     /// before it answers 503, in milliseconds.
     #[arg(long, env = "TENANTRY_DB_QUEUE_BUDGET_MS", default_value_t = 2_000)]
     db_queue_budget_ms: u64,
+    /// `off` disables rate limits and the database share, only to measure
+    /// what they cost; never in production.
+    #[arg(long, env = "TENANTRY_FAIRNESS", value_enum, default_value_t = Switch::On)]
+    fairness: Switch,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -98,6 +111,7 @@ impl Common {
             },
             max_in_flight: self.max_in_flight,
             db_queue_budget: Duration::from_millis(self.db_queue_budget_ms),
+            fairness: self.fairness == Switch::On,
         }
     }
 }
@@ -182,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Seed(args) => tenantry_bench::seed::run(args).await,
+        Command::Bench(args) => tenantry_bench::bench::run(args).await,
     }
 }
 
