@@ -1,0 +1,259 @@
+//! The workloads `tenantry bench` can drive, one module per scenario.
+//!
+//! A scenario turns the discovered [`Workload`] into a [`ScenarioPlan`]:
+//! one or more [`Stream`]s of requests, each with its tenants, its way of
+//! offering load (closed or open loop), its time window and a [`PickFn`]
+//! that chooses the next request. Adding a scenario is adding a variant to
+//! [`Scenario`] and a module with a `plan` function; the driver, the
+//! recorder and the reports need no change.
+
+pub mod feed;
+pub mod healthz;
+pub mod ingest;
+pub mod mixed;
+pub mod noisy_neighbor;
+pub mod read;
+pub mod write;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::workload::{TenantTarget, Workload};
+
+/// The scenarios, by their command-line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Tenant info, member lists, post lists, single posts and comments.
+    Read,
+    /// New posts, likes, unlikes and comments.
+    Write,
+    /// 80% read, 20% write.
+    Mixed,
+    /// Quiet tenants at a fixed rate, first alone, then while one tenant
+    /// floods: how much of the flood reaches them.
+    NoisyNeighbor,
+    /// Cross-community feeds (needs `GET /v1/feed`).
+    Feed,
+    /// Analytics ingestion (needs `POST /v1/analytics/events`).
+    Ingest,
+    /// `GET /healthz`: the HTTP framework's ceiling on this machine, for
+    /// reading the other results as ratios.
+    Healthz,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Read => "read",
+            Scenario::Write => "write",
+            Scenario::Mixed => "mixed",
+            Scenario::NoisyNeighbor => "noisy-neighbor",
+            Scenario::Feed => "feed",
+            Scenario::Ingest => "ingest",
+            Scenario::Healthz => "healthz",
+        }
+    }
+
+    /// Whether the scenario sends tenant-scoped requests.
+    pub fn needs_tenants(self) -> bool {
+        !matches!(self, Scenario::Healthz)
+    }
+
+    /// Fails early for scenarios whose endpoints do not exist yet.
+    pub fn check_available(self) -> anyhow::Result<()> {
+        match self {
+            Scenario::Feed => Err(feed::unavailable()),
+            Scenario::Ingest => Err(ingest::unavailable()),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn plan(self, ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
+        self.check_available()?;
+        match self {
+            Scenario::Read => read::plan(ctx),
+            Scenario::Write => write::plan(ctx),
+            Scenario::Mixed => mixed::plan(ctx),
+            Scenario::NoisyNeighbor => noisy_neighbor::plan(ctx),
+            Scenario::Feed => feed::plan(ctx),
+            Scenario::Ingest => ingest::plan(ctx),
+            Scenario::Healthz => healthz::plan(ctx),
+        }
+    }
+}
+
+/// What a scenario plans with.
+pub struct PlanContext<'a> {
+    pub workload: &'a Workload,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub connections: usize,
+    /// Open-loop rate for the whole scenario; `None`: closed loop.
+    pub rate: Option<f64>,
+    /// noisy-neighbor: each quiet tenant's rate, the solo phase, the flood.
+    pub quiet_rate: f64,
+    pub solo: Duration,
+    pub noisy: Option<usize>,
+}
+
+impl PlanContext<'_> {
+    /// The load of a single-stream scenario, from `--rate`/`--connections`.
+    pub fn load(&self) -> Load {
+        match self.rate {
+            Some(rate) => Load::Open {
+                rate,
+                connections: self.connections,
+            },
+            None => Load::Closed {
+                connections: self.connections,
+            },
+        }
+    }
+
+    /// One stream over every tenant for the whole run (read, write, mixed).
+    pub fn single_stream(&self, name: &'static str, pick: PickFn) -> anyhow::Result<ScenarioPlan> {
+        anyhow::ensure!(
+            !self.workload.tenants.is_empty(),
+            "the {name} scenario needs at least one tenant"
+        );
+        let end = self.warmup + self.duration;
+        Ok(ScenarioPlan {
+            streams: vec![Stream {
+                name,
+                tenants: (0..self.workload.tenants.len()).collect(),
+                load: self.load(),
+                start: Duration::ZERO,
+                end,
+                pick,
+            }],
+            warmup: self.warmup,
+            end,
+            loaded_from: None,
+            roles: vec![TenantRole::Tenant; self.workload.tenants.len()],
+            noisy: None,
+        })
+    }
+}
+
+/// How a stream offers load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// `connections` workers, each sending its next request as soon as the
+    /// previous one is answered. Latency is measured from the send.
+    Closed { connections: usize },
+    /// `rate` requests per second on a fixed schedule, spread over
+    /// `connections` workers. Latency is measured from the *scheduled*
+    /// time, so a stalled server is charged for the requests it delayed
+    /// (no coordinated omission).
+    Open { rate: f64, connections: usize },
+}
+
+impl Load {
+    pub fn connections(&self) -> usize {
+        match self {
+            Load::Closed { connections } | Load::Open { connections, .. } => *connections,
+        }
+    }
+}
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The operation's name in the results, e.g. `list-posts`.
+    pub op: &'static str,
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Bytes>,
+    /// Index into the tenant's users (0 = owner).
+    pub user: usize,
+}
+
+/// Chooses the next request for a tenant (`None` for scenarios without one).
+pub type PickFn = fn(&mut ChaCha8Rng, Option<&TenantTarget>) -> Call;
+
+/// A stream of requests.
+#[derive(Clone)]
+pub struct Stream {
+    pub name: &'static str,
+    /// Indexes into the workload's tenants; empty for tenant-less requests.
+    /// Closed loop picks one at random per request; open loop goes round
+    /// robin, so each tenant gets an equal share of the rate.
+    pub tenants: Vec<usize>,
+    pub load: Load,
+    /// The window the stream sends in, from the scenario's start.
+    pub start: Duration,
+    pub end: Duration,
+    pub pick: PickFn,
+}
+
+/// A tenant's part in a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantRole {
+    Tenant,
+    Quiet,
+    Noisy,
+}
+
+impl TenantRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantRole::Tenant => "tenant",
+            TenantRole::Quiet => "quiet",
+            TenantRole::Noisy => "noisy",
+        }
+    }
+}
+
+/// A whole scenario.
+pub struct ScenarioPlan {
+    pub streams: Vec<Stream>,
+    /// Requests before this are not recorded.
+    pub warmup: Duration,
+    /// When the last stream stops.
+    pub end: Duration,
+    /// noisy-neighbor: when the flood starts.
+    pub loaded_from: Option<Duration>,
+    /// Per workload tenant.
+    pub roles: Vec<TenantRole>,
+    /// noisy-neighbor: the flooding tenant.
+    pub noisy: Option<usize>,
+}
+
+impl ScenarioPlan {
+    /// How the results describe the load.
+    pub fn load_mode(&self) -> (&'static str, usize, Option<f64>) {
+        let connections = self.streams.iter().map(|s| s.load.connections()).sum();
+        let open: Vec<f64> = self
+            .streams
+            .iter()
+            .filter_map(|s| match s.load {
+                Load::Open { rate, .. } => Some(rate),
+                Load::Closed { .. } => None,
+            })
+            .collect();
+        let mode = match (open.len(), self.streams.len()) {
+            (0, _) => "closed",
+            (n, m) if n == m => "open",
+            _ => "mixed",
+        };
+        let rate = (!open.is_empty()).then(|| open.iter().sum());
+        (mode, connections, rate)
+    }
+}
+
+/// A uniformly chosen element (`None` when empty).
+pub(crate) fn choose<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> Option<&'a T> {
+    use rand::Rng as _;
+    (!items.is_empty()).then(|| &items[rng.random_range(0..items.len())])
+}
+
+/// A uniformly chosen user index of `tenant`.
+pub(crate) fn any_user(rng: &mut ChaCha8Rng, tenant: &TenantTarget) -> usize {
+    use rand::Rng as _;
+    rng.random_range(0..tenant.users.len().max(1))
+}
