@@ -151,6 +151,8 @@ async fn a_statement_past_the_tenants_timeout_answers_503_and_the_server_recover
     assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "query_timeout").await;
     lock.batch_execute("ROLLBACK").await.expect("unlock");
 
+    // Back to the tier's timeout: 200 ms is tight for a loaded test machine.
+    limit(&app, &id(&tenant), json!({"statement_timeout_ms": null})).await;
     app.post(&owner, "after the timeout").await;
     let usage = assert_json(
         app.admin(
