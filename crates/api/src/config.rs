@@ -34,6 +34,9 @@ pub struct Settings {
     pub db_queue_budget: std::time::Duration,
     /// Rate limits and the database share; off only to measure their cost.
     pub fairness: bool,
+    /// Tenant database operations admitted at once; `None`: the pool size
+    /// less two connections kept for platform work.
+    pub db_share: Option<usize>,
 }
 
 impl fmt::Debug for Settings {
@@ -53,6 +56,7 @@ impl fmt::Debug for Settings {
             .field("max_in_flight", &self.max_in_flight)
             .field("db_queue_budget", &self.db_queue_budget)
             .field("fairness", &self.fairness)
+            .field("db_share", &self.db_share)
             .finish()
     }
 }
@@ -73,6 +77,7 @@ impl Default for Settings {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             db_queue_budget: DEFAULT_DB_QUEUE_BUDGET,
             fairness: true,
+            db_share: None,
         }
     }
 }

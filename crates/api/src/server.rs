@@ -158,18 +158,20 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", settings.listen))?;
-        let state = Arc::new(
-            AppState::new(
-                db,
-                tiers,
-                &secrets.jwt_secret,
-                secrets.admin_token.clone(),
-                settings.base_domain.clone(),
-                telemetry::prometheus(),
-            )
-            .with_fairness(rate, settings.max_in_flight, settings.db_queue_budget)
-            .with_enforcement(settings.fairness),
-        );
+        let mut state = AppState::new(
+            db,
+            tiers,
+            &secrets.jwt_secret,
+            secrets.admin_token.clone(),
+            settings.base_domain.clone(),
+            telemetry::prometheus(),
+        )
+        .with_fairness(rate, settings.max_in_flight, settings.db_queue_budget)
+        .with_enforcement(settings.fairness);
+        if let Some(capacity) = settings.db_share {
+            state = state.with_db_share(capacity);
+        }
+        let state = Arc::new(state);
         Ok(Self {
             state,
             listener,

@@ -122,6 +122,14 @@ impl AppState {
         }
     }
 
+    /// Sets how many tenant operations the database runs at once (the fair
+    /// share's capacity); by default the pool size less the platform's
+    /// reserve.
+    pub fn with_db_share(mut self, capacity: usize) -> Self {
+        self.fairness.db_share = DbShare::new(u32::try_from(capacity.max(1)).unwrap_or(u32::MAX));
+        self
+    }
+
     /// Turns rate limits and the database share off (`enforce = false`), to
     /// measure what they cost.
     pub fn with_enforcement(mut self, enforce: bool) -> Self {

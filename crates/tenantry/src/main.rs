@@ -79,6 +79,11 @@ struct Common {
     /// what they cost; never in production.
     #[arg(long, env = "TENANTRY_FAIRNESS", value_enum, default_value_t = Switch::On)]
     fairness: Switch,
+    /// Tenant database operations run at once, across all tenants (the fair
+    /// share's capacity). Default: the pool size less 2. About the database's
+    /// cores is best: more only queues inside PostgreSQL, out of fair order.
+    #[arg(long, env = "TENANTRY_DB_SHARE")]
+    db_share: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -112,6 +117,7 @@ impl Common {
             max_in_flight: self.max_in_flight,
             db_queue_budget: Duration::from_millis(self.db_queue_budget_ms),
             fairness: self.fairness == Switch::On,
+            db_share: self.db_share,
         }
     }
 }
