@@ -34,8 +34,8 @@ pub struct Settings {
     pub db_queue_budget: std::time::Duration,
     /// Rate limits and the database share; off only to measure their cost.
     pub fairness: bool,
-    /// Tenant database operations admitted at once; `None`: the pool size
-    /// less two connections kept for platform work.
+    /// Tenant database operations admitted at once; `None`: this machine's
+    /// cores (see `state::default_db_share`).
     pub db_share: Option<usize>,
 }
 

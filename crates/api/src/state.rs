@@ -69,10 +69,22 @@ pub struct ThrottleCounts {
 /// lookups, user provisioning, admin) so it never queues behind tenants.
 const PLATFORM_CONNECTIONS: usize = 2;
 
+/// The fair share's default capacity: about as many operations as the
+/// database can run at once (Little's law: more in flight adds latency, not
+/// throughput, and queues them inside PostgreSQL, out of fair order). Without
+/// knowing the database's cores, this machine's are the guess: right for the
+/// embedded cluster, and `TENANTRY_DB_SHARE` says otherwise for a bigger one.
+/// Measured on 2 cores (BENCHMARKS.md, noisy neighbour): a capacity of 2
+/// instead of 6 took the quiet tenants' worst p99 ratio from 8.4 to 2.2 at
+/// the same flood throughput.
+pub fn default_db_share(pool: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cores.max(2).min(pool.saturating_sub(PLATFORM_CONNECTIONS).max(1))
+}
+
 impl Fairness {
     fn new(db: &Db, rate: RateLimiter, max_in_flight: usize, db_queue_budget: Duration) -> Self {
-        let pool = db.max_connections();
-        let share = pool.saturating_sub(PLATFORM_CONNECTIONS).max(1);
+        let share = default_db_share(db.max_connections());
         Self {
             enforce: true,
             rate,
@@ -123,8 +135,7 @@ impl AppState {
     }
 
     /// Sets how many tenant operations the database runs at once (the fair
-    /// share's capacity); by default the pool size less the platform's
-    /// reserve.
+    /// share's capacity); by default [`default_db_share`].
     pub fn with_db_share(mut self, capacity: usize) -> Self {
         self.fairness.db_share = DbShare::new(u32::try_from(capacity.max(1)).unwrap_or(u32::MAX));
         self

@@ -80,8 +80,9 @@ struct Common {
     #[arg(long, env = "TENANTRY_FAIRNESS", value_enum, default_value_t = Switch::On)]
     fairness: Switch,
     /// Tenant database operations run at once, across all tenants (the fair
-    /// share's capacity). Default: the pool size less 2. About the database's
-    /// cores is best: more only queues inside PostgreSQL, out of fair order.
+    /// share's capacity). Default: this machine's cores (at least 2). About
+    /// the database's cores is best: more only queues inside PostgreSQL, out
+    /// of fair order.
     #[arg(long, env = "TENANTRY_DB_SHARE")]
     db_share: Option<usize>,
 }
