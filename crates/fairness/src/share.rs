@@ -9,8 +9,11 @@
 //! - Each tenant's waiters are FIFO; tenants with waiters sit on a ring that is
 //!   served by deficit round robin with quantum = the tenant's weight, so a
 //!   weight-4 tenant is admitted four times per turn of a weight-1 tenant.
-//! - It is work-conserving: a tenant alone may use all the capacity its limit
-//!   allows; nothing is held back for tenants that are not asking.
+//! - A tenant alone may use all the capacity its limit allows. While other
+//!   tenants have used the database within the last second, one tenant keeps
+//!   to `capacity - headroom` (headroom: a quarter of the capacity, at least
+//!   one), so a quiet tenant's next operation finds a free slot instead of
+//!   waiting for a flood's operation to finish.
 //! - A waiter gives up after its budget (the caller answers 503).
 
 use std::collections::{HashMap, VecDeque};
@@ -18,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Why an operation was not admitted.
@@ -48,9 +52,43 @@ struct TenantQueue {
 struct State {
     capacity: u32,
     in_use: u32,
+    /// The two most recent distinct tenants to be admitted, newest first:
+    /// enough to know in O(1) when another tenant was last active.
+    recent: [(Option<Uuid>, Option<Instant>); 2],
     tenants: HashMap<Uuid, TenantQueue>,
     /// Tenants with waiters, in service order.
     ring: VecDeque<Uuid>,
+}
+
+/// How recently another tenant must have been admitted for the headroom to
+/// be kept for it.
+const ACTIVE_WINDOW: Duration = Duration::from_secs(1);
+
+impl State {
+    /// How many operations `tenant` may hold now: its own limit, less the
+    /// headroom while other tenants are active.
+    fn allowance(&self, tenant: Uuid, limit: u32, now: Instant) -> u32 {
+        let other = match self.recent {
+            [(Some(t), at), _] if t != tenant => at,
+            [_, (_, at)] => at,
+        };
+        let others_active = other.is_some_and(|at| now.duration_since(at) < ACTIVE_WINDOW);
+        if others_active {
+            let headroom = (self.capacity / 4).max(1);
+            limit.min(self.capacity.saturating_sub(headroom).max(1))
+        } else {
+            limit
+        }
+    }
+
+    fn admitted(&mut self, tenant: Uuid, now: Instant) {
+        if self.recent[0].0 == Some(tenant) {
+            self.recent[0].1 = Some(now);
+        } else {
+            self.recent[1] = self.recent[0];
+            self.recent[0] = (Some(tenant), Some(now));
+        }
+    }
 }
 
 /// Shared by all requests of a server.
@@ -99,6 +137,7 @@ impl DbShare {
             state: Mutex::new(State {
                 capacity: capacity.max(1),
                 in_use: 0,
+                recent: [(None, None), (None, None)],
                 tenants: HashMap::new(),
                 ring: VecDeque::new(),
             }),
@@ -117,13 +156,16 @@ impl DbShare {
     ) -> Result<Permit, Rejected> {
         let rx = {
             let mut state = self.lock();
+            let now = Instant::now();
             let capacity_free = state.in_use < state.capacity;
+            let allowance = state.allowance(claim.tenant, claim.limit.max(1), now);
             let tenant = state.tenants.entry(claim.tenant).or_default();
             tenant.limit = claim.limit.max(1);
             tenant.weight = claim.weight.max(1);
-            if capacity_free && tenant.in_use < tenant.limit && tenant.waiters.is_empty() {
+            if capacity_free && tenant.in_use < allowance && tenant.waiters.is_empty() {
                 tenant.in_use += 1;
                 state.in_use += 1;
+                state.admitted(claim.tenant, now);
                 return Ok(Permit {
                     share: self.clone(),
                     tenant: claim.tenant,
@@ -165,8 +207,11 @@ impl DbShare {
     /// ring of tenants with waiters.
     fn dispatch(self: &Arc<Self>, state: &mut State) {
         let mut skipped = 0;
+        let now = Instant::now();
         while state.in_use < state.capacity && skipped < state.ring.len() {
             let Some(&id) = state.ring.front() else { break };
+            let limit = state.tenants.get(&id).map_or(1, |t| t.limit);
+            let allowance = state.allowance(id, limit, now);
             let Some(tenant) = state.tenants.get_mut(&id) else {
                 state.ring.pop_front();
                 continue;
@@ -179,8 +224,8 @@ impl DbShare {
                 state.ring.pop_front();
                 continue;
             }
-            if tenant.in_use >= tenant.limit {
-                // At its own limit: its turn passes to the next tenant.
+            if tenant.in_use >= allowance {
+                // At its limit: its turn passes to the next tenant.
                 state.ring.rotate_left(1);
                 skipped += 1;
                 continue;
@@ -209,6 +254,7 @@ impl DbShare {
                 tenant.credit = tenant.weight;
                 state.ring.rotate_left(1);
             }
+            state.admitted(id, now);
         }
         // Forget idle tenants so the map holds only active ones.
         if state.tenants.len() > 1_024 {
@@ -349,6 +395,48 @@ mod tests {
                 "heavy", "heavy", "light", "heavy", "heavy", "light", "heavy", "heavy", "light"
             ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenant_among_active_others_leaves_headroom_and_alone_takes_all() {
+        let share = DbShare::new(4);
+        let (busy, quiet) = (Uuid::now_v7(), Uuid::now_v7());
+        let short = Duration::from_millis(5);
+        // Alone: all four.
+        let alone: Vec<Permit> = futures_all(&share, claim(busy, 8, 1), 4).await;
+        assert_eq!(share.stats().in_use, 4);
+        drop(alone);
+        // The quiet tenant was active just now...
+        drop(
+            share
+                .acquire(claim(quiet, 8, 1), LONG)
+                .await
+                .expect("quiet"),
+        );
+        // ...so the busy one keeps a slot free for it: three, not four.
+        let held = futures_all(&share, claim(busy, 8, 1), 3).await;
+        assert!(share.acquire(claim(busy, 8, 1), short).await.is_err());
+        let next = share.acquire(claim(quiet, 8, 1), short).await;
+        assert!(next.is_ok(), "the quiet tenant finds the free slot at once");
+        drop(next);
+        drop(held);
+        // A second later, with nobody else about, the busy tenant may take all.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let all = futures_all(&share, claim(busy, 8, 1), 4).await;
+        assert_eq!(all.len(), 4);
+    }
+
+    async fn futures_all(share: &Arc<DbShare>, c: Claim, n: usize) -> Vec<Permit> {
+        let mut permits = Vec::new();
+        for _ in 0..n {
+            permits.push(
+                share
+                    .acquire(c, Duration::from_millis(5))
+                    .await
+                    .expect("admitted"),
+            );
+        }
+        permits
     }
 
     #[tokio::test(start_paused = true)]
