@@ -256,29 +256,48 @@ pub struct RequestInfoInner {
     pub rate: std::sync::OnceLock<Decision>,
 }
 
-/// A tenant-scoped request: the tenant, its limits, the signed-in user, their
-/// role (if a member) and an open transaction carrying the tenant context.
+/// A tenant-scoped request: the tenant, its limits, the signed-in user and
+/// an open transaction carrying the tenant context. The caller's role is
+/// looked up on first use, in the transaction, so a handler can fold that
+/// lookup into its own first statement (one round trip instead of two).
 pub struct Scope {
     pub tenant: Arc<Tenant>,
     pub limits: Limits,
     pub user: AuthUser,
-    pub role: Option<Role>,
     pub tx: Tx,
+    /// `None` until looked up; then the role, or `Some(None)` for a
+    /// non-member.
+    role: Option<Option<Role>>,
     /// This request's place in the tenant's database share, held until the
     /// handler is done.
     _permit: Option<Permit>,
 }
 
 impl Scope {
+    /// The caller's role, or `None` if not a member.
+    pub async fn role(&mut self) -> Result<Option<Role>, ApiError> {
+        if let Some(role) = self.role {
+            return Ok(role);
+        }
+        let role =
+            tenantry_db::members::role_of(&mut self.tx, self.tenant.id, self.user.id).await?;
+        self.role = Some(role);
+        Ok(role)
+    }
+
+    /// Records a role a handler's own statement already looked up.
+    pub fn knows_role(&mut self, role: Option<Role>) {
+        self.role = Some(role);
+    }
+
     /// The caller's role; 403 if they are not a member.
-    pub fn member(&self) -> Result<Role, ApiError> {
-        self.role
-            .ok_or_else(|| ApiError::Forbidden("you are not a member of this tenant".to_owned()))
+    pub async fn member(&mut self) -> Result<Role, ApiError> {
+        self.role().await?.ok_or_else(not_a_member)
     }
 
     /// 403 unless the caller's role is at least `min`.
-    pub fn require(&self, min: Role) -> Result<Role, ApiError> {
-        let role = self.member()?;
+    pub async fn require(&mut self, min: Role) -> Result<Role, ApiError> {
+        let role = self.member().await?;
         if role >= min {
             Ok(role)
         } else {
@@ -291,6 +310,11 @@ impl Scope {
     pub fn tenant_id(&self) -> Uuid {
         self.tenant.id
     }
+}
+
+/// The answer to a non-member on a member-only route.
+pub fn not_a_member() -> ApiError {
+    ApiError::Forbidden("you are not a member of this tenant".to_owned())
 }
 
 impl FromRequestParts<Arc<AppState>> for Scope {
@@ -320,15 +344,15 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             false => None,
         };
         let ctx = TenantContext::tenant(tenant.id, limits.statement_timeout_ms);
-        let mut tx = state.db.begin(&ctx).await?;
-        // Sent together with the transaction's prelude: one round trip.
-        let role = tenantry_db::members::role_of(&mut tx, tenant.id, user.id).await?;
+        // Nothing is sent yet: the prelude goes with the handler's first
+        // statement.
+        let tx = state.db.begin(&ctx).await?;
         Ok(Scope {
             tenant,
             limits,
             user,
-            role,
             tx,
+            role: None,
             _permit: permit,
         })
     }

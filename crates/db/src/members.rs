@@ -56,16 +56,17 @@ pub async fn get(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<Option<Member>
     row.as_ref().map(Member::from_row).transpose()
 }
 
-/// The tenant's member count and `user`'s membership, in one statement. The
+/// The tenant's member count and `user`'s membership, in one statement, and
+/// commits (with the prelude: one round trip). The
 /// count is read here rather than from a cache because every join and leave
 /// changes it.
-pub async fn count_and_get(
-    tx: &mut Tx,
+pub async fn count_and_get_and_commit(
+    tx: Tx,
     tenant: Uuid,
     user: Uuid,
 ) -> Result<(i64, Option<Member>), DbError> {
-    let row = tx
-        .query_one(
+    let rows = tx
+        .query_and_commit(
             "SELECT t.member_count, m.user_id, m.role, u.email, u.display_name,
                     m.display_in_feed, m.created_at
              FROM tenants t
@@ -75,8 +76,11 @@ pub async fn count_and_get(
             &[&tenant, &user],
         )
         .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| DbError::Other(anyhow::anyhow!("tenant {tenant} has no row")))?;
     let member = match row.get::<_, Option<Uuid>>("user_id") {
-        Some(_) => Some(Member::from_row(&row)?),
+        Some(_) => Some(Member::from_row(row)?),
         None => None,
     };
     Ok((row.get("member_count"), member))

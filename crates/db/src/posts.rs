@@ -104,44 +104,62 @@ pub async fn create(
     }
 }
 
-/// The SQL of a page of posts, newest first. Two statements rather than one
-/// with `$2 IS NULL OR ...`, so each has a plan that walks
-/// `posts_tenant_newest` from the right place and stops at LIMIT.
+/// The SQL of a page of posts, newest first, with the caller's role: no row
+/// at all for a non-member, one row with null post columns for a member of a
+/// tenant without posts. Two statements rather than one with
+/// `$3 IS NULL OR ...`, so each has a plan that walks `posts_tenant_newest`
+/// from the right place and stops at LIMIT. The membership check rides in
+/// the same statement, so the page costs one round trip.
 pub fn list_sql(after: bool) -> String {
-    if after {
-        format!(
-            "SELECT {POST_COLUMNS} FROM posts
-             WHERE tenant_id = $1 AND deleted_at IS NULL AND (created_at, id) < ($3, $4)
-             ORDER BY created_at DESC, id DESC LIMIT $2"
-        )
+    let (keyset, user) = if after {
+        ("AND (created_at, id) < ($4, $5)", "$3")
     } else {
-        format!(
-            "SELECT {POST_COLUMNS} FROM posts
-             WHERE tenant_id = $1 AND deleted_at IS NULL
-             ORDER BY created_at DESC, id DESC LIMIT $2"
-        )
-    }
+        ("", "$3")
+    };
+    format!(
+        "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = {user})
+         SELECT r.role, p.* FROM r LEFT JOIN LATERAL (
+             SELECT {POST_COLUMNS} FROM posts
+             WHERE tenant_id = $1 AND deleted_at IS NULL {keyset}
+             ORDER BY created_at DESC, id DESC LIMIT $2
+         ) p ON true"
+    )
 }
 
-/// A page of posts newest first, after `after`. Commits the transaction in
-/// the same round trip as the query.
-pub async fn list_and_commit(
+/// A page of posts newest first, after `after`, if `user` is a member.
+/// Returns the caller's role (`None`: not a member, and no posts) and
+/// commits, all in the transaction's one round trip.
+pub async fn list_for_member_and_commit(
     tx: Tx,
     tenant: Uuid,
+    user: Uuid,
     after: Option<Keyset>,
     limit: i64,
-) -> Result<Vec<Post>, DbError> {
+) -> Result<(Option<tenantry_core::Role>, Vec<Post>), DbError> {
     let rows = match after {
         None => {
-            tx.query_and_commit(&list_sql(false), &[&tenant, &limit])
+            tx.query_and_commit(&list_sql(false), &[&tenant, &limit, &user])
                 .await?
         }
         Some(k) => {
-            tx.query_and_commit(&list_sql(true), &[&tenant, &limit, &k.created_at, &k.id])
-                .await?
+            tx.query_and_commit(
+                &list_sql(true),
+                &[&tenant, &limit, &user, &k.created_at, &k.id],
+            )
+            .await?
         }
     };
-    Ok(rows.iter().map(Post::from_row).collect())
+    let Some(first) = rows.first() else {
+        return Ok((None, Vec::new()));
+    };
+    let role =
+        tenantry_core::Role::parse(first.get("role")).map_err(|e| DbError::Other(e.into()))?;
+    let posts = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+        .map(Post::from_row)
+        .collect();
+    Ok((Some(role), posts))
 }
 
 pub async fn get(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Post>, DbError> {

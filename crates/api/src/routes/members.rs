@@ -63,7 +63,7 @@ pub async fn add_member(
     mut scope: Scope,
     Json(body): Json<AddMember>,
 ) -> Result<(StatusCode, Json<MemberView>), ApiError> {
-    let actor = scope.require(Role::Admin)?;
+    let actor = scope.require(Role::Admin).await?;
     let role = parse_role(&body.role)?;
     if role > actor {
         return Err(ApiError::Forbidden(format!(
@@ -91,7 +91,7 @@ pub async fn add_member(
               (status = 409, body = crate::problem::Problem)),
     security(("user_jwt" = [])))]
 pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), ApiError> {
-    if scope.role.is_some() {
+    if scope.role().await?.is_some() {
         return Err(ApiError::Conflict("already a member".to_owned()));
     }
     if scope.tenant.join_policy != JoinPolicy::Open {
@@ -119,7 +119,7 @@ pub async fn list_members(
     mut scope: Scope,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<MemberView>>, ApiError> {
-    let role = scope.member()?;
+    let role = scope.member().await?;
     let limit = page.limit()?;
     let tenant = scope.tenant.id;
     let after: Option<Uuid> = page.after(tenant, "members")?;
@@ -166,7 +166,7 @@ pub async fn change_role(
     Path(user_id): Path<Uuid>,
     Json(body): Json<ChangeRole>,
 ) -> Result<Json<MemberView>, ApiError> {
-    let actor = scope.require(Role::Admin)?;
+    let actor = scope.require(Role::Admin).await?;
     let role = parse_role(&body.role)?;
     let tenant = scope.tenant.id;
     let target = members::role_of(&mut scope.tx, tenant, user_id)
@@ -206,7 +206,7 @@ pub async fn remove_member(
     mut scope: Scope,
     Path(user_id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let actor = scope.member()?;
+    let actor = scope.member().await?;
     let tenant = scope.tenant.id;
     let target = members::role_of(&mut scope.tx, tenant, user_id)
         .await?

@@ -62,7 +62,7 @@ pub async fn create_post(
     mut scope: Scope,
     Json(body): Json<PostBody>,
 ) -> Result<(StatusCode, Json<PostView>), ApiError> {
-    scope.member()?;
+    scope.member().await?;
     let content = content(&body.content, MAX_POST_CHARS)?;
     let quota = posts::PostQuota {
         max_posts: scope.limits.max_posts,
@@ -87,11 +87,16 @@ pub async fn list_posts(
     scope: Scope,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<PostView>>, ApiError> {
-    scope.member()?;
     let limit = page.limit()?;
-    let tenant = scope.tenant.id;
+    let (tenant, user) = (scope.tenant.id, scope.user.id);
     let after: Option<TimeKey> = page.after(tenant, "posts")?;
-    let rows = posts::list_and_commit(scope.tx, tenant, after.map(Into::into), limit + 1).await?;
+    // Membership, page and commit in one round trip.
+    let (role, rows) =
+        posts::list_for_member_and_commit(scope.tx, tenant, user, after.map(Into::into), limit + 1)
+            .await?;
+    if role.is_none() {
+        return Err(crate::tenancy::not_a_member());
+    }
     Ok(Json(Page::from_rows(
         rows,
         limit,
@@ -106,7 +111,7 @@ pub async fn list_posts(
     responses((status = 200, body = PostView), (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [])))]
 pub async fn get_post(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<PostView>, ApiError> {
-    scope.member()?;
+    scope.member().await?;
     let post = posts::get(&mut scope.tx, scope.tenant.id, id)
         .await?
         .ok_or_else(post_not_found)?;
@@ -116,7 +121,7 @@ pub async fn get_post(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<Pos
 
 /// 404 if the post is not there; 403 unless the caller wrote it or moderates.
 async fn check_may_moderate(scope: &mut Scope, id: Uuid) -> Result<(), ApiError> {
-    let role = scope.member()?;
+    let role = scope.member().await?;
     let post = posts::get_for_update(&mut scope.tx, scope.tenant.id, id)
         .await?
         .ok_or_else(post_not_found)?;
@@ -170,7 +175,7 @@ pub struct LikeState {
     responses((status = 200, body = LikeState), (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [])))]
 pub async fn like(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeState>, ApiError> {
-    scope.member()?;
+    scope.member().await?;
     let count = posts::like(&mut scope.tx, scope.tenant.id, id, scope.user.id)
         .await?
         .ok_or_else(post_not_found)?;
@@ -186,7 +191,7 @@ pub async fn like(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeSta
     responses((status = 200, body = LikeState), (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [])))]
 pub async fn unlike(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeState>, ApiError> {
-    scope.member()?;
+    scope.member().await?;
     let count = posts::unlike(&mut scope.tx, scope.tenant.id, id, scope.user.id)
         .await?
         .ok_or_else(post_not_found)?;
@@ -226,7 +231,7 @@ pub async fn add_comment(
     Path(id): Path<Uuid>,
     Json(body): Json<PostBody>,
 ) -> Result<(StatusCode, Json<CommentView>), ApiError> {
-    scope.member()?;
+    scope.member().await?;
     let content = content(&body.content, MAX_COMMENT_CHARS)?;
     let comment = posts::add_comment(&mut scope.tx, scope.tenant.id, id, scope.user.id, &content)
         .await?
@@ -244,7 +249,7 @@ pub async fn list_comments(
     Path(id): Path<Uuid>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<CommentView>>, ApiError> {
-    scope.member()?;
+    scope.member().await?;
     let limit = page.limit()?;
     let tenant = scope.tenant.id;
     let list = format!("comments:{id}");

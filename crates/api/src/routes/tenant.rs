@@ -39,11 +39,10 @@ pub struct TenantResponse {
 #[utoipa::path(get, path = "/v1/tenant", tag = "tenant",
     responses((status = 200, body = TenantResponse), (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [])))]
-pub async fn get_tenant(mut scope: Scope) -> Result<Json<TenantResponse>, ApiError> {
+pub async fn get_tenant(scope: Scope) -> Result<Json<TenantResponse>, ApiError> {
     let (tenant, user) = (scope.tenant_id(), scope.user.id);
     let (member_count, member) =
-        tenantry_db::members::count_and_get(&mut scope.tx, tenant, user).await?;
-    scope.tx.commit().await?;
+        tenantry_db::members::count_and_get_and_commit(scope.tx, tenant, user).await?;
     let membership = member.map(|m| MembershipView {
         role: m.role.to_string(),
         joined_at: m.created_at,
