@@ -162,6 +162,33 @@ pub async fn list_for_member_and_commit(
     Ok((Some(role), posts))
 }
 
+/// One post, if `user` is a member, and commits: one round trip with the
+/// prelude. `(None, None)`: not a member; `(Some(role), None)`: no such post.
+pub async fn get_for_member_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    user: Uuid,
+    id: Uuid,
+) -> Result<(Option<tenantry_core::Role>, Option<Post>), DbError> {
+    let sql = format!(
+        "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $3)
+         SELECT r.role, p.* FROM r LEFT JOIN LATERAL (
+             SELECT {POST_COLUMNS} FROM posts
+             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+         ) p ON true"
+    );
+    let rows = tx.query_and_commit(&sql, &[&tenant, &id, &user]).await?;
+    let Some(row) = rows.first() else {
+        return Ok((None, None));
+    };
+    let role = tenantry_core::Role::parse(row.get("role")).map_err(|e| DbError::Other(e.into()))?;
+    let post = row
+        .get::<_, Option<Uuid>>("id")
+        .is_some()
+        .then(|| Post::from_row(row));
+    Ok((Some(role), post))
+}
+
 pub async fn get(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Post>, DbError> {
     let sql = format!(
         "SELECT {POST_COLUMNS} FROM posts

@@ -110,13 +110,14 @@ pub async fn list_posts(
 #[utoipa::path(get, path = "/v1/posts/{id}", tag = "posts",
     responses((status = 200, body = PostView), (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [])))]
-pub async fn get_post(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<PostView>, ApiError> {
-    scope.member().await?;
-    let post = posts::get(&mut scope.tx, scope.tenant.id, id)
-        .await?
-        .ok_or_else(post_not_found)?;
-    scope.tx.commit().await?;
-    Ok(Json(post.into()))
+pub async fn get_post(scope: Scope, Path(id): Path<Uuid>) -> Result<Json<PostView>, ApiError> {
+    let (tenant, user) = (scope.tenant.id, scope.user.id);
+    // Membership, post and commit in one round trip.
+    let (role, post) = posts::get_for_member_and_commit(scope.tx, tenant, user, id).await?;
+    if role.is_none() {
+        return Err(crate::tenancy::not_a_member());
+    }
+    Ok(Json(post.ok_or_else(post_not_found)?.into()))
 }
 
 /// 404 if the post is not there; 403 unless the caller wrote it or moderates.
