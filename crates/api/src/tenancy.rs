@@ -285,11 +285,6 @@ impl Scope {
         Ok(role)
     }
 
-    /// Records a role a handler's own statement already looked up.
-    pub fn knows_role(&mut self, role: Option<Role>) {
-        self.role = Some(role);
-    }
-
     /// The caller's role; 403 if they are not a member.
     pub async fn member(&mut self) -> Result<Role, ApiError> {
         self.role().await?.ok_or_else(not_a_member)

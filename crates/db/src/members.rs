@@ -43,19 +43,6 @@ pub async fn role_of(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<Option<Rol
         .transpose()
 }
 
-/// One member with their profile.
-pub async fn get(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<Option<Member>, DbError> {
-    let row = tx
-        .query_opt(
-            "SELECT m.user_id, m.role, u.email, u.display_name, m.display_in_feed, m.created_at
-             FROM memberships m JOIN users u ON u.id = m.user_id
-             WHERE m.tenant_id = $1 AND m.user_id = $2",
-            &[&tenant, &user],
-        )
-        .await?;
-    row.as_ref().map(Member::from_row).transpose()
-}
-
 /// The tenant's member count and `user`'s membership, in one statement, and
 /// commits (with the prelude: one round trip). The
 /// count is read here rather than from a cache because every join and leave
