@@ -112,28 +112,47 @@ pub async fn add(
     }
 }
 
-/// Members in user id order, after `after`.
-pub async fn list(
-    tx: &mut Tx,
+/// Members in user id order, after `after`, if `user` is a member; returns
+/// the caller's role (`None`: not a member, and no rows) and commits, in the
+/// transaction's one round trip.
+pub async fn list_for_member_and_commit(
+    tx: Tx,
     tenant: Uuid,
+    user: Uuid,
     after: Option<Uuid>,
     limit: i64,
-) -> Result<Vec<Member>, DbError> {
-    const SELECT: &str = "SELECT m.user_id, m.role, u.email, u.display_name, m.display_in_feed,
-                                 m.created_at
-                          FROM memberships m JOIN users u ON u.id = m.user_id
-                          WHERE m.tenant_id = $1";
+) -> Result<(Option<Role>, Vec<Member>), DbError> {
+    let keyset = if after.is_some() {
+        "AND m.user_id > $4"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $3)
+         SELECT r.role AS caller_role, page.* FROM r LEFT JOIN LATERAL (
+             SELECT m.user_id, m.role, u.email, u.display_name, m.display_in_feed, m.created_at
+             FROM memberships m JOIN users u ON u.id = m.user_id
+             WHERE m.tenant_id = $1 {keyset}
+             ORDER BY m.user_id LIMIT $2
+         ) page ON true"
+    );
     let rows = match after {
-        None => {
-            let sql = format!("{SELECT} ORDER BY m.user_id LIMIT $2");
-            tx.query(&sql, &[&tenant, &limit]).await?
-        }
+        None => tx.query_and_commit(&sql, &[&tenant, &limit, &user]).await?,
         Some(after) => {
-            let sql = format!("{SELECT} AND m.user_id > $3 ORDER BY m.user_id LIMIT $2");
-            tx.query(&sql, &[&tenant, &limit, &after]).await?
+            tx.query_and_commit(&sql, &[&tenant, &limit, &user, &after])
+                .await?
         }
     };
-    rows.iter().map(Member::from_row).collect()
+    let Some(first) = rows.first() else {
+        return Ok((None, Vec::new()));
+    };
+    let role = Role::parse(first.get("caller_role")).map_err(|e| DbError::Other(e.into()))?;
+    let members = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<Uuid>>("user_id").is_some())
+        .map(Member::from_row)
+        .collect::<Result<_, _>>()?;
+    Ok((Some(role), members))
 }
 
 /// Changes a member's role. `None` if they are not a member.

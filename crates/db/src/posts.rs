@@ -189,15 +189,6 @@ pub async fn get_for_member_and_commit(
     Ok((Some(role), post))
 }
 
-pub async fn get(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Post>, DbError> {
-    let sql = format!(
-        "SELECT {POST_COLUMNS} FROM posts
-         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
-    );
-    let row = tx.query_opt(&sql, &[&tenant, &id]).await?;
-    Ok(row.as_ref().map(Post::from_row))
-}
-
 /// Reads a post and locks it until the transaction ends, so an edit or
 /// delete that follows sees no concurrent change in between.
 pub async fn get_for_update(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Post>, DbError> {
@@ -368,32 +359,59 @@ pub async fn add_comment(
     Ok(row.as_ref().map(Comment::from_row))
 }
 
-/// A page of a post's comments, oldest first. `None` if the post does not
-/// exist.
-pub async fn list_comments(
-    tx: &mut Tx,
+/// What a member-only read of a post's comments found.
+#[derive(Debug)]
+pub enum CommentsPage {
+    NotAMember,
+    NoSuchPost,
+    Page(Vec<Comment>),
+}
+
+/// A page of a post's comments, oldest first, after `after`, with the
+/// membership and the post's existence checked in the same statement; commits
+/// in the transaction's one round trip.
+pub async fn list_comments_for_member_and_commit(
+    tx: Tx,
     tenant: Uuid,
+    user: Uuid,
     post: Uuid,
     after: Option<Keyset>,
     limit: i64,
-) -> Result<Option<Vec<Comment>>, DbError> {
-    if get(tx, tenant, post).await?.is_none() {
-        return Ok(None);
-    }
-    const SELECT: &str = "SELECT id, post_id, author_id, content, created_at FROM comments
-                          WHERE tenant_id = $1 AND post_id = $2 AND deleted_at IS NULL";
+) -> Result<CommentsPage, DbError> {
+    let keyset = if after.is_some() {
+        "AND (created_at, id) > ($5, $6)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $4),
+         p AS (SELECT id FROM posts WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL)
+         SELECT EXISTS (SELECT 1 FROM p) AS post_exists, page.* FROM r LEFT JOIN LATERAL (
+             SELECT id, post_id, author_id, content, created_at FROM comments
+             WHERE tenant_id = $1 AND post_id = (SELECT id FROM p) AND deleted_at IS NULL {keyset}
+             ORDER BY created_at, id LIMIT $3
+         ) page ON true"
+    );
     let rows = match after {
         None => {
-            let sql = format!("{SELECT} ORDER BY created_at, id LIMIT $3");
-            tx.query(&sql, &[&tenant, &post, &limit]).await?
+            tx.query_and_commit(&sql, &[&tenant, &post, &limit, &user])
+                .await?
         }
         Some(k) => {
-            let sql = format!(
-                "{SELECT} AND (created_at, id) > ($4, $5) ORDER BY created_at, id LIMIT $3"
-            );
-            tx.query(&sql, &[&tenant, &post, &limit, &k.created_at, &k.id])
+            tx.query_and_commit(&sql, &[&tenant, &post, &limit, &user, &k.created_at, &k.id])
                 .await?
         }
     };
-    Ok(Some(rows.iter().map(Comment::from_row).collect()))
+    let Some(first) = rows.first() else {
+        return Ok(CommentsPage::NotAMember);
+    };
+    if !first.get::<_, bool>("post_exists") {
+        return Ok(CommentsPage::NoSuchPost);
+    }
+    Ok(CommentsPage::Page(
+        rows.iter()
+            .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+            .map(Comment::from_row)
+            .collect(),
+    ))
 }

@@ -116,15 +116,17 @@ pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), Ap
 #[utoipa::path(get, path = "/v1/members", tag = "members", params(PageParams),
     responses((status = 200, body = Page<MemberView>)), security(("user_jwt" = [])))]
 pub async fn list_members(
-    mut scope: Scope,
+    scope: Scope,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<MemberView>>, ApiError> {
-    let role = scope.member().await?;
     let limit = page.limit()?;
     let tenant = scope.tenant.id;
     let after: Option<Uuid> = page.after(tenant, "members")?;
-    let rows = members::list(&mut scope.tx, tenant, after, limit + 1).await?;
-    scope.tx.commit().await?;
+    // Membership, page and commit in one round trip.
+    let (role, rows) =
+        members::list_for_member_and_commit(scope.tx, tenant, scope.user.id, after, limit + 1)
+            .await?;
+    let role = role.ok_or_else(crate::tenancy::not_a_member)?;
     // Email addresses are for the tenant's admins (and each member's own).
     let me = scope.user.id;
     let view = |m: Member| {

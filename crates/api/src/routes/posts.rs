@@ -246,19 +246,29 @@ pub async fn add_comment(
     responses((status = 200, body = Page<CommentView>), (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [])))]
 pub async fn list_comments(
-    mut scope: Scope,
+    scope: Scope,
     Path(id): Path<Uuid>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<CommentView>>, ApiError> {
-    scope.member().await?;
     let limit = page.limit()?;
     let tenant = scope.tenant.id;
     let list = format!("comments:{id}");
     let after: Option<TimeKey> = page.after(tenant, &list)?;
-    let rows = posts::list_comments(&mut scope.tx, tenant, id, after.map(Into::into), limit + 1)
-        .await?
-        .ok_or_else(post_not_found)?;
-    scope.tx.commit().await?;
+    // Membership, the post's existence, the page and commit in one round trip.
+    let page = posts::list_comments_for_member_and_commit(
+        scope.tx,
+        tenant,
+        scope.user.id,
+        id,
+        after.map(Into::into),
+        limit + 1,
+    )
+    .await?;
+    let rows = match page {
+        posts::CommentsPage::NotAMember => return Err(crate::tenancy::not_a_member()),
+        posts::CommentsPage::NoSuchPost => return Err(post_not_found()),
+        posts::CommentsPage::Page(rows) => rows,
+    };
     Ok(Json(Page::from_rows(
         rows,
         limit,
