@@ -17,6 +17,7 @@ pub mod migrate;
 mod pool;
 pub mod posts;
 pub mod tenants;
+pub mod testing;
 pub mod users;
 
 pub use error::DbError;

@@ -1,8 +1,7 @@
 //! The tenant context reaches PostgreSQL with the first statement, binds every
 //! statement of the transaction, and leaves nothing behind on the connection.
 
-use std::str::FromStr as _;
-
+use tenantry_db::testing::FreshDatabase;
 use tenantry_db::{Db, DbError, DbOptions, StatementMode, TenantContext};
 use uuid::Uuid;
 
@@ -13,42 +12,13 @@ const QUOTA: tenantry_db::posts::PostQuota = tenantry_db::posts::PostQuota {
 
 struct TestDb {
     db: Db,
-    name: String,
-}
-
-fn server_url() -> String {
-    std::env::var("TENANTRY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-async fn admin_client() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL for tests is reachable");
-    tokio::spawn(conn);
-    client
+    _fresh: FreshDatabase,
 }
 
 async fn fresh(mode: StatementMode, max_connections: usize) -> TestDb {
-    let name = format!("tenantry_dbtest_{}", Uuid::new_v4().simple());
-    admin_client()
-        .await
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    let mut config = tokio_postgres::Config::from_str(&server_url()).expect("url");
-    config.dbname(&name);
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(h) => h.clone(),
-        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-    };
-    let url = format!(
-        "host={host} port={} user={} dbname={name}",
-        config.get_ports().first().copied().unwrap_or(5432),
-        config.get_user().unwrap_or("postgres"),
-    );
+    let fresh = FreshDatabase::create().await;
     let db = Db::connect(
-        &url,
+        &fresh.url,
         &DbOptions {
             max_connections,
             statement_mode: mode,
@@ -57,26 +27,7 @@ async fn fresh(mode: StatementMode, max_connections: usize) -> TestDb {
     )
     .expect("pool");
     tenantry_db::migrate::migrate(&db).await.expect("migrate");
-    TestDb { db, name }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let _ = admin_client()
-                    .await
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-            });
-        })
-        .join();
-    }
+    TestDb { db, _fresh: fresh }
 }
 
 /// Two tenants with one post each, written through tenant contexts.

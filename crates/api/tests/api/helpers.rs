@@ -1,7 +1,6 @@
 //! `TestApp`: a whole server on port 0 over a fresh database, with typed
 //! request helpers.
 
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +13,7 @@ use uuid::Uuid;
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// The PostgreSQL server tests create their databases in.
-pub fn server_url() -> String {
-    std::env::var("TENANTRY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
+pub use tenantry_db::testing::FreshDatabase;
 
 /// The built-in tiers with their request rates raised a thousandfold, so
 /// functional tests that make many requests as one user never meet the rate
@@ -38,39 +33,9 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub state: Arc<AppState>,
-    pub db_name: String,
+    pub db: FreshDatabase,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-/// A fresh, migrated database; returns its name and a URL to it.
-pub async fn fresh_database() -> (String, String) {
-    let name = format!("tenantry_test_{}", Uuid::new_v4().simple());
-    let base = server_url();
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .expect("PostgreSQL for tests is reachable (start it, or set TENANTRY_TEST_DATABASE_URL)");
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create test database");
-    let mut config = tokio_postgres::Config::from_str(&base).expect("valid test database URL");
-    config.dbname(&name);
-    let url = config_to_url(&config);
-    (name, url)
-}
-
-fn config_to_url(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "127.0.0.1".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    let db = config.get_dbname().unwrap_or("postgres");
-    format!("host={host} port={port} user={user} dbname={db}")
 }
 
 impl TestApp {
@@ -103,8 +68,8 @@ impl TestApp {
         base_domain: Option<String>,
         configure: impl FnOnce(AppState) -> AppState,
     ) -> TestApp {
-        let (db_name, url) = fresh_database().await;
-        let db = Db::connect(&url, &DbOptions::default()).expect("pool");
+        let fresh = FreshDatabase::create().await;
+        let db = Db::connect(&fresh.url, &DbOptions::default()).expect("pool");
         tenantry_db::migrate::migrate(&db).await.expect("migrate");
         let state = Arc::new(configure(AppState::new(
             db,
@@ -129,7 +94,7 @@ impl TestApp {
                 .build()
                 .expect("client"),
             state,
-            db_name,
+            db: fresh,
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -137,10 +102,7 @@ impl TestApp {
 
     /// A connection string for the test database (as the connecting user).
     pub fn database_url(&self) -> String {
-        let mut config =
-            tokio_postgres::Config::from_str(&server_url()).expect("valid test database URL");
-        config.dbname(&self.db_name);
-        config_to_url(&config)
+        self.db.url.clone()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -229,15 +191,7 @@ impl TestApp {
 
     /// A raw connection to the test database as the connecting (owner) user.
     pub async fn raw_db(&self) -> tokio_postgres::Client {
-        let mut config =
-            tokio_postgres::Config::from_str(&server_url()).expect("valid test database URL");
-        config.dbname(&self.db_name);
-        let (client, conn) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
-        client
+        self.db.connect().await
     }
 }
 
@@ -249,25 +203,7 @@ impl Drop for TestApp {
         if let Some(server) = self.server.take() {
             server.abort();
         }
-        // Drop the database from a thread of its own: Drop cannot await.
-        let name = self.db_name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok((client, conn)) =
-                    tokio_postgres::connect(&server_url(), tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        // The database itself is dropped with the `db` field.
     }
 }
 
