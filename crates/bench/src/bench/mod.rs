@@ -463,7 +463,9 @@ pub fn summarize(
             requests,
             ok,
             errors: requests - ok,
-            throughput_rps: ok as f64 / secs.max(1e-9),
+            // Over the tenant's own window: a flood that ran for half the
+            // scenario is not averaged over all of it.
+            throughput_rps: ok as f64 / plan.active_secs(i).max(1e-9),
             latency_ms,
             errors_by_status,
             series: rec.series(i),

@@ -225,6 +225,20 @@ pub struct ScenarioPlan {
 }
 
 impl ScenarioPlan {
+    /// The measured seconds in which `tenant` was sent requests: from the
+    /// first of its streams' starts (or the warm-up's end) to the last of
+    /// their ends. A noisy tenant that floods only after the solo phase is
+    /// measured over the flood, not the whole run.
+    pub fn active_secs(&self, tenant: usize) -> f64 {
+        let mine = self.streams.iter().filter(|s| s.tenants.contains(&tenant));
+        let (start, end) = mine.fold((None, Duration::ZERO), |(start, end), s| {
+            let start = Some(start.map_or(s.start, |t: Duration| t.min(s.start)));
+            (start, end.max(s.end))
+        });
+        let start = start.unwrap_or(self.warmup).max(self.warmup);
+        end.saturating_sub(start).as_secs_f64()
+    }
+
     /// How the results describe the load.
     pub fn load_mode(&self) -> (&'static str, usize, Option<f64>) {
         let connections = self.streams.iter().map(|s| s.load.connections()).sum();
@@ -256,4 +270,47 @@ pub(crate) fn choose<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> Option<&'a 
 pub(crate) fn any_user(rng: &mut ChaCha8Rng, tenant: &TenantTarget) -> usize {
     use rand::Rng as _;
     rng.random_range(0..tenant.users.len().max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick(_: &mut ChaCha8Rng, _: Option<&TenantTarget>) -> Call {
+        Call {
+            op: "test",
+            method: Method::GET,
+            path: "/".to_owned(),
+            body: None,
+            user: 0,
+        }
+    }
+
+    fn stream(tenants: Vec<usize>, start: u64, end: u64) -> Stream {
+        Stream {
+            name: "s",
+            tenants,
+            load: Load::Closed { connections: 1 },
+            start: Duration::from_secs(start),
+            end: Duration::from_secs(end),
+            pick,
+        }
+    }
+
+    #[test]
+    fn a_tenant_is_measured_over_its_own_window() {
+        // Warm-up 1 s; quiet tenant 0 from 0 to 31 s; noisy tenant 1 floods
+        // from 11 to 31 s.
+        let plan = ScenarioPlan {
+            streams: vec![stream(vec![0], 0, 31), stream(vec![1], 11, 31)],
+            warmup: Duration::from_secs(1),
+            end: Duration::from_secs(31),
+            loaded_from: Some(Duration::from_secs(11)),
+            roles: vec![TenantRole::Quiet, TenantRole::Noisy],
+            noisy: Some(1),
+        };
+        assert_eq!(plan.active_secs(0), 30.0);
+        assert_eq!(plan.active_secs(1), 20.0);
+        assert_eq!(plan.active_secs(2), 0.0, "a tenant in no stream");
+    }
 }
