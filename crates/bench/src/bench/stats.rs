@@ -68,11 +68,18 @@ impl Aggregate {
         }
     }
 
+    /// Successes and timeouts go into the latency histogram: a request that
+    /// got no answer within the timeout took at least that long, and leaving
+    /// it out would make a stalling server's percentiles look better. Fast
+    /// error answers (a 429, a refused connection) stay out, so they never
+    /// improve a percentile either.
     fn record(&mut self, micros: u64, outcome: Outcome) {
         self.requests += 1;
+        if outcome.ok() || outcome == Outcome::Timeout {
+            self.hist.saturating_record(micros.clamp(1, MAX_MICROS));
+        }
         if outcome.ok() {
             self.ok += 1;
-            self.hist.saturating_record(micros.clamp(1, MAX_MICROS));
         } else {
             *self.errors.entry(outcome.key()).or_default() += 1;
         }
@@ -345,6 +352,21 @@ mod tests {
             assert!((got - exact).abs() / exact < 0.10, "q{q}: {got} vs {exact}");
         }
         assert_eq!(SecondHistogram::default().quantile(0.99), 0.0);
+    }
+
+    #[test]
+    fn timeouts_count_in_the_percentiles_and_fast_errors_do_not() {
+        let mut agg = Aggregate::new(3);
+        for _ in 0..98 {
+            agg.record(1_000, Outcome::Status(200));
+        }
+        agg.record(10_000_000, Outcome::Timeout);
+        agg.record(10, Outcome::Status(429));
+        let p = percentiles(&agg.hist);
+        assert!(p.max >= 9_900.0, "a 10 s timeout shows in the tail: {p:?}");
+        assert!((p.p50 - 1.0).abs() < 0.01, "{p:?}");
+        assert_eq!(agg.hist.len(), 99, "the fast 429 is not a latency");
+        assert_eq!((agg.requests, agg.ok), (100, 98));
     }
 
     #[tokio::test(start_paused = true)]
