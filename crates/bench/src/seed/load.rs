@@ -104,9 +104,9 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
-/// Whether the connecting role may COPY into tables with forced RLS, and
-/// whether it may skip foreign-key triggers: `(bypasses_rls, superuser)`.
-pub async fn check_role(client: &Client) -> anyhow::Result<(bool, bool)> {
+/// Fails unless the connecting role may COPY into tables with forced RLS;
+/// returns whether it is a superuser (and so may skip foreign-key triggers).
+pub async fn check_role(client: &Client) -> anyhow::Result<bool> {
     let row = client
         .query_one(
             "SELECT rolsuper, rolbypassrls, current_user::text FROM pg_roles
@@ -126,7 +126,7 @@ pub async fn check_role(client: &Client) -> anyhow::Result<(bool, bool)> {
              BYPASSRLS, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/<db>"
         );
     }
-    Ok((bypass || superuser, superuser))
+    Ok(superuser)
 }
 
 /// Refuses a database that already holds tenants: seeded rows never mix
@@ -158,7 +158,7 @@ pub async fn load(
     config.validate()?;
     let started = Instant::now();
     let control = connect(url).await?;
-    let (_, superuser) = check_role(&control).await?;
+    let superuser = check_role(&control).await?;
     check_empty(&control).await?;
     let fk_checks = if superuser {
         options.fk_checks

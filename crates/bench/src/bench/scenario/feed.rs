@@ -6,14 +6,8 @@
 //! `GET /v1/feed?type=posts` with their token, and plan one stream like
 //! [`super::read`].
 
-use super::{PlanContext, ScenarioPlan};
-
 pub fn unavailable() -> anyhow::Error {
     anyhow::anyhow!(
         "the feed scenario is not available until the feed endpoint (GET /v1/feed) exists"
     )
-}
-
-pub fn plan(_: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
-    Err(unavailable())
 }

@@ -6,15 +6,9 @@
 //! lands: post batches of events per tenant, expect 202, and plan one stream
 //! like [`super::write`].
 
-use super::{PlanContext, ScenarioPlan};
-
 pub fn unavailable() -> anyhow::Error {
     anyhow::anyhow!(
         "the ingest scenario is not available until the ingest endpoint \
          (POST /v1/analytics/events) exists"
     )
-}
-
-pub fn plan(_: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
-    Err(unavailable())
 }

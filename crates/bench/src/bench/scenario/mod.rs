@@ -74,14 +74,13 @@ impl Scenario {
     }
 
     pub fn plan(self, ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
-        self.check_available()?;
         match self {
             Scenario::Read => read::plan(ctx),
             Scenario::Write => write::plan(ctx),
             Scenario::Mixed => mixed::plan(ctx),
             Scenario::NoisyNeighbor => noisy_neighbor::plan(ctx),
-            Scenario::Feed => feed::plan(ctx),
-            Scenario::Ingest => ingest::plan(ctx),
+            Scenario::Feed => Err(feed::unavailable()),
+            Scenario::Ingest => Err(ingest::unavailable()),
             Scenario::Healthz => healthz::plan(ctx),
         }
     }
