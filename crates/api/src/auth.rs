@@ -129,19 +129,6 @@ pub struct AuthUser {
     pub name: Option<String>,
 }
 
-impl FromRequestParts<Arc<AppState>> for AuthUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let user = state.jwt.verify(bearer(&parts.headers)?)?;
-        state.provision(&user).await?;
-        Ok(user)
-    }
-}
-
 /// A request made with the platform admin token.
 #[derive(Debug, Clone, Copy)]
 pub struct PlatformAdmin;

@@ -334,9 +334,10 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             admit_rate(state, &info, &tenant, &limits, user.id).await?;
         }
         state.provision(&user).await?;
-        let permit = match state.fairness.enforce {
-            true => Some(admit_db(state, &tenant, &limits).await?),
-            false => None,
+        let permit = if state.fairness.enforce {
+            Some(admit_db(state, &tenant, &limits).await?)
+        } else {
+            None
         };
         let ctx = TenantContext::tenant(tenant.id, limits.statement_timeout_ms);
         // Nothing is sent yet: the prelude goes with the handler's first

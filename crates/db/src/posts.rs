@@ -110,7 +110,7 @@ pub async fn create(
 /// `$3 IS NULL OR ...`, so each has a plan that walks `posts_tenant_newest`
 /// from the right place and stops at LIMIT. The membership check rides in
 /// the same statement, so the page costs one round trip.
-pub fn list_sql(after: bool) -> String {
+fn list_sql(after: bool) -> String {
     let (keyset, user) = if after {
         ("AND (created_at, id) < ($4, $5)", "$3")
     } else {

@@ -122,23 +122,13 @@ pub enum Lookup<'a> {
 /// Finds a tenant that is not deleted.
 pub async fn find(db: &Db, by: Lookup<'_>, timeout_ms: u32) -> Result<Option<Tenant>, DbError> {
     let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
-    let rows = match by {
-        Lookup::Id(id) => {
-            let sql =
-                format!("SELECT {COLUMNS} FROM tenants WHERE id = $1 AND status <> 'deleted'");
-            tx.query_and_commit(&sql, &[&id]).await?
-        }
-        Lookup::Slug(slug) => {
-            let sql =
-                format!("SELECT {COLUMNS} FROM tenants WHERE slug = $1 AND status <> 'deleted'");
-            tx.query_and_commit(&sql, &[&slug]).await?
-        }
-        Lookup::Domain(domain) => {
-            let sql =
-                format!("SELECT {COLUMNS} FROM tenants WHERE domain = $1 AND status <> 'deleted'");
-            tx.query_and_commit(&sql, &[&domain]).await?
-        }
+    let (column, value): (&str, &(dyn tokio_postgres::types::ToSql + Sync)) = match &by {
+        Lookup::Id(id) => ("id", id),
+        Lookup::Slug(slug) => ("slug", slug),
+        Lookup::Domain(domain) => ("domain", domain),
     };
+    let sql = format!("SELECT {COLUMNS} FROM tenants WHERE {column} = $1 AND status <> 'deleted'");
+    let rows = tx.query_and_commit(&sql, &[value]).await?;
     rows.first().map(Tenant::from_row).transpose()
 }
 

@@ -79,8 +79,9 @@ impl<K: Hash + Eq + Clone> Gcra<K> {
         // A std mutex: the critical section is a few arithmetic operations and
         // never awaits, so an async mutex would only add overhead.
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        let tat = shard.get(key).copied().unwrap_or(now).max(now);
-        decide(shard.entry(key.clone()).or_insert(now), tat, now, quota)
+        let slot = shard.entry(key.clone()).or_insert(now);
+        let tat = (*slot).max(now);
+        decide(slot, tat, now, quota)
     }
 
     /// Forgets keys whose TAT has passed (they behave as never seen). Call it
