@@ -4,11 +4,13 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{admin, members, ops, posts, tenant};
+use crate::routes::{
+    admin, community, events, journeys, members, ops, posts, search, shares, tenant,
+};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tenantry", description = "A multi-tenant platform server: tenants, members, posts."),
+    info(title = "Tenantry", description = "A multi-tenant platform server: tenants, members, posts, events, journeys, the cross-community feed, shares, search."),
     paths(
         admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::patch_tenant,
         admin::delete_tenant, admin::usage,
@@ -17,6 +19,12 @@ use crate::routes::{admin, members, ops, posts, tenant};
         members::remove_member,
         posts::create_post, posts::list_posts, posts::get_post, posts::edit_post,
         posts::delete_post, posts::like, posts::unlike, posts::add_comment, posts::list_comments,
+        events::create_event, events::list_events, events::get_event, events::edit_event,
+        events::cancel_event,
+        journeys::create_journey, journeys::list_journeys, journeys::get_journey,
+        journeys::add_activity, journeys::list_activities,
+        search::search,
+        community::my_communities, community::feed, shares::share,
         ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
@@ -26,6 +34,10 @@ use crate::routes::{admin, members, ops, posts, tenant};
         (name = "tenant", description = "The resolved tenant"),
         (name = "members", description = "Members and roles"),
         (name = "posts", description = "Posts, likes, comments"),
+        (name = "events", description = "Events: upcoming lists, edits, cancellation"),
+        (name = "journeys", description = "Journeys and their (monthly-partitioned) activities"),
+        (name = "search", description = "Full-text search over a tenant's posts and events"),
+        (name = "me", description = "User-scoped: the caller's communities, the cross-community feed, shares"),
         (name = "ops", description = "Health and metrics"),
     )
 )]

@@ -6,16 +6,22 @@
 //!   no extra round trip.
 //! - [`migrate`] applies the embedded schema under an advisory lock.
 //! - [`embedded`] runs a private cluster when no `DATABASE_URL` is given.
-//! - The query modules ([`tenants`], [`users`], [`members`], [`posts`]) hold the
+//! - The query modules ([`tenants`], [`users`], [`members`], [`posts`],
+//!   [`events`], [`journeys`], [`community`], [`shares`], [`search`]) hold the
 //!   SQL. Every tenant query says `WHERE tenant_id = $1` itself: row-level
 //!   security is the safety net, not the filter.
 
+pub mod community;
 pub mod embedded;
 mod error;
+pub mod events;
+pub mod journeys;
 pub mod members;
 pub mod migrate;
 mod pool;
 pub mod posts;
+pub mod search;
+pub mod shares;
 pub mod tenants;
 pub mod testing;
 pub mod users;

@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "merge_patch",
         include_str!("../migrations/V3__merge_patch.sql"),
     ),
+    (
+        20,
+        "community",
+        include_str!("../migrations/V20__community.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock key held while migrating.

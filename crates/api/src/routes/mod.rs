@@ -1,9 +1,14 @@
 //! The HTTP routes, one module per capability.
 
 pub mod admin;
+pub mod community;
+pub mod events;
+pub mod journeys;
 pub mod members;
 pub mod ops;
 pub mod posts;
+pub mod search;
+pub mod shares;
 pub mod tenant;
 
 use serde::{Deserialize, Deserializer};

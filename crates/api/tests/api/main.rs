@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod conventions;
 mod embedded;
+mod events;
 mod fairness;
 mod isolation;
 mod members;
