@@ -39,6 +39,8 @@ pub struct AppState {
     /// Wakes the purge worker after a tenant is deleted.
     pub purge_wakeup: Notify,
     pub fairness: Fairness,
+    /// Months of range partitions the maintenance worker keeps made ahead.
+    pub partition_horizon_months: u32,
 }
 
 /// The fairness machinery (DESIGN.md, "Fairness").
@@ -135,7 +137,14 @@ impl AppState {
                 crate::config::DEFAULT_MAX_IN_FLIGHT,
                 crate::config::DEFAULT_DB_QUEUE_BUDGET,
             ),
+            partition_horizon_months: crate::config::DEFAULT_PARTITION_HORIZON_MONTHS,
         }
+    }
+
+    /// Sets how many months of partitions are made ahead.
+    pub fn with_partition_horizon(mut self, months: u32) -> Self {
+        self.partition_horizon_months = months;
+        self
     }
 
     /// Sets how many tenant operations the database runs at once (the fair

@@ -5,6 +5,7 @@
 //!   timeout) pipelined with its first statement, so setting the context costs
 //!   no extra round trip.
 //! - [`migrate`] applies the embedded schema under an advisory lock.
+//! - [`partitions`] keeps monthly range partitions made ahead of time.
 //! - [`embedded`] runs a private cluster when no `DATABASE_URL` is given.
 //! - The query modules ([`tenants`], [`users`], [`members`], [`posts`]) hold the
 //!   SQL. Every tenant query says `WHERE tenant_id = $1` itself: row-level
@@ -14,6 +15,7 @@ pub mod embedded;
 mod error;
 pub mod members;
 pub mod migrate;
+pub mod partitions;
 mod pool;
 pub mod posts;
 pub mod tenants;
