@@ -5,6 +5,7 @@
 //!   timeout) pipelined with its first statement, so setting the context costs
 //!   no extra round trip.
 //! - [`migrate`] applies the embedded schema under an advisory lock.
+//! - [`partitions`] keeps monthly range partitions made ahead of time.
 //! - [`embedded`] runs a private cluster when no `DATABASE_URL` is given.
 //! - The query modules ([`tenants`], [`users`], [`members`], [`posts`],
 //!   [`events`], [`journeys`], [`community`], [`shares`], [`search`]) hold the
@@ -18,6 +19,7 @@ pub mod events;
 pub mod journeys;
 pub mod members;
 pub mod migrate;
+pub mod partitions;
 mod pool;
 pub mod posts;
 pub mod search;
