@@ -164,7 +164,7 @@ async fn a_private_journey_is_its_owners_alone_and_a_public_one_is_read_only_to_
         StatusCode::OK,
     )
     .await;
-    assert_eq!(ids_of(&page, "id"), [public.clone()]);
+    assert_eq!(ids_of(&page, "id"), [public]);
     let (_, mine) = app.walk(&owner, "/v1/journeys", 1).await;
     assert_eq!(mine.len(), 2);
 }
