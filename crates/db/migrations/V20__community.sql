@@ -19,15 +19,40 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- Row-level security lets only LEAKPROOF operators of a query become index
+-- conditions under the policy (a non-leakproof one must not see rows the
+-- policy has not admitted yet). The text match `tsvector @@ tsquery`
+-- (ts_match_vq) is not marked leakproof, so under RLS the GIN index would
+-- answer only the tenant equality and every row of the tenant would be
+-- matched one by one. ts_match_vq returns a boolean and raises no error
+-- that depends on the row it reads, so it is marked leakproof here. That
+-- needs a superuser; without one the migration still applies, and search
+-- works, scanning the tenant's rows instead (a warning says so).
+DO $$
+BEGIN
+    ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE WARNING 'cannot mark ts_match_vq LEAKPROOF (%): search under row-level security will not use the text index', SQLERRM;
+END
+$$;
+
 -- Creates a search index on (tenant_id, tsv) when btree_gin exists, else on
--- tsv alone.
+-- tsv alone. The predicate says `tsv IS NOT NULL` (true of every row: the
+-- vector of a non-null text is never null) so that only a query that matches
+-- on tsv may use the index: `tsv @@ q` implies it (@@ is strict), a plain
+-- list does not. Without it the planner takes the GIN index for a bare
+-- `tenant_id = x` (btree_gin answers equality too) and reads every row of
+-- the tenant through a bitmap, then sorts: measured on 100 tenants x 200
+-- events, the events feed took 30 s that way against 2 ms on its btree.
 CREATE FUNCTION pg_temp.tenantry_search_index(name text, tbl text, pred text) RETURNS void
     LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'btree_gin') THEN
-        EXECUTE format('CREATE INDEX %I ON %I USING gin (tenant_id, tsv) WHERE %s', name, tbl, pred);
+        EXECUTE format('CREATE INDEX %I ON %I USING gin (tenant_id, tsv) WHERE %s AND tsv IS NOT NULL',
+                       name, tbl, pred);
     ELSE
-        EXECUTE format('CREATE INDEX %I ON %I USING gin (tsv) WHERE %s', name, tbl, pred);
+        EXECUTE format('CREATE INDEX %I ON %I USING gin (tsv) WHERE %s AND tsv IS NOT NULL',
+                       name, tbl, pred);
     END IF;
 END
 $$;

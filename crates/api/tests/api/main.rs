@@ -14,6 +14,7 @@ mod feed;
 mod isolation;
 mod journeys;
 mod members;
+mod plans;
 mod posts;
 mod rls;
 mod search;
