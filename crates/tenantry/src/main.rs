@@ -31,7 +31,7 @@ enum Command {
     Seed(tenantry_bench::seed::SeedArgs),
     /// Drives a multi-tenant HTTP workload; prints per-tenant latency and
     /// throughput, writes JSON and an HTML report.
-    Bench(tenantry_bench::bench::BenchArgs),
+    Bench(Box<tenantry_bench::bench::BenchArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -208,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Seed(args) => tenantry_bench::seed::run(args).await,
-        Command::Bench(args) => tenantry_bench::bench::run(args).await,
+        Command::Bench(args) => tenantry_bench::bench::run(*args).await,
     }
 }
 

@@ -281,10 +281,23 @@ pub async fn load(
     let storage = generated?;
     set_storage_bytes(&control, &plan, &storage).await?;
 
+    // The per-user directory of memberships (V20) is kept by a trigger that
+    // the loading sessions skip (session_replication_role = replica): fill
+    // it in one statement.
+    control
+        .batch_execute(
+            "INSERT INTO user_communities (user_id, tenant_id, role, display_in_feed, joined_at)
+             SELECT user_id, tenant_id, role, display_in_feed, created_at FROM memberships
+             ON CONFLICT DO NOTHING",
+        )
+        .await
+        .context("Failed to fill the user_communities directory")?;
     let analyze_bar = bars.spinner("ANALYZE");
     let analyze_started = Instant::now();
     control
-        .batch_execute("ANALYZE users, tenants, memberships, posts, post_likes, comments")
+        .batch_execute(
+            "ANALYZE users, tenants, memberships, user_communities, posts, post_likes, comments",
+        )
         .await
         .context("Failed to ANALYZE the seeded tables")?;
     let analyze_seconds = analyze_started.elapsed().as_secs_f64();
@@ -547,6 +560,16 @@ pub async fn verify(client: &Client) -> anyhow::Result<Vec<String>> {
              LEFT JOIN (SELECT tenant_id, count(*) AS n FROM memberships GROUP BY 1) m
                     ON m.tenant_id = t.id
              WHERE t.member_count <> coalesce(m.n, 0)",
+        ),
+        (
+            "user_communities mirrors memberships",
+            "SELECT (SELECT count(*) FROM memberships m WHERE NOT EXISTS (
+                         SELECT 1 FROM user_communities u
+                         WHERE u.user_id = m.user_id AND u.tenant_id = m.tenant_id
+                           AND u.role = m.role))
+                  + (SELECT count(*) FROM user_communities u WHERE NOT EXISTS (
+                         SELECT 1 FROM memberships m
+                         WHERE m.user_id = u.user_id AND m.tenant_id = u.tenant_id))",
         ),
         (
             "tenants.post_count and storage_bytes equal their posts",
