@@ -140,3 +140,31 @@ async fn search_never_shows_another_tenants_content() {
     let res = search(&app, &stranger, "secret").await;
     assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
 }
+
+#[tokio::test]
+async fn a_word_in_hundreds_of_posts_pages_every_match_once_best_first() {
+    let app = TestApp::spawn().await;
+    let (t, owner) = app.tenant("acme").await;
+    // 300 posts with "rope" and one saying it three times: it ranks first,
+    // and paging by (rank, id) through many equal ranks finds every match
+    // exactly once.
+    let db = app.raw_db().await;
+    let tenant = uuid::Uuid::parse_str(t["id"].as_str().expect("id")).expect("uuid");
+    db.execute(
+        "INSERT INTO posts (tenant_id, id, author_id, content, created_at)
+         SELECT $1, gen_random_uuid(), $2, 'a rope number ' || n, now() - (n || ' s')::interval
+         FROM generate_series(1, 300) n",
+        &[&tenant, &owner.id],
+    )
+    .await
+    .expect("posts");
+    let best = app.post(&owner, "rope rope rope").await;
+    let page = assert_json(search(&app, &owner, "rope").await, StatusCode::OK).await;
+    assert_eq!(items(&page)[0]["id"], best.as_str());
+    let (sizes, all) = app.walk(&owner, "/v1/search?q=rope", 100).await;
+    assert_eq!(sizes, [100, 100, 100, 1]);
+    let mut ids: Vec<&str> = all.iter().map(|h| h["id"].as_str().expect("id")).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 301, "every match once across the pages");
+}
