@@ -68,7 +68,7 @@ pub async fn my_communities(
     )))
 }
 
-/// The most tenants one feed request may name.
+/// The most communities one feed request reads (named, or by default).
 pub const MAX_FEED_TENANTS: usize = 1000;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -114,11 +114,18 @@ pub enum FeedEntry {
 /// shows in their feed.
 fn feed_tenants(communities: Vec<Community>, named: Option<&str>) -> Result<Vec<Uuid>, ApiError> {
     let Some(named) = named else {
-        return Ok(communities
+        // A feed reads every community it covers: bound them (the most
+        // recently joined first) so a user in thousands of communities does
+        // not make one request read thousands of indexes.
+        let mut shown: Vec<Community> = communities
             .into_iter()
             .filter(|c| c.display_in_feed)
-            .map(|c| c.tenant_id)
-            .collect());
+            .collect();
+        if shown.len() > MAX_FEED_TENANTS {
+            shown.sort_by_key(|c| std::cmp::Reverse(c.joined_at));
+            shown.truncate(MAX_FEED_TENANTS);
+        }
+        return Ok(shown.into_iter().map(|c| c.tenant_id).collect());
     };
     let by_slug: HashMap<String, Uuid> = communities
         .into_iter()
