@@ -18,6 +18,22 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "merge_patch",
         include_str!("../migrations/V3__merge_patch.sql"),
     ),
+    (30, "jobs", include_str!("../migrations/V30__jobs.sql")),
+    (
+        31,
+        "analytics",
+        include_str!("../migrations/V31__analytics.sql"),
+    ),
+    (
+        32,
+        "notifications",
+        include_str!("../migrations/V32__notifications.sql"),
+    ),
+    (
+        33,
+        "audit_log",
+        include_str!("../migrations/V33__audit_log.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock key held while migrating.
