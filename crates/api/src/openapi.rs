@@ -4,7 +4,7 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{admin, members, ops, posts, tenant};
+use crate::routes::{admin, analytics, audit, jobs, members, notifications, ops, posts, tenant};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,10 @@ use crate::routes::{admin, members, ops, posts, tenant};
         members::remove_member,
         posts::create_post, posts::list_posts, posts::get_post, posts::edit_post,
         posts::delete_post, posts::like, posts::unlike, posts::add_comment, posts::list_comments,
+        jobs::overview, jobs::retry, jobs::discard,
+        analytics::ingest, analytics::daily,
+        notifications::announce, notifications::list, notifications::mark_read,
+        audit::list,
         ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
@@ -26,6 +30,9 @@ use crate::routes::{admin, members, ops, posts, tenant};
         (name = "tenant", description = "The resolved tenant"),
         (name = "members", description = "Members and roles"),
         (name = "posts", description = "Posts, likes, comments"),
+        (name = "analytics", description = "Group-committed analytics events and daily statistics"),
+        (name = "notifications", description = "Announcements and members' notifications"),
+        (name = "audit", description = "The tenant's audit log"),
         (name = "ops", description = "Health and metrics"),
     )
 )]

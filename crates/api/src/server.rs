@@ -18,7 +18,7 @@ use utoipa::OpenApi as _;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{Secrets, Settings};
-use crate::routes::{admin, members, ops, posts, tenant};
+use crate::routes::{admin, analytics, audit, jobs, members, notifications, ops, posts, tenant};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -64,6 +64,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/posts/{id}/comments",
             post(posts::add_comment).get(posts::list_comments),
         )
+        .route("/v1/admin/jobs", get(jobs::overview))
+        .route("/v1/admin/jobs/{id}", axum::routing::delete(jobs::discard))
+        .route("/v1/admin/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/analytics/events", post(analytics::ingest))
+        .route("/v1/stats/daily", get(analytics::daily))
+        .route("/v1/announcements", post(notifications::announce))
+        .route("/v1/notifications", get(notifications::list))
+        .route("/v1/notifications/read", post(notifications::mark_read))
+        .route("/v1/audit-log", get(audit::list))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -89,13 +98,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(crate::purge::run(state.clone(), stop_rx.clone()));
-    let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
+    let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx.clone()));
+    let batch = crate::batch::start(&state.db, &state.batch, &stop_rx);
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("The HTTP server failed");
+    // In-flight requests are answered (the collector is still running for
+    // the ones waiting on it); now workers finish their batch and the
+    // collector writes what it holds.
     let _ = stop_tx.send(true);
     let _ = tokio::join!(purge, upkeep);
+    for task in batch {
+        let _ = task.await;
+    }
     result
 }
 

@@ -39,6 +39,8 @@ pub struct AppState {
     /// Wakes the purge worker after a tenant is deleted.
     pub purge_wakeup: Notify,
     pub fairness: Fairness,
+    /// Job workers and the analytics collector.
+    pub batch: crate::batch::Batch,
 }
 
 /// The fairness machinery (DESIGN.md, "Fairness").
@@ -129,6 +131,7 @@ impl AppState {
                 .time_to_live(Duration::from_secs(3_600))
                 .build(),
             purge_wakeup: Notify::new(),
+            batch: crate::batch::Batch::new(&db, tenantry_jobs::ingest::IngestConfig::default()),
             fairness: Fairness::new(
                 &db,
                 RateLimiter::local(),
@@ -136,6 +139,18 @@ impl AppState {
                 crate::config::DEFAULT_DB_QUEUE_BUDGET,
             ),
         }
+    }
+
+    /// Sets the analytics collector's batching and how many queue workers
+    /// run.
+    pub fn with_batch(
+        mut self,
+        ingest: tenantry_jobs::ingest::IngestConfig,
+        workers: usize,
+    ) -> Self {
+        self.batch = crate::batch::Batch::new(&self.db, ingest);
+        self.batch.workers = workers;
+        self
     }
 
     /// Sets how many tenant operations the database runs at once (the fair

@@ -10,12 +10,15 @@
 //!   SQL. Every tenant query says `WHERE tenant_id = $1` itself: row-level
 //!   security is the safety net, not the filter.
 
+pub mod audit;
 pub mod embedded;
 mod error;
 pub mod members;
 pub mod migrate;
+pub mod notifications;
 mod pool;
 pub mod posts;
+pub mod stats;
 pub mod tenants;
 pub mod testing;
 pub mod users;

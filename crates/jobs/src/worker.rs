@@ -233,24 +233,26 @@ impl Worker {
         if claimed.jobs.is_empty() {
             return Ok(report);
         }
-        let ctx = JobContext {
+        // Owned (Arc) inputs, so each job's future is 'static: the batch's
+        // handlers run concurrently, up to `concurrency` at once.
+        let jobs = Arc::new(claimed.jobs);
+        let ctx = Arc::new(JobContext {
             db: self.db.clone(),
             lease: self.config.lease,
-        };
-        let outcomes: Vec<(usize, Result<Done, JobError>)> =
-            futures::stream::iter(claimed.jobs.iter().enumerate())
-                .map(|(i, job)| {
-                    let ctx = &ctx;
-                    async move { (i, self.run_job(job, ctx).await) }
-                })
-                .buffer_unordered(self.config.concurrency.max(1))
-                .collect()
-                .await;
+        });
+        let runs = (0..jobs.len()).map(|i| {
+            let (jobs, ctx, registry) = (jobs.clone(), ctx.clone(), self.registry.clone());
+            async move { (i, run_job(&registry, &jobs[i], &ctx).await) }
+        });
+        let outcomes: Vec<(usize, Result<Done, JobError>)> = futures::stream::iter(runs)
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
 
         let mut done = Vec::new();
         let mut failures = Vec::new();
         for (i, outcome) in outcomes {
-            let job = &claimed.jobs[i];
+            let job = &jobs[i];
             match outcome {
                 Ok(Done::Completed) => done.push(job),
                 Ok(Done::CompletedInTx) => report.completed += 1,
@@ -273,23 +275,6 @@ impl Worker {
         metrics::counter!("tenantry_jobs_failed_total").increment(report.failed as u64);
         metrics::counter!("tenantry_jobs_dead_total").increment(report.dead);
         Ok(report)
-    }
-
-    async fn run_job(&self, job: &Job, ctx: &JobContext) -> Result<Done, JobError> {
-        let Some(handler) = self.registry.handlers.get(&job.kind) else {
-            return Err(JobError::Failed(anyhow::anyhow!(
-                "no handler for job kind {:?}",
-                job.kind
-            )));
-        };
-        // A panicking handler fails its job, not the worker.
-        let run = std::panic::AssertUnwindSafe(handler.run(job, ctx));
-        match futures::FutureExt::catch_unwind(run).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(JobError::Failed(anyhow::anyhow!(
-                "the job's handler panicked"
-            ))),
-        }
     }
 
     /// Runs batches until `stop`: straight on while there is work, else
@@ -325,6 +310,23 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+async fn run_job(registry: &Registry, job: &Job, ctx: &JobContext) -> Result<Done, JobError> {
+    let Some(handler) = registry.handlers.get(&job.kind) else {
+        return Err(JobError::Failed(anyhow::anyhow!(
+            "no handler for job kind {:?}",
+            job.kind
+        )));
+    };
+    // A panicking handler fails its job, not the worker.
+    let run = std::panic::AssertUnwindSafe(handler.run(job, ctx));
+    match futures::FutureExt::catch_unwind(run).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(JobError::Failed(anyhow::anyhow!(
+            "the job's handler panicked"
+        ))),
     }
 }
 

@@ -1,7 +1,11 @@
 //! The HTTP routes, one module per capability.
 
 pub mod admin;
+pub mod analytics;
+pub mod audit;
+pub mod jobs;
 pub mod members;
+pub mod notifications;
 pub mod ops;
 pub mod posts;
 pub mod tenant;
