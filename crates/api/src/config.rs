@@ -37,6 +37,8 @@ pub struct Settings {
     /// Tenant database operations admitted at once; `None`: this machine's
     /// cores (see `state::default_db_share`).
     pub db_share: Option<usize>,
+    /// Months of range partitions made ahead (events, activities, logs).
+    pub partition_horizon_months: u32,
 }
 
 impl fmt::Debug for Settings {
@@ -57,6 +59,7 @@ impl fmt::Debug for Settings {
             .field("db_queue_budget", &self.db_queue_budget)
             .field("fairness", &self.fairness)
             .field("db_share", &self.db_share)
+            .field("partition_horizon_months", &self.partition_horizon_months)
             .finish()
     }
 }
@@ -78,6 +81,7 @@ impl Default for Settings {
             db_queue_budget: DEFAULT_DB_QUEUE_BUDGET,
             fairness: true,
             db_share: None,
+            partition_horizon_months: DEFAULT_PARTITION_HORIZON_MONTHS,
         }
     }
 }
@@ -86,6 +90,7 @@ impl Default for Settings {
 /// behind it; beyond that, waiting only adds latency.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1_024;
 pub const DEFAULT_DB_QUEUE_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+pub const DEFAULT_PARTITION_HORIZON_MONTHS: u32 = 12;
 
 /// A pool a little larger than the cores: more connections than the
 /// database can run at once only adds queueing inside PostgreSQL.
@@ -112,6 +117,9 @@ impl Settings {
         }
         if self.max_in_flight == 0 {
             anyhow::bail!("the in-flight cap must be at least 1");
+        }
+        if !(1..=120).contains(&self.partition_horizon_months) {
+            anyhow::bail!("the partition horizon must be 1 to 120 months");
         }
         if self.db_max_connections == 0 {
             anyhow::bail!("the database pool needs at least one connection");

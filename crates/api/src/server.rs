@@ -98,6 +98,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(crate::purge::run(state.clone(), stop_rx.clone()));
+    let maintenance = tokio::spawn(crate::maintenance::run(state.clone(), stop_rx.clone()));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx.clone()));
     let batch = crate::batch::start(&state.db, &state.batch, &stop_rx);
     let result = axum::serve(listener, router(state))
@@ -108,7 +109,7 @@ pub async fn run(
     // the ones waiting on it); now workers finish their batch and the
     // collector writes what it holds.
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(purge, upkeep);
+    let _ = tokio::join!(purge, maintenance, upkeep);
     for task in batch {
         let _ = task.await;
     }
@@ -183,7 +184,8 @@ impl Application {
             telemetry::prometheus(),
         )
         .with_fairness(rate, settings.max_in_flight, settings.db_queue_budget)
-        .with_enforcement(settings.fairness);
+        .with_enforcement(settings.fairness)
+        .with_partition_horizon(settings.partition_horizon_months);
         if let Some(capacity) = settings.db_share {
             state = state.with_db_share(capacity);
         }

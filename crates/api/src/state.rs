@@ -41,6 +41,8 @@ pub struct AppState {
     pub fairness: Fairness,
     /// Job workers and the analytics collector.
     pub batch: crate::batch::Batch,
+    /// Months of range partitions the maintenance worker keeps made ahead.
+    pub partition_horizon_months: u32,
 }
 
 /// The fairness machinery (DESIGN.md, "Fairness").
@@ -72,18 +74,17 @@ pub struct ThrottleCounts {
 const PLATFORM_CONNECTIONS: usize = 2;
 
 /// The fair share's default capacity: about as many operations as the
-/// database can run at once (Little's law: more in flight adds latency, not
-/// throughput, and queues them inside PostgreSQL, out of fair order). An
-/// operation holds its slot across round trips, when the database is idle for
-/// it, so twice the cores keeps the database busy. Without knowing the
-/// database's cores, this machine's are the guess: right for the embedded
-/// cluster; `TENANTRY_DB_SHARE` says otherwise for a bigger one. Measured on
-/// 2 cores (BENCHMARKS.md): capacity 6 let a flood push quiet tenants' p99
-/// up 8.4×; capacity 2 held them to 2.0× but cost 23 % of read throughput;
-/// 4 costs about 3 %.
+/// database can run at once, with some overlap for the network (Little's law:
+/// more in flight adds latency, not throughput, and queues them inside
+/// PostgreSQL, out of fair order). Without knowing the database's cores, this
+/// machine's are the guess: right for the embedded cluster;
+/// `TENANTRY_DB_SHARE` says otherwise for a bigger one. Isolation does not
+/// come from a small capacity but from the share's cap on one tenant while
+/// others are active (half the capacity), so an even load uses all of it.
+/// Measured on 2 cores: BENCHMARKS.md, "Fairness".
 pub fn default_db_share(pool: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (cores * 2)
+    (cores * 3)
         .max(2)
         .min(pool.saturating_sub(PLATFORM_CONNECTIONS).max(1))
 }
@@ -138,6 +139,7 @@ impl AppState {
                 crate::config::DEFAULT_MAX_IN_FLIGHT,
                 crate::config::DEFAULT_DB_QUEUE_BUDGET,
             ),
+            partition_horizon_months: crate::config::DEFAULT_PARTITION_HORIZON_MONTHS,
         }
     }
 
@@ -150,6 +152,12 @@ impl AppState {
     ) -> Self {
         self.batch = crate::batch::Batch::new(&self.db, ingest);
         self.batch.workers = workers;
+        self
+    }
+
+    /// Sets how many months of partitions are made ahead.
+    pub fn with_partition_horizon(mut self, months: u32) -> Self {
+        self.partition_horizon_months = months;
         self
     }
 

@@ -5,6 +5,7 @@
 //!   timeout) pipelined with its first statement, so setting the context costs
 //!   no extra round trip.
 //! - [`migrate`] applies the embedded schema under an advisory lock.
+//! - [`partitions`] keeps monthly range partitions made ahead of time.
 //! - [`embedded`] runs a private cluster when no `DATABASE_URL` is given.
 //! - The query modules ([`tenants`], [`users`], [`members`], [`posts`]) hold the
 //!   SQL. Every tenant query says `WHERE tenant_id = $1` itself: row-level
@@ -16,6 +17,7 @@ mod error;
 pub mod members;
 pub mod migrate;
 pub mod notifications;
+pub mod partitions;
 mod pool;
 pub mod posts;
 pub mod stats;

@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "merge_patch",
         include_str!("../migrations/V3__merge_patch.sql"),
     ),
+    (
+        4,
+        "partitions",
+        include_str!("../migrations/V4__partitions.sql"),
+    ),
     (30, "jobs", include_str!("../migrations/V30__jobs.sql")),
     (
         31,
@@ -36,11 +41,25 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
 ];
 
+/// Months of partitions made ahead when migrating (the server's maintenance
+/// worker keeps its own horizon, `TENANTRY_PARTITION_HORIZON_MONTHS`).
+pub const PARTITION_HORIZON_MONTHS: u32 = 12;
+
 /// An arbitrary constant: the advisory lock key held while migrating.
 const MIGRATION_LOCK: i64 = 0x7465_6e61_6e74_7279; // "tenantry"
 
-/// Applies every migration not yet applied. Returns how many were applied.
+/// Applies every migration not yet applied, then makes the partitions of
+/// every range-partitioned table (so a fresh database is ready to take rows).
+/// Returns how many migrations were applied.
 pub async fn migrate(db: &Db) -> anyhow::Result<usize> {
+    let applied = apply_migrations(db).await?;
+    crate::partitions::maintain(db, PARTITION_HORIZON_MONTHS)
+        .await
+        .context("Failed to make partitions after migrating")?;
+    Ok(applied)
+}
+
+async fn apply_migrations(db: &Db) -> anyhow::Result<usize> {
     let mut conn = db
         .owner_connection()
         .await

@@ -11,9 +11,11 @@
 //!   weight-4 tenant is admitted four times per turn of a weight-1 tenant.
 //! - A tenant alone may use all the capacity its limit allows. While other
 //!   tenants have used the database within the last second, one tenant keeps
-//!   to `capacity - headroom` (headroom: a quarter of the capacity, at least
-//!   one), so a quiet tenant's next operation finds a free slot instead of
-//!   waiting for a flood's operation to finish.
+//!   to half the capacity (at least one slot, and at least one left free), so
+//!   a quiet tenant's next operation finds a free slot instead of waiting for
+//!   a flood's operation to finish, and runs beside at most half a capacity
+//!   of the flood's. Tenants that each hold less than half (an even load)
+//!   never meet this cap: they share the whole capacity.
 //! - A waiter gives up after its budget (the caller answers 503).
 
 use std::collections::{HashMap, VecDeque};
@@ -74,7 +76,7 @@ impl State {
         };
         let others_active = other.is_some_and(|at| now.duration_since(at) < ACTIVE_WINDOW);
         if others_active {
-            let headroom = (self.capacity / 4).max(1);
+            let headroom = (self.capacity / 2).max(1);
             limit.min(self.capacity.saturating_sub(headroom).max(1))
         } else {
             limit
@@ -398,13 +400,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_tenant_among_active_others_leaves_headroom_and_alone_takes_all() {
-        let share = DbShare::new(4);
+    async fn a_tenant_among_active_others_keeps_to_half_and_alone_takes_all() {
+        let share = DbShare::new(6);
         let (busy, quiet) = (Uuid::now_v7(), Uuid::now_v7());
         let short = Duration::from_millis(5);
-        // Alone: all four.
-        let alone: Vec<Permit> = futures_all(&share, claim(busy, 8, 1), 4).await;
-        assert_eq!(share.stats().in_use, 4);
+        // Alone: all six.
+        let alone: Vec<Permit> = futures_all(&share, claim(busy, 8, 1), 6).await;
+        assert_eq!(share.stats().in_use, 6);
         drop(alone);
         // The quiet tenant was active just now...
         drop(
@@ -413,7 +415,7 @@ mod tests {
                 .await
                 .expect("quiet"),
         );
-        // ...so the busy one keeps a slot free for it: three, not four.
+        // ...so the busy one keeps to half: three, not six.
         let held = futures_all(&share, claim(busy, 8, 1), 3).await;
         assert!(share.acquire(claim(busy, 8, 1), short).await.is_err());
         let next = share.acquire(claim(quiet, 8, 1), short).await;
@@ -422,8 +424,8 @@ mod tests {
         drop(held);
         // A second later, with nobody else about, the busy tenant may take all.
         tokio::time::advance(Duration::from_secs(2)).await;
-        let all = futures_all(&share, claim(busy, 8, 1), 4).await;
-        assert_eq!(all.len(), 4);
+        let all = futures_all(&share, claim(busy, 8, 1), 6).await;
+        assert_eq!(all.len(), 6);
     }
 
     async fn futures_all(share: &Arc<DbShare>, c: Claim, n: usize) -> Vec<Permit> {

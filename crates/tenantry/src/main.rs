@@ -85,6 +85,10 @@ struct Common {
     /// of fair order.
     #[arg(long, env = "TENANTRY_DB_SHARE")]
     db_share: Option<usize>,
+    /// Months of range partitions (journey activities, analytics, audit log)
+    /// the maintenance worker keeps made ahead.
+    #[arg(long, env = "TENANTRY_PARTITION_HORIZON_MONTHS", default_value_t = tenantry_api::config::DEFAULT_PARTITION_HORIZON_MONTHS)]
+    partition_horizon_months: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +123,7 @@ impl Common {
             db_queue_budget: Duration::from_millis(self.db_queue_budget_ms),
             fairness: self.fairness == Switch::On,
             db_share: self.db_share,
+            partition_horizon_months: self.partition_horizon_months,
         }
     }
 }

@@ -1,0 +1,45 @@
+//! The maintenance worker: keeps range partitions made ahead of time (and
+//! old ones dropped by retention), at start and then every hour.
+//!
+//! Several servers may run it at once: `partitions::maintain` holds an
+//! advisory lock, so each partition is made exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::state::AppState;
+
+/// How often partitions are checked. Partitions are made a horizon of months
+/// ahead, so an hour is far more often than needed; it also bounds how long
+/// a stray row sits unreported.
+const INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// Runs one pass now, then every [`INTERVAL`] until `stop`.
+pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        run_once(&state).await;
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(INTERVAL) => {},
+        }
+    }
+}
+
+/// One pass: make partitions, apply retention, report the rows that landed
+/// in default partitions (metric `tenantry_partition_default_rows`).
+pub async fn run_once(state: &AppState) {
+    match tenantry_db::partitions::maintain(&state.db, state.partition_horizon_months).await {
+        Ok(report) => {
+            for table in &report.tables {
+                metrics::gauge!("tenantry_partition_default_rows", "table" => table.parent.clone())
+                    .set(table.default_rows as f64);
+            }
+        }
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "partition maintenance failed; will retry"
+        ),
+    }
+}
