@@ -59,7 +59,7 @@ pub enum Limits {
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Scenarios to run, in order (comma-separated): read, write, mixed,
-    /// noisy-neighbor, healthz; feed and ingest await their endpoints.
+    /// noisy-neighbor, healthz, ingest; feed awaits its endpoint.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "read")]
     pub scenario: Vec<Scenario>,
     /// A running server (loopback only), e.g. http://127.0.0.1:8080. Unset:
