@@ -1,5 +1,6 @@
 //! The server's batch machinery: job workers, the NOTIFY listener that wakes
-//! them, and the group-committed analytics collector. [`start`] spawns them
+//! them, the coalesced counter apply and the group-committed analytics
+//! collector. [`start`] spawns them
 //! all; they stop when the server's stop signal fires, the collector after
 //! writing (and answering) everything already submitted.
 
@@ -23,6 +24,8 @@ pub struct Batch {
     /// Queue workers per server.
     pub workers: usize,
     pub worker_config: WorkerConfig,
+    /// How often post counter deltas are applied.
+    pub counter_interval: std::time::Duration,
 }
 
 impl Batch {
@@ -34,6 +37,7 @@ impl Batch {
             wake: Arc::new(Notify::new()),
             workers: 2,
             worker_config: WorkerConfig::default(),
+            counter_interval: std::time::Duration::from_secs(1),
         }
     }
 
@@ -57,6 +61,11 @@ pub fn start(db: &Db, batch: &Batch, stop: &watch::Receiver<bool>) -> Vec<JoinHa
     tasks.push(tokio::spawn(tenantry_jobs::worker::listen(
         db.clone(),
         batch.wake.clone(),
+        stop.clone(),
+    )));
+    tasks.push(tokio::spawn(tenantry_jobs::counters::run(
+        db.clone(),
+        batch.counter_interval,
         stop.clone(),
     )));
     for _ in 0..batch.workers {

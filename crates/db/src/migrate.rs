@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "audit_log",
         include_str!("../migrations/V33__audit_log.sql"),
     ),
+    (
+        34,
+        "counter_deltas",
+        include_str!("../migrations/V34__counter_deltas.sql"),
+    ),
 ];
 
 /// Months of partitions made ahead when migrating (the server's maintenance

@@ -287,6 +287,7 @@ pub async fn purge(db: &Db, id: Uuid, timeout_ms: u32) -> Result<u64, DbError> {
     // Children first, so each chunk's cascades stay small.
     for table in [
         "jobs",
+        "post_counter_deltas",
         "notifications",
         "announcements",
         "analytics_events",

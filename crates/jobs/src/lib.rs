@@ -10,8 +10,10 @@
 //!   for tests.
 //! - [`ingest`]: the group-committed analytics collector.
 //! - [`announcements`]: the announcement fan-out job.
+//! - [`counters`]: the coalesced apply of post counter deltas.
 
 pub mod announcements;
+pub mod counters;
 pub mod ingest;
 pub mod queue;
 pub mod worker;

@@ -59,7 +59,10 @@ async fn every_event_acknowledged_before_a_stop_is_committed() {
         }
     }
     collector.await.expect("collector");
-    assert_eq!(acknowledged, 100, "everything submitted before the stop is written");
+    assert_eq!(
+        acknowledged, 100,
+        "everything submitted before the stop is written"
+    );
     let rows: i64 = raw
         .query_one("SELECT count(*) FROM analytics_events", &[])
         .await

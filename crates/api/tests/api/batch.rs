@@ -491,3 +491,107 @@ async fn the_admin_sees_queue_depth_and_retries_or_discards_dead_letters() {
     let res = app.request(Method::GET, "/v1/admin/jobs").fetch().await;
     assert_unauthenticated(res).await;
 }
+
+#[tokio::test]
+async fn likes_on_a_hot_post_are_applied_as_one_update_and_reads_stay_exact() {
+    let app = TestApp::spawn_configured(None, |mut state| {
+        // The test applies the counters itself.
+        state.batch.counter_interval = std::time::Duration::from_secs(3_600);
+        state
+    })
+    .await;
+    let (_, owner) = app.tenant("acme").await;
+    let post = app.post(&owner, "hot").await;
+    let mut fans = Vec::new();
+    for _ in 0..8 {
+        fans.push(app.member(&owner, "member").await);
+    }
+    let likes = fans.iter().map(|fan| {
+        app.as_user(fan, Method::POST, &format!("/v1/posts/{post}/like"))
+            .fetch()
+    });
+    for res in futures::future::join_all(likes).await {
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = app
+        .as_user(&owner, Method::POST, &format!("/v1/posts/{post}/comments"))
+        .json(&json!({"content": "nice"}))
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let unlike = app
+        .as_user(&fans[0], Method::DELETE, &format!("/v1/posts/{post}/like"))
+        .fetch()
+        .await;
+    assert_eq!(assert_json(unlike, StatusCode::OK).await["like_count"], 7);
+
+    // Not applied yet: the stored counter is behind, the post read is exact.
+    assert_eq!(
+        count(&app, "SELECT like_count::int8 FROM posts").await,
+        0,
+        "nothing applied yet"
+    );
+    let read = assert_json(
+        app.as_user(&owner, Method::GET, &format!("/v1/posts/{post}"))
+            .fetch()
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (read["like_count"].clone(), read["comment_count"].clone()),
+        (json!(7), json!(1))
+    );
+
+    let applied = tenantry_jobs::counters::flush(&app.state.db)
+        .await
+        .expect("flush");
+    // 1 new post + 8 likes + 1 unlike + 1 comment, into one UPDATE of the post.
+    assert_eq!(applied.deltas, 11);
+    assert_eq!(applied.posts, 1);
+    assert_eq!(count(&app, "SELECT like_count::int8 FROM posts").await, 7);
+    assert_eq!(
+        count(&app, "SELECT comment_count::int8 FROM posts").await,
+        1
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM post_counter_deltas").await,
+        0
+    );
+    let read = assert_json(
+        app.as_user(&owner, Method::GET, &format!("/v1/posts/{post}"))
+            .fetch()
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(read["like_count"], 7);
+    let list = assert_json(
+        app.as_user(&owner, Method::GET, "/v1/posts").fetch().await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(items(&list)[0]["like_count"], 7);
+
+    let stats = assert_json(
+        app.as_user(&owner, Method::GET, "/v1/stats/daily")
+            .fetch()
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let today = &stats["items"][29];
+    assert_eq!(today["posts"], 1);
+    assert_eq!(
+        today["likes"], 8,
+        "likes given today (unlikes not subtracted)"
+    );
+    assert_eq!(today["comments"], 1);
+    assert_eq!(today["active_users"], 9, "the owner and eight fans");
+    assert_eq!(
+        tenantry_jobs::counters::flush(&app.state.db)
+            .await
+            .expect("flush"),
+        Default::default()
+    );
+}
