@@ -185,7 +185,15 @@ impl Application {
         )
         .with_fairness(rate, settings.max_in_flight, settings.db_queue_budget)
         .with_enforcement(settings.fairness)
-        .with_partition_horizon(settings.partition_horizon_months);
+        .with_partition_horizon(settings.partition_horizon_months)
+        .with_batch(
+            tenantry_jobs::ingest::IngestConfig {
+                window: settings.ingest_window,
+                ..Default::default()
+            },
+            settings.job_workers,
+        );
+        state.batch.worker_config.lease = settings.job_lease;
         if let Some(capacity) = settings.db_share {
             state = state.with_db_share(capacity);
         }

@@ -93,6 +93,17 @@ struct Common {
     /// the maintenance worker keeps made ahead.
     #[arg(long, env = "TENANTRY_PARTITION_HORIZON_MONTHS", default_value_t = tenantry_api::config::DEFAULT_PARTITION_HORIZON_MONTHS)]
     partition_horizon_months: u32,
+    /// Job queue workers in this server.
+    #[arg(long, env = "TENANTRY_JOB_WORKERS", default_value_t = 2)]
+    job_workers: usize,
+    /// Seconds a claimed job is leased: a crashed worker's jobs run again
+    /// after this.
+    #[arg(long, env = "TENANTRY_JOB_LEASE_SECS", default_value_t = 60)]
+    job_lease_secs: u64,
+    /// Milliseconds the analytics collector gathers concurrent requests into
+    /// one commit.
+    #[arg(long, env = "TENANTRY_INGEST_WINDOW_MS", default_value_t = 2)]
+    ingest_window_ms: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +139,9 @@ impl Common {
             fairness: self.fairness == Switch::On,
             db_share: self.db_share,
             partition_horizon_months: self.partition_horizon_months,
+            job_workers: self.job_workers,
+            job_lease: Duration::from_secs(self.job_lease_secs),
+            ingest_window: Duration::from_millis(self.ingest_window_ms),
         }
     }
 }
