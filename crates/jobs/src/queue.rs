@@ -218,13 +218,16 @@ impl Job {
     }
 }
 
+/// The cursor that starts a claim's walk over tenants from the top.
+pub const FIRST_CURSOR: Uuid = Uuid::max();
+
 /// The result of one claim.
 #[derive(Debug, Default)]
 pub struct Claimed {
     pub jobs: Vec<Job>,
     /// How many tenants with claimable jobs the claim looked at.
     pub tenants_seen: usize,
-    /// The highest of those tenant ids: where the next claim starts when this
+    /// The lowest of those tenant ids: where the next claim starts when this
     /// one saw as many tenants as it could take.
     pub last_tenant: Option<Uuid>,
     /// Jobs whose lease ran out on their last allowed attempt: dead now.
@@ -234,9 +237,12 @@ pub struct Claimed {
 /// The tenant-fair claim.
 ///
 /// 1. `tenants_ready` is a skip scan of `jobs_claimable`: each step is one
-///    index probe for the next tenant id above the last, so finding the
+///    index probe for the next tenant id below the last, so finding the
 ///    tenants with work costs one probe per tenant, not a scan of anyone's
-///    backlog. It starts after `$1` (the rotating cursor) and stops after
+///    backlog. It walks downwards because a backward probe lands on a
+///    tenant's newest entries (live: just enqueued or leased), while the
+///    oldest end is where finished jobs leave dead index entries until
+///    vacuum. It starts below `$1` (the rotating cursor) and stops after
 ///    `$2` tenants.
 /// 2. Each of those tenants gets an equal share `k` of the batch, and a
 ///    LATERAL takes at most `k` of its due jobs (priority, then due time),
@@ -251,12 +257,12 @@ pub struct Claimed {
 const CLAIM_SQL: &str = "
 WITH RECURSIVE tenants_ready AS (
     (SELECT tenant_id FROM jobs
-     WHERE state IN ('ready', 'running') AND tenant_id > $1
-     ORDER BY tenant_id LIMIT 1)
+     WHERE state IN ('ready', 'running') AND tenant_id < $1
+     ORDER BY tenant_id DESC LIMIT 1)
     UNION ALL
     SELECT (SELECT j.tenant_id FROM jobs j
-            WHERE j.state IN ('ready', 'running') AND j.tenant_id > t.tenant_id
-            ORDER BY j.tenant_id LIMIT 1)
+            WHERE j.state IN ('ready', 'running') AND j.tenant_id < t.tenant_id
+            ORDER BY j.tenant_id DESC LIMIT 1)
     FROM tenants_ready t WHERE t.tenant_id IS NOT NULL
 ),
 picked AS (
@@ -297,7 +303,7 @@ claimed AS (
     RETURNING j.*
 )
 SELECT s.n AS tenants_seen,
-       (SELECT tenant_id FROM picked ORDER BY tenant_id DESC LIMIT 1) AS last_tenant,
+       (SELECT tenant_id FROM picked ORDER BY tenant_id LIMIT 1) AS last_tenant,
        (SELECT count(*) FROM claimed WHERE state = 'dead') AS expired_dead,
        c.*
 FROM share s
@@ -308,8 +314,9 @@ LEFT JOIN (
 ) c ON true
 ORDER BY c.round, c.tenant_id";
 
-/// Claims up to `batch` due jobs, fairly across tenants, starting after
-/// tenant `cursor`, leased for `lease` to `worker`.
+/// Claims up to `batch` due jobs, fairly across tenants, starting below
+/// tenant `cursor` ([`FIRST_CURSOR`] for the top), leased for `lease` to
+/// `worker`.
 pub async fn claim(
     db: &Db,
     cursor: Uuid,

@@ -198,7 +198,7 @@ impl Worker {
             registry: Arc::new(registry),
             config,
             name: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()),
-            cursor: Mutex::new(Uuid::nil()),
+            cursor: Mutex::new(queue::FIRST_CURSOR),
         }
     }
 
@@ -221,7 +221,7 @@ impl Worker {
         // the last, so start there next time. Otherwise start over.
         *cursor = match claimed.last_tenant {
             Some(last) if claimed.tenants_seen as i64 >= self.config.batch_size => last,
-            _ => Uuid::nil(),
+            _ => queue::FIRST_CURSOR,
         };
         drop(cursor);
 

@@ -180,9 +180,15 @@ async fn a_tenant_with_a_big_backlog_does_not_delay_another_tenants_next_job() {
     let tiny_job = f.enqueue(tiny, NewJob::new("noop", json!({}))).await;
 
     // Six slots for three tenants: two each at most, round by round.
-    let claimed = queue::claim(&f.db, Uuid::nil(), 6, Duration::from_secs(30), "test")
-        .await
-        .expect("claim");
+    let claimed = queue::claim(
+        &f.db,
+        queue::FIRST_CURSOR,
+        6,
+        Duration::from_secs(30),
+        "test",
+    )
+    .await
+    .expect("claim");
     let order: Vec<Uuid> = claimed.jobs.iter().map(|j| j.tenant_id).collect();
     assert_eq!(order, vec![big, small, tiny, big, small]);
     assert_eq!(claimed.jobs[2].id, tiny_job);
@@ -202,8 +208,8 @@ async fn more_tenants_than_a_batch_are_served_in_rotation() {
         Registry::new().register("noop", counting.clone()),
         config(2),
     );
-    // Batches of two: tenants 1-2, then 3-4, then 5 (alone after the
-    // cursor, it gets both slots), then 1-2 again.
+    // Batches of two, walking down the tenant ids: tenants 5-4, then 3-2,
+    // then 1 (alone below the cursor, it gets both slots), then 5-4 again.
     let mut served = Vec::new();
     for _ in 0..4 {
         let before: usize = counting.runs.lock().expect("lock").len();
@@ -228,9 +234,9 @@ async fn more_tenants_than_a_batch_are_served_in_rotation() {
         done,
         vec![
             (tenants[0], 2),
-            (tenants[1], 2),
+            (tenants[1], 1),
             (tenants[2], 1),
-            (tenants[3], 1),
+            (tenants[3], 2),
             (tenants[4], 2)
         ]
     );
@@ -246,9 +252,15 @@ async fn higher_priority_jobs_of_a_tenant_run_first() {
     let urgent = f
         .enqueue(t, NewJob::new("noop", json!({})).priority(10))
         .await;
-    let claimed = queue::claim(&f.db, Uuid::nil(), 1, Duration::from_secs(30), "test")
-        .await
-        .expect("claim");
+    let claimed = queue::claim(
+        &f.db,
+        queue::FIRST_CURSOR,
+        1,
+        Duration::from_secs(30),
+        "test",
+    )
+    .await
+    .expect("claim");
     assert_eq!(claimed.jobs[0].id, urgent);
 }
 
@@ -260,9 +272,15 @@ async fn an_abandoned_lease_is_claimed_again_and_the_job_completes_once() {
     };
     let id = f.enqueue(t, NewJob::new("noop", json!({}))).await;
     // A worker claims the job and dies without finishing it.
-    let stale = queue::claim(&f.db, Uuid::nil(), 10, Duration::from_secs(30), "dead")
-        .await
-        .expect("claim");
+    let stale = queue::claim(
+        &f.db,
+        queue::FIRST_CURSOR,
+        10,
+        Duration::from_secs(30),
+        "dead",
+    )
+    .await
+    .expect("claim");
     assert_eq!(stale.jobs.len(), 1);
     let counting = Counting::default();
     let worker = Worker::new(
@@ -418,9 +436,15 @@ async fn a_fan_out_whose_worker_dies_mid_way_notifies_each_member_exactly_once()
         db: f.db.clone(),
         lease: Duration::from_secs(30),
     };
-    let stale = queue::claim(&f.db, Uuid::nil(), 1, Duration::from_secs(30), "dead")
-        .await
-        .expect("claim");
+    let stale = queue::claim(
+        &f.db,
+        queue::FIRST_CURSOR,
+        1,
+        Duration::from_secs(30),
+        "dead",
+    )
+    .await
+    .expect("claim");
     let job = &stale.jobs[0];
     let first = fanout
         .run_chunk(&ctx, job, Uuid::nil())
