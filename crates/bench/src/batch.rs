@@ -56,11 +56,12 @@ pub struct BatchBenchArgs {
     /// No-op jobs through the queue.
     #[arg(long, default_value_t = 200_000)]
     pub jobs: usize,
-    /// Queue workers.
-    #[arg(long, default_value_t = 2)]
+    /// Queue workers (more overlap one worker's round trips with another's
+    /// database work).
+    #[arg(long, default_value_t = 4)]
     pub workers: usize,
     /// Jobs claimed per batch.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 500)]
     pub batch_size: i64,
     /// Database connections.
     #[arg(long, default_value_t = 16)]
