@@ -39,6 +39,13 @@ pub struct Settings {
     pub db_share: Option<usize>,
     /// Months of range partitions made ahead (events, activities, logs).
     pub partition_horizon_months: u32,
+    /// Job queue workers in this server.
+    pub job_workers: usize,
+    /// How long a claimed job is leased: a crashed worker's jobs run again
+    /// after this.
+    pub job_lease: std::time::Duration,
+    /// How long the analytics collector gathers requests into one commit.
+    pub ingest_window: std::time::Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -60,6 +67,9 @@ impl fmt::Debug for Settings {
             .field("fairness", &self.fairness)
             .field("db_share", &self.db_share)
             .field("partition_horizon_months", &self.partition_horizon_months)
+            .field("job_workers", &self.job_workers)
+            .field("job_lease", &self.job_lease)
+            .field("ingest_window", &self.ingest_window)
             .finish()
     }
 }
@@ -82,6 +92,9 @@ impl Default for Settings {
             fairness: true,
             db_share: None,
             partition_horizon_months: DEFAULT_PARTITION_HORIZON_MONTHS,
+            job_workers: 2,
+            job_lease: std::time::Duration::from_secs(60),
+            ingest_window: std::time::Duration::from_millis(2),
         }
     }
 }
@@ -118,6 +131,18 @@ impl Settings {
         if self.max_in_flight == 0 {
             anyhow::bail!("the in-flight cap must be at least 1");
         }
+        anyhow::ensure!(
+            (1..=64).contains(&self.job_workers),
+            "TENANTRY_JOB_WORKERS must be from 1 to 64"
+        );
+        anyhow::ensure!(
+            self.job_lease >= std::time::Duration::from_secs(1),
+            "TENANTRY_JOB_LEASE_SECS must be at least 1"
+        );
+        anyhow::ensure!(
+            self.ingest_window <= std::time::Duration::from_secs(1),
+            "TENANTRY_INGEST_WINDOW_MS must be at most 1000"
+        );
         if !(1..=120).contains(&self.partition_horizon_months) {
             anyhow::bail!("the partition horizon must be 1 to 120 months");
         }

@@ -5,6 +5,7 @@
 //! completes, so tests start a whole server on port 0 in one line.
 
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod maintenance;
 pub mod openapi;

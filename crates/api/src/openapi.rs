@@ -5,7 +5,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::routes::{
-    admin, community, events, journeys, members, ops, posts, search, shares, tenant,
+    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops,
+    posts, search, shares, tenant,
 };
 
 #[derive(OpenApi)]
@@ -25,6 +26,10 @@ use crate::routes::{
         journeys::add_activity, journeys::list_activities,
         search::search,
         community::my_communities, community::feed, shares::share,
+        jobs::overview, jobs::retry, jobs::discard,
+        analytics::ingest, analytics::daily,
+        notifications::announce, notifications::list, notifications::mark_read,
+        audit::list,
         ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
@@ -38,6 +43,9 @@ use crate::routes::{
         (name = "journeys", description = "Journeys and their (monthly-partitioned) activities"),
         (name = "search", description = "Full-text search over a tenant's posts and events"),
         (name = "me", description = "User-scoped: the caller's communities, the cross-community feed, shares"),
+        (name = "analytics", description = "Group-committed analytics events and daily statistics"),
+        (name = "notifications", description = "Announcements and members' notifications"),
+        (name = "audit", description = "The tenant's audit log"),
         (name = "ops", description = "Health and metrics"),
     )
 )]

@@ -19,7 +19,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{Secrets, Settings};
 use crate::routes::{
-    admin, community, events, journeys, members, ops, posts, search, shares, tenant,
+    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops,
+    posts, search, shares, tenant,
 };
 use crate::state::AppState;
 use crate::telemetry;
@@ -89,6 +90,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/me/communities", get(community::my_communities))
         .route("/v1/feed", get(community::feed))
         .route("/v1/shares", post(shares::share))
+        .route("/v1/admin/jobs", get(jobs::overview))
+        .route("/v1/admin/jobs/{id}", axum::routing::delete(jobs::discard))
+        .route("/v1/admin/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/analytics/events", post(analytics::ingest))
+        .route("/v1/stats/daily", get(analytics::daily))
+        .route("/v1/announcements", post(notifications::announce))
+        .route("/v1/notifications", get(notifications::list))
+        .route("/v1/notifications/read", post(notifications::mark_read))
+        .route("/v1/audit-log", get(audit::list))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -115,13 +125,20 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(crate::purge::run(state.clone(), stop_rx.clone()));
     let maintenance = tokio::spawn(crate::maintenance::run(state.clone(), stop_rx.clone()));
-    let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
+    let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx.clone()));
+    let batch = crate::batch::start(&state.db, &state.batch, &stop_rx);
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("The HTTP server failed");
+    // In-flight requests are answered (the collector is still running for
+    // the ones waiting on it); now workers finish their batch and the
+    // collector writes what it holds.
     let _ = stop_tx.send(true);
     let _ = tokio::join!(purge, maintenance, upkeep);
+    for task in batch {
+        let _ = task.await;
+    }
     result
 }
 
@@ -194,7 +211,15 @@ impl Application {
         )
         .with_fairness(rate, settings.max_in_flight, settings.db_queue_budget)
         .with_enforcement(settings.fairness)
-        .with_partition_horizon(settings.partition_horizon_months);
+        .with_partition_horizon(settings.partition_horizon_months)
+        .with_batch(
+            tenantry_jobs::ingest::IngestConfig {
+                window: settings.ingest_window,
+                ..Default::default()
+            },
+            settings.job_workers,
+        );
+        state.batch.worker_config.lease = settings.job_lease;
         if let Some(capacity) = settings.db_share {
             state = state.with_db_share(capacity);
         }

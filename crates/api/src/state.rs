@@ -39,6 +39,8 @@ pub struct AppState {
     /// Wakes the purge worker after a tenant is deleted.
     pub purge_wakeup: Notify,
     pub fairness: Fairness,
+    /// Job workers and the analytics collector.
+    pub batch: crate::batch::Batch,
     /// Months of range partitions the maintenance worker keeps made ahead.
     pub partition_horizon_months: u32,
 }
@@ -130,6 +132,7 @@ impl AppState {
                 .time_to_live(Duration::from_secs(3_600))
                 .build(),
             purge_wakeup: Notify::new(),
+            batch: crate::batch::Batch::new(&db, tenantry_jobs::ingest::IngestConfig::default()),
             fairness: Fairness::new(
                 &db,
                 RateLimiter::local(),
@@ -138,6 +141,18 @@ impl AppState {
             ),
             partition_horizon_months: crate::config::DEFAULT_PARTITION_HORIZON_MONTHS,
         }
+    }
+
+    /// Sets the analytics collector's batching and how many queue workers
+    /// run.
+    pub fn with_batch(
+        mut self,
+        ingest: tenantry_jobs::ingest::IngestConfig,
+        workers: usize,
+    ) -> Self {
+        self.batch = crate::batch::Batch::new(&self.db, ingest);
+        self.batch.workers = workers;
+        self
     }
 
     /// Sets how many months of partitions are made ahead.

@@ -13,17 +13,20 @@
 //!   security is the safety net, not the filter.
 
 pub mod community;
+pub mod audit;
 pub mod embedded;
 mod error;
 pub mod events;
 pub mod journeys;
 pub mod members;
 pub mod migrate;
+pub mod notifications;
 pub mod partitions;
 mod pool;
 pub mod posts;
 pub mod search;
 pub mod shares;
+pub mod stats;
 pub mod tenants;
 pub mod testing;
 pub mod users;

@@ -28,6 +28,27 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "community",
         include_str!("../migrations/V20__community.sql"),
     ),
+    (30, "jobs", include_str!("../migrations/V30__jobs.sql")),
+    (
+        31,
+        "analytics",
+        include_str!("../migrations/V31__analytics.sql"),
+    ),
+    (
+        32,
+        "notifications",
+        include_str!("../migrations/V32__notifications.sql"),
+    ),
+    (
+        33,
+        "audit_log",
+        include_str!("../migrations/V33__audit_log.sql"),
+    ),
+    (
+        34,
+        "counter_deltas",
+        include_str!("../migrations/V34__counter_deltas.sql"),
+    ),
 ];
 
 /// Months of partitions made ahead when migrating (the server's maintenance

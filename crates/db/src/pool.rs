@@ -103,6 +103,8 @@ impl TenantContext {
 pub struct Db {
     pool: Pool,
     mode: StatementMode,
+    /// Kept for connections outside the pool (LISTEN).
+    config: tokio_postgres::Config,
 }
 
 impl Db {
@@ -115,7 +117,7 @@ impl Db {
             config.application_name("tenantry");
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -131,7 +133,23 @@ impl Db {
         Ok(Self {
             pool,
             mode: options.statement_mode,
+            config,
         })
+    }
+
+    /// A new connection outside the pool, as the connecting user, for a
+    /// session that outlives transactions (LISTEN). The caller polls the
+    /// returned connection (it carries the notifications).
+    pub async fn connect_unpooled(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        ),
+        DbError,
+    > {
+        Ok(self.config.connect(NoTls).await?)
     }
 
     /// A connection as the connecting user (the schema owner): for migrations

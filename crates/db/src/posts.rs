@@ -22,6 +22,17 @@ pub struct Post {
 pub(crate) const POST_COLUMNS: &str = "id, author_id, content, like_count, comment_count, \
      created_at, updated_at, origin_tenant_id, origin_id, shared_by";
 
+/// [`POST_COLUMNS`] of `posts` with the post's counter deltas not yet applied
+/// added in (see [`like`]): exact counts for a single post.
+const PENDING_POST_COLUMNS: &str = "id, author_id, content,
+    like_count + coalesce((SELECT sum(likes) FROM post_counter_deltas d
+                           WHERE d.tenant_id = posts.tenant_id AND d.post_id = posts.id), 0)::int
+        AS like_count,
+    comment_count + coalesce((SELECT sum(comments) FROM post_counter_deltas d
+                              WHERE d.tenant_id = posts.tenant_id AND d.post_id = posts.id), 0)::int
+        AS comment_count,
+    created_at, updated_at";
+
 impl Post {
     pub(crate) fn from_row(row: &Row) -> Self {
         Self {
@@ -69,10 +80,18 @@ pub async fn create(
              UPDATE tenants SET post_count = post_count + 1, storage_bytes = storage_bytes + $5
              WHERE id = $1 AND post_count < $6 AND storage_bytes + $5 <= $7
              RETURNING id
+         ),
+         p AS (
+             INSERT INTO posts (tenant_id, id, author_id, content)
+             SELECT id, $2, $3, $4 FROM counted
+             RETURNING {POST_COLUMNS}
+         ),
+         -- Counted in the daily statistics by the counter worker.
+         d AS (
+             INSERT INTO post_counter_deltas (tenant_id, post_id, user_id, posts)
+             SELECT $1, id, $3, 1 FROM p
          )
-         INSERT INTO posts (tenant_id, id, author_id, content)
-         SELECT id, $2, $3, $4 FROM counted
-         RETURNING {POST_COLUMNS}"
+         SELECT {POST_COLUMNS} FROM p"
     );
     let row = tx
         .query_opt(
@@ -176,7 +195,7 @@ pub async fn get_for_member_and_commit(
     let sql = format!(
         "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $3)
          SELECT r.role, p.* FROM r LEFT JOIN LATERAL (
-             SELECT {POST_COLUMNS} FROM posts
+             SELECT {PENDING_POST_COLUMNS} FROM posts
              WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
          ) p ON true"
     );
@@ -254,31 +273,18 @@ pub async fn soft_delete(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<bool, Db
 
 /// Likes a post as `user`; liking twice counts once. Returns the post's like
 /// count, or `None` if the post does not exist.
+///
+/// The count is not updated here: a delta row is recorded in this
+/// transaction and the counter worker applies many of them as one UPDATE per
+/// post, so a hot post's row is not locked by every click. The answer adds
+/// the pending deltas to the stored count.
 pub async fn like(
     tx: &mut Tx,
     tenant: Uuid,
     post: Uuid,
     user: Uuid,
 ) -> Result<Option<i32>, DbError> {
-    let row = tx
-        .query_opt(
-            "WITH p AS (
-                 SELECT id FROM posts
-                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
-             ),
-             ins AS (
-                 INSERT INTO post_likes (tenant_id, post_id, user_id)
-                 SELECT $1, id, $3 FROM p
-                 ON CONFLICT DO NOTHING
-                 RETURNING 1
-             )
-             UPDATE posts SET like_count = like_count + (SELECT count(*) FROM ins)::int
-             WHERE tenant_id = $1 AND id = (SELECT id FROM p)
-             RETURNING like_count",
-            &[&tenant, &post, &user],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
+    like_or_unlike(tx, tenant, post, user, true).await
 }
 
 /// Takes `user`'s like back; unliking twice is a no-op. Returns the like
@@ -289,23 +295,49 @@ pub async fn unlike(
     post: Uuid,
     user: Uuid,
 ) -> Result<Option<i32>, DbError> {
-    let row = tx
-        .query_opt(
-            "WITH p AS (
-                 SELECT id FROM posts
-                 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
-             ),
-             del AS (
-                 DELETE FROM post_likes
-                 WHERE tenant_id = $1 AND post_id = (SELECT id FROM p) AND user_id = $3
-                 RETURNING 1
-             )
-             UPDATE posts SET like_count = like_count - (SELECT count(*) FROM del)::int
-             WHERE tenant_id = $1 AND id = (SELECT id FROM p)
-             RETURNING like_count",
-            &[&tenant, &post, &user],
+    like_or_unlike(tx, tenant, post, user, false).await
+}
+
+async fn like_or_unlike(
+    tx: &mut Tx,
+    tenant: Uuid,
+    post: Uuid,
+    user: Uuid,
+    like: bool,
+) -> Result<Option<i32>, DbError> {
+    let (change, delta) = if like {
+        (
+            "INSERT INTO post_likes (tenant_id, post_id, user_id)
+             SELECT $1, id, $3 FROM p
+             ON CONFLICT DO NOTHING
+             RETURNING post_id",
+            1,
         )
-        .await?;
+    } else {
+        (
+            "DELETE FROM post_likes
+             WHERE tenant_id = $1 AND post_id = (SELECT id FROM p) AND user_id = $3
+             RETURNING post_id",
+            -1,
+        )
+    };
+    let sql = format!(
+        "WITH p AS (
+             SELECT id, like_count FROM posts
+             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+         ),
+         changed AS ({change}),
+         d AS (
+             INSERT INTO post_counter_deltas (tenant_id, post_id, user_id, likes)
+             SELECT $1, post_id, $3, {delta} FROM changed
+         )
+         SELECT (p.like_count
+                 + coalesce((SELECT sum(likes) FROM post_counter_deltas
+                             WHERE tenant_id = $1 AND post_id = $2), 0)
+                 + {delta} * (SELECT count(*) FROM changed))::int
+         FROM p"
+    );
+    let row = tx.query_opt(&sql, &[&tenant, &post, &user]).await?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -337,8 +369,8 @@ impl Comment {
     }
 }
 
-/// Comments on a post and counts it, in one statement. `None` if the post
-/// does not exist.
+/// Comments on a post and records the count's delta, in one statement.
+/// `None` if the post does not exist.
 pub async fn add_comment(
     tx: &mut Tx,
     tenant: Uuid,
@@ -349,13 +381,20 @@ pub async fn add_comment(
     let row = tx
         .query_opt(
             "WITH p AS (
-                 UPDATE posts SET comment_count = comment_count + 1
+                 SELECT id FROM posts
                  WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
-                 RETURNING id
+             ),
+             c AS (
+                 INSERT INTO comments (tenant_id, id, post_id, author_id, content)
+                 SELECT $1, $3, id, $4, $5 FROM p
+                 RETURNING id, post_id, author_id, content, created_at
+             ),
+             -- Counted by the counter worker (coalesced, see `like`).
+             d AS (
+                 INSERT INTO post_counter_deltas (tenant_id, post_id, user_id, comments)
+                 SELECT $1, post_id, $4, 1 FROM c
              )
-             INSERT INTO comments (tenant_id, id, post_id, author_id, content)
-             SELECT $1, $3, id, $4, $5 FROM p
-             RETURNING id, post_id, author_id, content, created_at",
+             SELECT * FROM c",
             &[&tenant, &post, &crate::new_id(), &author, &content],
         )
         .await?;

@@ -166,15 +166,42 @@ pub struct TenantPatch {
     pub limits: Option<Value>,
 }
 
+impl TenantPatch {
+    /// What the change set, for the tenant's audit log.
+    fn audit_details(&self) -> Value {
+        let mut d = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                d.insert(k.to_owned(), v);
+            }
+        };
+        put("name", self.name.clone().map(Value::from));
+        put("tier", self.tier.clone().map(Value::from));
+        put("status", self.status.map(|s| Value::from(s.as_str())));
+        put("domain", self.domain.clone().map(Value::from));
+        put(
+            "join_policy",
+            self.join_policy.map(|j| Value::from(j.as_str())),
+        );
+        put("settings", self.settings.clone());
+        put("features", self.features.clone());
+        put("limits", self.limits.clone());
+        Value::Object(d)
+    }
+}
+
 pub async fn update(
     db: &Db,
     id: Uuid,
     patch: &TenantPatch,
     timeout_ms: u32,
 ) -> Result<Option<Tenant>, DbError> {
-    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    // In the tenant's context: the audit entry is a row of the tenant's log,
+    // written in the same statement as the change.
+    let tx = db.begin(&TenantContext::tenant(id, timeout_ms)).await?;
     let sql = format!(
-        "UPDATE tenants SET
+        "WITH t AS (
+         UPDATE tenants SET
              name = COALESCE($2, name),
              tier = COALESCE($3, tier),
              status = COALESCE($4, status),
@@ -185,8 +212,15 @@ pub async fn update(
              limits = COALESCE(tenantry_merge_patch(limits, $10), limits),
              updated_at = now()
          WHERE id = $1 AND status <> 'deleted'
-         RETURNING {COLUMNS}"
+         RETURNING {COLUMNS}
+         ),
+         audited AS (
+             INSERT INTO audit_log (tenant_id, created_at, id, actor_id, action, target, details)
+             SELECT id, now(), $11, NULL, 'tenant.update', id::text, $12 FROM t
+         )
+         SELECT {COLUMNS} FROM t"
     );
+    let details = patch.audit_details();
     let domain_set = patch.domain.is_some();
     let domain = patch.domain.clone().flatten();
     let rows = tx
@@ -203,6 +237,8 @@ pub async fn update(
                 &patch.settings,
                 &patch.features,
                 &patch.limits,
+                &crate::new_id(),
+                &details,
             ],
         )
         .await?;
@@ -249,7 +285,20 @@ pub async fn purge(db: &Db, id: Uuid, timeout_ms: u32) -> Result<u64, DbError> {
     let ctx = TenantContext::tenant(id, timeout_ms);
     let mut removed = 0;
     // Children first, so each chunk's cascades stay small.
-    for table in ["comments", "post_likes", "posts", "memberships"] {
+    for table in [
+        "jobs",
+        "post_counter_deltas",
+        "notifications",
+        "announcements",
+        "analytics_events",
+        "daily_active_users",
+        "tenant_daily_stats",
+        "audit_log",
+        "comments",
+        "post_likes",
+        "posts",
+        "memberships",
+    ] {
         let sql = format!(
             "DELETE FROM {table} WHERE tenant_id = $1 AND ctid = ANY (ARRAY(
                  SELECT ctid FROM {table} WHERE tenant_id = $1 LIMIT $2))"

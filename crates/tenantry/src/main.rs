@@ -32,6 +32,10 @@ enum Command {
     /// Drives a multi-tenant HTTP workload; prints per-tenant latency and
     /// throughput, writes JSON and an HTML report.
     Bench(Box<tenantry_bench::bench::BenchArgs>),
+    /// Measures the batch machinery in-process on a throwaway database:
+    /// group-commit ingestion against one INSERT per event, and no-op jobs
+    /// through the queue.
+    BenchBatch(tenantry_bench::batch::BatchBenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -89,6 +93,17 @@ struct Common {
     /// the maintenance worker keeps made ahead.
     #[arg(long, env = "TENANTRY_PARTITION_HORIZON_MONTHS", default_value_t = tenantry_api::config::DEFAULT_PARTITION_HORIZON_MONTHS)]
     partition_horizon_months: u32,
+    /// Job queue workers in this server.
+    #[arg(long, env = "TENANTRY_JOB_WORKERS", default_value_t = 2)]
+    job_workers: usize,
+    /// Seconds a claimed job is leased: a crashed worker's jobs run again
+    /// after this.
+    #[arg(long, env = "TENANTRY_JOB_LEASE_SECS", default_value_t = 60)]
+    job_lease_secs: u64,
+    /// Milliseconds the analytics collector gathers concurrent requests into
+    /// one commit.
+    #[arg(long, env = "TENANTRY_INGEST_WINDOW_MS", default_value_t = 2)]
+    ingest_window_ms: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,6 +139,9 @@ impl Common {
             fairness: self.fairness == Switch::On,
             db_share: self.db_share,
             partition_horizon_months: self.partition_horizon_months,
+            job_workers: self.job_workers,
+            job_lease: Duration::from_secs(self.job_lease_secs),
+            ingest_window: Duration::from_millis(self.ingest_window_ms),
         }
     }
 }
@@ -209,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Seed(args) => tenantry_bench::seed::run(args).await,
         Command::Bench(args) => tenantry_bench::bench::run(*args).await,
+        Command::BenchBatch(args) => tenantry_bench::batch::run(args).await,
     }
 }
 

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tenantry_core::{JoinPolicy, Role};
 use tenantry_db::DbError;
 use tenantry_db::members::{self, Member};
@@ -81,6 +82,13 @@ pub async fn add_member(
     let member = members::add(&mut scope.tx, scope.tenant.id, body.user_id, role, max)
         .await
         .map_err(already_member)?;
+    audit(
+        &mut scope,
+        "member.add",
+        body.user_id,
+        json!({ "role": role.as_str() }),
+    )
+    .await?;
     scope.tx.commit().await?;
     Ok((StatusCode::CREATED, Json(member.into())))
 }
@@ -109,6 +117,8 @@ pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), Ap
     )
     .await
     .map_err(already_member)?;
+    let me = scope.user.id;
+    audit(&mut scope, "member.join", me, json!({})).await?;
     scope.tx.commit().await?;
     Ok((StatusCode::CREATED, Json(member.into())))
 }
@@ -185,6 +195,13 @@ pub async fn change_role(
     let member = members::set_role(&mut scope.tx, tenant, user_id, role)
         .await?
         .ok_or_else(|| ApiError::not_found("member"))?;
+    audit(
+        &mut scope,
+        "member.role",
+        user_id,
+        json!({ "from": target.as_str(), "to": role.as_str() }),
+    )
+    .await?;
     scope.tx.commit().await?;
     Ok(Json(member.into()))
 }
@@ -225,8 +242,40 @@ pub async fn remove_member(
     if !members::remove(&mut scope.tx, tenant, user_id).await? {
         return Err(ApiError::not_found("member"));
     }
+    let action = if leaving {
+        "member.leave"
+    } else {
+        "member.remove"
+    };
+    audit(
+        &mut scope,
+        action,
+        user_id,
+        json!({ "role": target.as_str() }),
+    )
+    .await?;
     scope.tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records a membership change in the audit log, in the change's transaction.
+async fn audit(
+    scope: &mut Scope,
+    action: &str,
+    member: Uuid,
+    details: serde_json::Value,
+) -> Result<(), ApiError> {
+    let (tenant, actor) = (scope.tenant.id, scope.user.id);
+    tenantry_db::audit::record(
+        &mut scope.tx,
+        tenant,
+        Some(actor),
+        action,
+        Some(&member.to_string()),
+        &details,
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -124,7 +124,8 @@ pub async fn get_post(scope: Scope, Path(id): Path<Uuid>) -> Result<Json<PostVie
 }
 
 /// 404 if the post is not there; 403 unless the caller wrote it or moderates.
-async fn check_may_moderate(scope: &mut Scope, id: Uuid) -> Result<(), ApiError> {
+/// True when the caller acts as a moderator (on someone else's post).
+async fn check_may_moderate(scope: &mut Scope, id: Uuid) -> Result<bool, ApiError> {
     let role = scope.member().await?;
     let post = posts::get_for_update(&mut scope.tx, scope.tenant.id, id)
         .await?
@@ -134,7 +135,7 @@ async fn check_may_moderate(scope: &mut Scope, id: Uuid) -> Result<(), ApiError>
             "only the author or a moderator may change this post".to_owned(),
         ));
     }
-    Ok(())
+    Ok(post.author_id != scope.user.id)
 }
 
 #[utoipa::path(patch, path = "/v1/posts/{id}", tag = "posts", request_body = PostBody,
@@ -160,9 +161,21 @@ pub async fn edit_post(
               (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [])))]
 pub async fn delete_post(mut scope: Scope, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
-    check_may_moderate(&mut scope, id).await?;
+    let moderated = check_may_moderate(&mut scope, id).await?;
     if !posts::soft_delete(&mut scope.tx, scope.tenant.id, id).await? {
         return Err(post_not_found());
+    }
+    if moderated {
+        // In the deletion's transaction: the entry exists iff the post went.
+        tenantry_db::audit::record(
+            &mut scope.tx,
+            scope.tenant.id,
+            Some(scope.user.id),
+            "post.moderate",
+            Some(&id.to_string()),
+            &serde_json::json!({ "action": "delete" }),
+        )
+        .await?;
     }
     scope.tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

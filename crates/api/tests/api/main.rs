@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod batch;
 mod conventions;
 mod embedded;
 mod events;

@@ -168,6 +168,7 @@ pub async fn discover(d: &Discovery<'_>) -> anyhow::Result<Workload> {
                 .collect();
             let body = json!({"limits": {
                 "rate_per_sec": LIFTED_RATE, "burst": LIFTED_RATE, "user_rate_per_sec": LIFTED_RATE,
+                "analytics_events_per_day": LIFTED_EVENTS_PER_DAY,
             }});
             let answer = conn
                 .send(
@@ -248,7 +249,16 @@ async fn deep_cursor(
 }
 
 /// The limit overrides `--limits lift` sets (and restores afterwards).
-const LIFTED_KEYS: &[&str] = &["rate_per_sec", "burst", "user_rate_per_sec"];
+const LIFTED_KEYS: &[&str] = &[
+    "rate_per_sec",
+    "burst",
+    "user_rate_per_sec",
+    "analytics_events_per_day",
+];
+
+/// The daily analytics quota `--limits lift` sets: the ingest scenario
+/// sends millions of events.
+pub const LIFTED_EVENTS_PER_DAY: u64 = 1_000_000_000_000;
 
 /// Puts back the rate-limit overrides the tenants had before the run (a key
 /// they did not override is removed again), so a bench leaves the target's

@@ -46,7 +46,7 @@ pub enum Scenario {
     Search,
     /// The first page of posts against a page `--deep-rows` deep.
     DeepPage,
-    /// Analytics ingestion (needs `POST /v1/analytics/events`).
+    /// Analytics ingestion: batches of 100 events per request, group-committed.
     Ingest,
     /// `GET /healthz`: the HTTP framework's ceiling on this machine, for
     /// reading the other results as ratios.
@@ -73,14 +73,6 @@ impl Scenario {
         !matches!(self, Scenario::Healthz)
     }
 
-    /// Fails early for scenarios whose endpoints do not exist yet.
-    pub fn check_available(self) -> anyhow::Result<()> {
-        match self {
-            Scenario::Ingest => Err(ingest::unavailable()),
-            _ => Ok(()),
-        }
-    }
-
     pub fn plan(self, ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
         match self {
             Scenario::Read => read::plan(ctx),
@@ -90,7 +82,7 @@ impl Scenario {
             Scenario::Feed => feed::plan(ctx),
             Scenario::Search => search::plan(ctx),
             Scenario::DeepPage => deep_page::plan(ctx),
-            Scenario::Ingest => Err(ingest::unavailable()),
+            Scenario::Ingest => ingest::plan(ctx),
             Scenario::Healthz => healthz::plan(ctx),
         }
     }

@@ -1,0 +1,80 @@
+//! The server's batch machinery: job workers, the NOTIFY listener that wakes
+//! them, the coalesced counter apply and the group-committed analytics
+//! collector. [`start`] spawns them
+//! all; they stop when the server's stop signal fires, the collector after
+//! writing (and answering) everything already submitted.
+
+use std::sync::Arc;
+
+use tenantry_db::Db;
+use tenantry_jobs::announcements::{self, FanOut};
+use tenantry_jobs::ingest::{self, Collector, Ingest, IngestConfig};
+use tenantry_jobs::{Registry, Worker, WorkerConfig};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+/// What the handlers and the server share of the batch machinery.
+pub struct Batch {
+    /// Where `POST /v1/analytics/events` submits.
+    pub ingest: Ingest,
+    /// Taken by [`start`]; a server runs one collector.
+    collector: std::sync::Mutex<Option<Collector>>,
+    /// Woken by the NOTIFY listener.
+    pub wake: Arc<Notify>,
+    /// Queue workers per server.
+    pub workers: usize,
+    pub worker_config: WorkerConfig,
+    /// How often post counter deltas are applied.
+    pub counter_interval: std::time::Duration,
+}
+
+impl Batch {
+    pub fn new(db: &Db, ingest: IngestConfig) -> Self {
+        let (handle, collector) = ingest::channel(db.clone(), ingest);
+        Self {
+            ingest: handle,
+            collector: std::sync::Mutex::new(Some(collector)),
+            wake: Arc::new(Notify::new()),
+            workers: 2,
+            worker_config: WorkerConfig::default(),
+            counter_interval: std::time::Duration::from_secs(1),
+        }
+    }
+
+    /// Every job kind the server runs, with its handler.
+    pub fn registry() -> Registry {
+        Registry::new().register(announcements::FANOUT, FanOut::default())
+    }
+}
+
+/// Spawns the workers, the listener and the collector.
+pub fn start(db: &Db, batch: &Batch, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let collector = batch
+        .collector
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(collector) = collector {
+        tasks.push(tokio::spawn(collector.run(stop.clone())));
+    }
+    tasks.push(tokio::spawn(tenantry_jobs::worker::listen(
+        db.clone(),
+        batch.wake.clone(),
+        stop.clone(),
+    )));
+    tasks.push(tokio::spawn(tenantry_jobs::counters::run(
+        db.clone(),
+        batch.counter_interval,
+        stop.clone(),
+    )));
+    for _ in 0..batch.workers {
+        let worker = Arc::new(Worker::new(
+            db.clone(),
+            Batch::registry(),
+            batch.worker_config.clone(),
+        ));
+        tasks.push(tokio::spawn(worker.run(batch.wake.clone(), stop.clone())));
+    }
+    tasks
+}

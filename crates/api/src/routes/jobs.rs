@@ -1,0 +1,122 @@
+//! The platform admin's view of the job queue: depth by queue and tenant,
+//! failures and dead letters; retry or discard a dead letter.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tenantry_jobs::queue;
+use uuid::Uuid;
+
+use crate::auth::PlatformAdmin;
+use crate::problem::{ApiError, Json, Path};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueDepthView {
+    pub queue: String,
+    pub tenant_id: Uuid,
+    pub tenant_slug: Option<String>,
+    /// Waiting (due or backing off).
+    pub ready: i64,
+    /// Leased to a worker.
+    pub running: i64,
+    /// Waiting for a retry after a failed attempt.
+    pub retrying: i64,
+    pub dead: i64,
+    /// Age of the oldest due job, in seconds.
+    pub oldest_ready_secs: Option<f64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadJobView {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub queue: String,
+    pub kind: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobsView {
+    /// By queue and tenant, busiest first (at most 1,000 rows).
+    pub depth: Vec<QueueDepthView>,
+    /// The 100 most recent dead letters.
+    pub dead_letters: Vec<DeadJobView>,
+}
+
+#[utoipa::path(get, path = "/v1/admin/jobs", tag = "admin",
+    responses((status = 200, body = JobsView)), security(("admin_token" = [])))]
+pub async fn overview(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<JobsView>, ApiError> {
+    let (depth, dead) =
+        futures::try_join!(queue::depth(&state.db), queue::dead_letters(&state.db, 100))?;
+    Ok(Json(JobsView {
+        depth: depth
+            .into_iter()
+            .map(|d| QueueDepthView {
+                queue: d.queue,
+                tenant_id: d.tenant_id,
+                tenant_slug: d.tenant_slug,
+                ready: d.ready,
+                running: d.running,
+                retrying: d.retrying,
+                dead: d.dead,
+                oldest_ready_secs: d.oldest_ready_secs,
+            })
+            .collect(),
+        dead_letters: dead
+            .into_iter()
+            .map(|d| DeadJobView {
+                id: d.id,
+                tenant_id: d.tenant_id,
+                queue: d.queue,
+                kind: d.kind,
+                attempts: d.attempts,
+                last_error: d.last_error,
+                created_at: d.created_at,
+                finished_at: d.finished_at,
+            })
+            .collect(),
+    }))
+}
+
+/// Puts a dead letter back in the queue with fresh attempts. 404 unless the
+/// job is dead.
+#[utoipa::path(post, path = "/v1/admin/jobs/{id}/retry", tag = "admin",
+    responses((status = 204), (status = 404, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn retry(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    if queue::retry_dead(&state.db, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("dead job"))
+    }
+}
+
+/// Discards a dead letter. 404 unless the job is dead.
+#[utoipa::path(delete, path = "/v1/admin/jobs/{id}", tag = "admin",
+    responses((status = 204), (status = 404, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn discard(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    if queue::discard_dead(&state.db, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("dead job"))
+    }
+}

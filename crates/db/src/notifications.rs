@@ -1,0 +1,119 @@
+//! A member's notifications in one tenant (written by the announcement
+//! fan-out in crates/jobs).
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::{DbError, Keyset, Tx};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub id: Uuid,
+    pub announcement_id: Option<Uuid>,
+    pub title: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl Notification {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            announcement_id: row.get("announcement_id"),
+            title: row.get("title"),
+            message: row.get("message"),
+            created_at: row.get("created_at"),
+            read_at: row.get("read_at"),
+        }
+    }
+
+    pub fn keyset(&self) -> Keyset {
+        Keyset {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// A page of `user`'s notifications, newest first, after `after`; only
+/// unread ones if `unread` (walking the partial unread index). Checks the
+/// membership in the same statement and commits: `None` for a non-member.
+pub async fn list_for_member_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    user: Uuid,
+    unread: bool,
+    after: Option<Keyset>,
+    limit: i64,
+) -> Result<Option<Vec<Notification>>, DbError> {
+    let filter = if unread { "AND read_at IS NULL" } else { "" };
+    let keyset = if after.is_some() {
+        "AND (created_at, id) < ($4, $5)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2)
+         SELECT r.role AS caller_role, n.* FROM r LEFT JOIN LATERAL (
+             SELECT id, announcement_id, title, message, created_at, read_at
+             FROM notifications
+             WHERE tenant_id = $1 AND user_id = $2 {filter} {keyset}
+             ORDER BY created_at DESC, id DESC LIMIT $3
+         ) n ON true"
+    );
+    let rows = match after {
+        None => tx.query_and_commit(&sql, &[&tenant, &user, &limit]).await?,
+        Some(k) => {
+            tx.query_and_commit(&sql, &[&tenant, &user, &limit, &k.created_at, &k.id])
+                .await?
+        }
+    };
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.iter()
+            .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+            .map(Notification::from_row)
+            .collect(),
+    ))
+}
+
+/// Marks `user`'s notifications read: the ones in `ids`, or all unread ones
+/// when `ids` is `None`. Returns how many changed, or `None` for a
+/// non-member; commits.
+pub async fn mark_read_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    user: Uuid,
+    ids: Option<&[Uuid]>,
+) -> Result<Option<i64>, DbError> {
+    let which = if ids.is_some() {
+        "AND id = ANY ($3)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2),
+         u AS (
+             UPDATE notifications SET read_at = now()
+             WHERE tenant_id = $1 AND user_id = $2 AND read_at IS NULL {which}
+               AND EXISTS (SELECT 1 FROM r)
+             RETURNING 1
+         )
+         SELECT EXISTS (SELECT 1 FROM r) AS member, (SELECT count(*) FROM u) AS changed"
+    );
+    let rows = match ids {
+        None => tx.query_and_commit(&sql, &[&tenant, &user]).await?,
+        Some(ids) => tx.query_and_commit(&sql, &[&tenant, &user, &ids]).await?,
+    };
+    let row = rows
+        .first()
+        .ok_or_else(|| DbError::Other(anyhow::anyhow!("mark read returned no row")))?;
+    if !row.get::<_, bool>("member") {
+        return Ok(None);
+    }
+    Ok(Some(row.get("changed")))
+}

@@ -1,0 +1,24 @@
+//! Tenantry's batch processing.
+//!
+//! - [`queue`]: the durable job queue in PostgreSQL. Jobs are enqueued inside
+//!   the caller's transaction (a job exists iff its cause committed), claimed
+//!   in tenant-fair batches with `FOR UPDATE SKIP LOCKED`, leased, retried
+//!   with exponential backoff and jitter, and dead-lettered after their
+//!   attempts run out.
+//! - [`worker`]: runs claimed jobs through their handlers; woken by
+//!   LISTEN/NOTIFY, polling as a fallback; [`worker::Worker::run_one_batch`]
+//!   for tests.
+//! - [`ingest`]: the group-committed analytics collector.
+//! - [`announcements`]: the announcement fan-out job.
+//! - [`counters`]: the coalesced apply of post counter deltas.
+
+pub mod announcements;
+pub mod counters;
+pub mod ingest;
+pub mod queue;
+pub mod worker;
+
+pub use queue::{Enqueued, Job, NewJob, enqueue};
+pub use worker::{
+    BatchReport, Done, Handler, JobContext, JobError, Registry, Worker, WorkerConfig,
+};

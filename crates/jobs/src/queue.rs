@@ -1,0 +1,619 @@
+//! The queue's SQL: enqueue (inside the caller's transaction), claim
+//! (tenant-fair, `FOR UPDATE SKIP LOCKED`), complete, fail with backoff, and
+//! the admin operations on dead letters.
+//!
+//! A job's lease is its `run_at` while it is `running`: a claim sets it to
+//! now + lease, and a running job whose lease ran out is claimable again. The
+//! claim counts an attempt, and that count is the job's fencing token: a
+//! worker completes, fails or extends a job only while `attempts` is still the
+//! number it claimed, so a worker that lost its lease (it stalled, another
+//! worker re-claimed the job) can no longer change it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tenantry_db::{Db, DbError, Tx};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+/// The channel a committed enqueue notifies, waking idle workers.
+pub const CHANNEL: &str = "tenantry_jobs";
+
+/// Statement timeout of the queue's own statements (claims, completions).
+const QUEUE_STATEMENT_TIMEOUT_MS: u32 = 30_000;
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub queue: String,
+    pub kind: String,
+    pub payload: Value,
+    /// Higher runs first within its tenant.
+    pub priority: i16,
+    /// After this many attempts a failing job becomes a dead letter.
+    pub max_attempts: i32,
+    /// One job per tenant and key: enqueueing the same key again returns the
+    /// existing job.
+    pub idempotency_key: Option<String>,
+    /// Not before this time (default: now).
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    pub fn new(kind: &str, payload: Value) -> Self {
+        Self {
+            queue: "default".to_owned(),
+            kind: kind.to_owned(),
+            payload,
+            priority: 0,
+            max_attempts: 5,
+            idempotency_key: None,
+            run_at: None,
+        }
+    }
+
+    pub fn queue(mut self, queue: &str) -> Self {
+        self.queue = queue.to_owned();
+        self
+    }
+
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    pub fn max_attempts(mut self, n: i32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    pub fn idempotency_key(mut self, key: &str) -> Self {
+        self.idempotency_key = Some(key.to_owned());
+        self
+    }
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: Uuid,
+    /// False when the idempotency key named a job that already existed.
+    pub created: bool,
+}
+
+/// Enqueues `job` for `tenant` inside `tx`: the job exists if and only if the
+/// caller's transaction commits, and committing wakes the workers (NOTIFY is
+/// delivered at commit).
+pub async fn enqueue(tx: &mut Tx, tenant: Uuid, job: &NewJob) -> Result<Enqueued, DbError> {
+    let id = tenantry_db::new_id();
+    let rows = tx
+        .query(
+            "WITH ins AS (
+                 INSERT INTO jobs (tenant_id, id, queue, kind, payload, priority, max_attempts,
+                                   idempotency_key, run_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, now()))
+                 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+                 DO NOTHING
+                 RETURNING id
+             )
+             SELECT ins.id, true AS created
+             FROM ins CROSS JOIN LATERAL (SELECT pg_notify('tenantry_jobs', '')) n
+             UNION ALL
+             SELECT id, false FROM jobs
+             WHERE tenant_id = $1 AND idempotency_key = $8 AND NOT EXISTS (SELECT 1 FROM ins)",
+            &[
+                &tenant,
+                &id,
+                &job.queue,
+                &job.kind,
+                &job.payload,
+                &job.priority,
+                &job.max_attempts,
+                &job.idempotency_key,
+                &job.run_at,
+            ],
+        )
+        .await?;
+    if let Some(row) = rows.first() {
+        return Ok(Enqueued {
+            id: row.get(0),
+            created: row.get(1),
+        });
+    }
+    // The key's job was committed by a concurrent transaction after this
+    // statement's snapshot: a new statement sees it.
+    let row = tx
+        .query_one(
+            "SELECT id FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2",
+            &[&tenant, &job.idempotency_key],
+        )
+        .await?;
+    Ok(Enqueued {
+        id: row.get(0),
+        created: false,
+    })
+}
+
+/// Enqueues many jobs in one statement (for tenants all in `tx`'s context).
+/// Jobs with idempotency keys already taken are skipped. Returns how many
+/// were created.
+pub async fn enqueue_many(tx: &mut Tx, jobs: &[(Uuid, NewJob)]) -> Result<u64, DbError> {
+    let mut tenants = Vec::with_capacity(jobs.len());
+    let mut ids = Vec::with_capacity(jobs.len());
+    let mut queues = Vec::with_capacity(jobs.len());
+    let mut kinds = Vec::with_capacity(jobs.len());
+    let mut payloads = Vec::with_capacity(jobs.len());
+    let mut priorities = Vec::with_capacity(jobs.len());
+    let mut max_attempts = Vec::with_capacity(jobs.len());
+    let mut keys = Vec::with_capacity(jobs.len());
+    for (tenant, job) in jobs {
+        tenants.push(*tenant);
+        ids.push(tenantry_db::new_id());
+        queues.push(job.queue.as_str());
+        kinds.push(job.kind.as_str());
+        payloads.push(&job.payload);
+        priorities.push(job.priority);
+        max_attempts.push(job.max_attempts);
+        keys.push(job.idempotency_key.as_deref());
+    }
+    let rows = tx
+        .query(
+            "WITH ins AS (
+                 INSERT INTO jobs (tenant_id, id, queue, kind, payload, priority, max_attempts,
+                                   idempotency_key)
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[],
+                                      $5::jsonb[], $6::int2[], $7::int4[], $8::text[])
+                 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+                 DO NOTHING
+                 RETURNING 1
+             )
+             SELECT count(*) FROM ins CROSS JOIN LATERAL (SELECT pg_notify('tenantry_jobs', '')) n",
+            &[
+                &tenants,
+                &ids,
+                &queues,
+                &kinds,
+                &payloads,
+                &priorities,
+                &max_attempts,
+                &keys,
+            ],
+        )
+        .await?;
+    Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+}
+
+/// A claimed job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
+    pub queue: String,
+    pub kind: String,
+    pub payload: Value,
+    pub progress: Option<Value>,
+    pub priority: i16,
+    /// This claim's attempt number (1 for the first run): the fencing token.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Job {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            tenant_id: row.get("tenant_id"),
+            id: row.get("id"),
+            queue: row.get("queue"),
+            kind: row.get("kind"),
+            payload: row.get("payload"),
+            progress: row.get("progress"),
+            priority: row.get("priority"),
+            attempt: row.get("attempts"),
+            max_attempts: row.get("max_attempts"),
+            created_at: row.get("created_at"),
+        }
+    }
+}
+
+/// The cursor that starts a claim's walk over tenants from the top.
+pub const FIRST_CURSOR: Uuid = Uuid::max();
+
+/// The result of one claim.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub jobs: Vec<Job>,
+    /// How many tenants with claimable jobs the claim looked at.
+    pub tenants_seen: usize,
+    /// The lowest of those tenant ids: where the next claim starts when this
+    /// one saw as many tenants as it could take.
+    pub last_tenant: Option<Uuid>,
+    /// Jobs whose lease ran out on their last allowed attempt: dead now.
+    pub expired_dead: usize,
+}
+
+/// The tenant-fair claim.
+///
+/// 1. `tenants_ready` is a skip scan of `jobs_claimable`: each step is one
+///    index probe for the next tenant id below the last, so finding the
+///    tenants with work costs one probe per tenant, not a scan of anyone's
+///    backlog. It walks downwards because a backward probe lands on a
+///    tenant's newest entries (live: just enqueued or leased), while the
+///    oldest end is where finished jobs leave dead index entries until
+///    vacuum. It starts below `$1` (the rotating cursor) and stops after
+///    `$2` tenants.
+/// 2. Each of those tenants gets an equal share `k` of the batch, and a
+///    LATERAL takes at most `k` of its due jobs (priority, then due time),
+///    locking them with `SKIP LOCKED` so concurrent workers never wait on or
+///    double-claim each other's jobs. The batch is ordered round by round:
+///    every tenant's first job, then every tenant's second, and so on.
+/// 3. The claimed rows start their lease; a job whose lease ran out on its
+///    last allowed attempt becomes dead instead.
+///
+/// So a tenant with a million queued jobs takes at most `k` of a batch, and
+/// another tenant's job waits for no more than the next batch.
+const CLAIM_SQL: &str = "
+WITH RECURSIVE tenants_ready AS (
+    (SELECT tenant_id FROM jobs
+     WHERE state IN ('ready', 'running') AND tenant_id < $1
+     ORDER BY tenant_id DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.tenant_id FROM jobs j
+            WHERE j.state IN ('ready', 'running') AND j.tenant_id < t.tenant_id
+            ORDER BY j.tenant_id DESC LIMIT 1)
+    FROM tenants_ready t WHERE t.tenant_id IS NOT NULL
+),
+picked AS (
+    SELECT tenant_id FROM tenants_ready WHERE tenant_id IS NOT NULL LIMIT $2
+),
+share AS (
+    SELECT count(*) AS n,
+           greatest(1, ceil($2::float8 / greatest(count(*), 1)))::int8 AS k
+    FROM picked
+),
+candidates AS (
+    SELECT c.tenant_id, c.id, c.rn
+    FROM picked p CROSS JOIN share
+    CROSS JOIN LATERAL (
+        SELECT l.tenant_id, l.id, row_number() OVER () AS rn FROM (
+            SELECT j.tenant_id, j.id FROM jobs j
+            WHERE j.tenant_id = p.tenant_id AND j.state IN ('ready', 'running')
+              AND j.run_at <= now()
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT share.k
+            FOR UPDATE SKIP LOCKED
+        ) l
+    ) c
+    ORDER BY c.rn, c.tenant_id
+    LIMIT $2
+),
+claimed AS (
+    UPDATE jobs j SET
+        state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'running' END,
+        attempts = CASE WHEN j.attempts >= j.max_attempts THEN j.attempts ELSE j.attempts + 1 END,
+        run_at = now() + $3::int8 * interval '1 millisecond',
+        locked_by = $4,
+        finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+        last_error = CASE WHEN j.attempts >= j.max_attempts
+                          THEN 'lease expired on the last attempt' ELSE j.last_error END
+    FROM candidates c
+    WHERE j.tenant_id = c.tenant_id AND j.id = c.id
+    RETURNING j.*
+)
+SELECT s.n AS tenants_seen,
+       (SELECT tenant_id FROM picked ORDER BY tenant_id LIMIT 1) AS last_tenant,
+       (SELECT count(*) FROM claimed WHERE state = 'dead') AS expired_dead,
+       c.*
+FROM share s
+LEFT JOIN (
+    SELECT cl.*, k.rn AS round FROM claimed cl
+    JOIN candidates k ON k.tenant_id = cl.tenant_id AND k.id = cl.id
+    WHERE cl.state = 'running'
+) c ON true
+ORDER BY c.round, c.tenant_id";
+
+/// Claims up to `batch` due jobs, fairly across tenants, starting below
+/// tenant `cursor` ([`FIRST_CURSOR`] for the top), leased for `lease` to
+/// `worker`.
+pub async fn claim(
+    db: &Db,
+    cursor: Uuid,
+    batch: i64,
+    lease: Duration,
+    worker: &str,
+) -> Result<Claimed, DbError> {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let rows = as_worker(db, CLAIM_SQL, &[&cursor, &batch, &lease_ms, &worker]).await?;
+    let mut claimed = Claimed::default();
+    if let Some(first) = rows.first() {
+        claimed.tenants_seen = first.get::<_, i64>("tenants_seen") as usize;
+        claimed.last_tenant = first.get("last_tenant");
+        claimed.expired_dead = first.get::<_, i64>("expired_dead") as usize;
+    }
+    claimed.jobs = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+        .map(Job::from_row)
+        .collect();
+    Ok(claimed)
+}
+
+/// Marks jobs done, each only if it is still this claim's (fenced by its
+/// attempt). Returns how many were.
+pub async fn complete(db: &Db, jobs: &[&Job]) -> Result<u64, DbError> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let tenants: Vec<Uuid> = jobs.iter().map(|j| j.tenant_id).collect();
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
+    let rows = as_worker(
+        db,
+        "WITH d AS (
+             UPDATE jobs j SET state = 'done', finished_at = now(), locked_by = NULL
+             FROM unnest($1::uuid[], $2::uuid[], $3::int4[]) AS f(tenant_id, id, attempts)
+             WHERE j.tenant_id = f.tenant_id AND j.id = f.id AND j.attempts = f.attempts
+               AND j.state = 'running'
+             RETURNING 1
+         )
+         SELECT count(*) FROM d",
+        &[&tenants, &ids, &attempts],
+    )
+    .await?;
+    Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+}
+
+/// Completes `job` inside the tenant transaction that did its work, so the
+/// work and the completion commit together or not at all. False if the job
+/// is no longer this claim's (its lease ran out and another worker has it):
+/// the caller must then roll back.
+pub async fn complete_in(tx: &mut Tx, job: &Job) -> Result<bool, DbError> {
+    let n = tx
+        .execute(
+            "UPDATE jobs SET state = 'done', finished_at = now(), locked_by = NULL
+             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state = 'running'",
+            &[&job.tenant_id, &job.id, &job.attempt],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Records `progress` and extends the lease by `lease`, inside the tenant
+/// transaction that did the work the progress describes. False if the job is
+/// no longer this claim's: the caller must roll back.
+pub async fn checkpoint_in(
+    tx: &mut Tx,
+    job: &Job,
+    progress: &Value,
+    lease: Duration,
+) -> Result<bool, DbError> {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let n = tx
+        .execute(
+            "UPDATE jobs SET progress = $4, run_at = now() + $5::int8 * interval '1 millisecond'
+             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state = 'running'",
+            &[&job.tenant_id, &job.id, &job.attempt, progress, &lease_ms],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// A failed attempt.
+#[derive(Debug, Clone)]
+pub struct Failure<'a> {
+    pub job: &'a Job,
+    pub error: String,
+    /// When to try again (ignored when the attempts are used up).
+    pub retry_in: Duration,
+}
+
+/// Records failed attempts: back to `ready` after each one's delay, or dead
+/// when its attempts are used up. Fenced like [`complete`]. Returns how many
+/// became dead.
+pub async fn fail(db: &Db, failures: &[Failure<'_>]) -> Result<u64, DbError> {
+    if failures.is_empty() {
+        return Ok(0);
+    }
+    let tenants: Vec<Uuid> = failures.iter().map(|f| f.job.tenant_id).collect();
+    let ids: Vec<Uuid> = failures.iter().map(|f| f.job.id).collect();
+    let attempts: Vec<i32> = failures.iter().map(|f| f.job.attempt).collect();
+    // Keep error text bounded: it is for operators, not a log store.
+    let errors: Vec<String> = failures
+        .iter()
+        .map(|f| f.error.chars().take(2_000).collect())
+        .collect();
+    let delays: Vec<i64> = failures
+        .iter()
+        .map(|f| i64::try_from(f.retry_in.as_millis()).unwrap_or(i64::MAX))
+        .collect();
+    let rows = as_worker(
+        db,
+        "WITH f AS (
+             UPDATE jobs j SET
+                 state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'ready' END,
+                 run_at = now() + f.delay_ms * interval '1 millisecond',
+                 finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+                 last_error = f.error,
+                 locked_by = NULL
+             FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::int8[])
+                  AS f(tenant_id, id, attempts, error, delay_ms)
+             WHERE j.tenant_id = f.tenant_id AND j.id = f.id AND j.attempts = f.attempts
+               AND j.state = 'running'
+             RETURNING j.state
+         )
+         SELECT count(*) FILTER (WHERE state = 'dead') FROM f",
+        &[&tenants, &ids, &attempts, &errors, &delays],
+    )
+    .await?;
+    Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+}
+
+/// Runs one statement as `tenantry_worker` (the role that sees every
+/// tenant's queue rows) and commits: BEGIN, role, statement and COMMIT go out
+/// in one round trip.
+pub(crate) async fn as_worker(
+    db: &Db,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, DbError> {
+    let conn = db.owner_connection().await?;
+    let stmt = conn.prepare_cached(sql).await?;
+    let prelude = format!(
+        "BEGIN; SELECT set_config('role', 'tenantry_worker', true), \
+         set_config('statement_timeout', '{QUEUE_STATEMENT_TIMEOUT_MS}', true)"
+    );
+    let (begun, rows, committed) = futures::join!(
+        conn.batch_execute(&prelude),
+        conn.query(&stmt, params),
+        conn.batch_execute("COMMIT")
+    );
+    match begun.and(rows).and_then(|rows| committed.map(|()| rows)) {
+        Ok(rows) => Ok(rows),
+        Err(e) => {
+            // The connection may still be inside a transaction: never reuse it.
+            let _ = deadpool_postgres::Object::take(conn);
+            Err(e.into())
+        }
+    }
+}
+
+/// Depth of the queue by queue and tenant, for the admin view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueDepth {
+    pub queue: String,
+    pub tenant_id: Uuid,
+    pub tenant_slug: Option<String>,
+    pub ready: i64,
+    pub running: i64,
+    pub dead: i64,
+    /// Age of the oldest job waiting (ready and due), in seconds.
+    pub oldest_ready_secs: Option<f64>,
+    /// Jobs waiting for a retry after a failure.
+    pub retrying: i64,
+}
+
+/// Queue depth by queue and tenant (waiting, running, dead), the oldest
+/// waiting job's age and the jobs retrying after a failure. Walks the
+/// claimable and dead partial indexes: done jobs are not read.
+pub async fn depth(db: &Db) -> Result<Vec<QueueDepth>, DbError> {
+    let rows = as_worker(
+        db,
+        "SELECT q.queue, q.tenant_id, t.slug, q.ready, q.running, q.dead, q.oldest, q.retrying
+         FROM (
+             SELECT queue, tenant_id,
+                    count(*) FILTER (WHERE state = 'ready') AS ready,
+                    count(*) FILTER (WHERE state = 'running') AS running,
+                    count(*) FILTER (WHERE state = 'dead') AS dead,
+                    extract(epoch FROM now() - min(created_at)
+                        FILTER (WHERE state = 'ready' AND run_at <= now()))::float8 AS oldest,
+                    count(*) FILTER (WHERE state = 'ready' AND last_error IS NOT NULL) AS retrying
+             FROM jobs WHERE state IN ('ready', 'running', 'dead')
+             GROUP BY queue, tenant_id
+         ) q LEFT JOIN tenants t ON t.id = q.tenant_id
+         ORDER BY q.ready + q.running DESC, q.queue, q.tenant_id
+         LIMIT 1000",
+        &[],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| QueueDepth {
+            queue: r.get(0),
+            tenant_id: r.get(1),
+            tenant_slug: r.get(2),
+            ready: r.get(3),
+            running: r.get(4),
+            dead: r.get(5),
+            oldest_ready_secs: r.get(6),
+            retrying: r.get(7),
+        })
+        .collect())
+}
+
+/// A dead letter, for the admin view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadJob {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub queue: String,
+    pub kind: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The most recent dead letters, newest first.
+pub async fn dead_letters(db: &Db, limit: i64) -> Result<Vec<DeadJob>, DbError> {
+    let rows = as_worker(
+        db,
+        "SELECT id, tenant_id, queue, kind, attempts, last_error, created_at, finished_at
+         FROM jobs WHERE state = 'dead' ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT $1",
+        &[&limit],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DeadJob {
+            id: r.get(0),
+            tenant_id: r.get(1),
+            queue: r.get(2),
+            kind: r.get(3),
+            attempts: r.get(4),
+            last_error: r.get(5),
+            created_at: r.get(6),
+            finished_at: r.get(7),
+        })
+        .collect())
+}
+
+/// Puts a dead letter back in the queue with a fresh set of attempts. False
+/// if there is no dead job with that id.
+pub async fn retry_dead(db: &Db, id: Uuid) -> Result<bool, DbError> {
+    let rows = as_worker(
+        db,
+        "WITH r AS (
+             UPDATE jobs SET state = 'ready', attempts = 0, run_at = now(), finished_at = NULL
+             WHERE id = $1 AND state = 'dead'
+             RETURNING 1
+         )
+         SELECT count(*) FROM r CROSS JOIN LATERAL (SELECT pg_notify('tenantry_jobs', '')) n",
+        &[&id],
+    )
+    .await?;
+    Ok(rows.first().is_some_and(|r| r.get::<_, i64>(0) > 0))
+}
+
+/// Discards a dead letter. False if there is no dead job with that id.
+pub async fn discard_dead(db: &Db, id: Uuid) -> Result<bool, DbError> {
+    let rows = as_worker(
+        db,
+        "WITH d AS (DELETE FROM jobs WHERE id = $1 AND state = 'dead' RETURNING 1)
+         SELECT count(*) FROM d",
+        &[&id],
+    )
+    .await?;
+    Ok(rows.first().is_some_and(|r| r.get::<_, i64>(0) > 0))
+}
+
+/// Removes finished jobs older than `keep` (their idempotency keys go with
+/// them). Returns how many.
+pub async fn prune_done(db: &Db, keep: Duration) -> Result<u64, DbError> {
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    let rows = as_worker(
+        db,
+        "WITH d AS (
+             DELETE FROM jobs WHERE ctid = ANY (ARRAY(
+                 SELECT ctid FROM jobs
+                 WHERE state = 'done' AND finished_at < now() - $1::int8 * interval '1 millisecond'
+                 LIMIT 10000))
+             RETURNING 1
+         )
+         SELECT count(*) FROM d",
+        &[&keep_ms],
+    )
+    .await?;
+    Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+}
