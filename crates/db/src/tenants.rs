@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{Db, DbError, TenantContext};
 
 /// A tenant as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tenant {
     pub id: Uuid,
     pub slug: String,
