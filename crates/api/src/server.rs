@@ -10,6 +10,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
 use tenantry_db::embedded::EmbeddedPostgres;
+use tenantry_cache::{Cache, CacheOptions, L2};
 use tenantry_db::{Db, DbOptions};
 use tenantry_fairness::rate::RateLimiter;
 use tokio::net::TcpListener;
@@ -89,13 +90,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(crate::purge::run(state.clone(), stop_rx.clone()));
+    let fanout = tokio::spawn(tenantry_cache::fanout::run(
+        state.cache.clone(),
+        stop_rx.clone(),
+    ));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("The HTTP server failed");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(purge, upkeep);
+    let _ = tokio::join!(purge, upkeep, fanout);
     result
 }
 
@@ -110,6 +115,8 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 let share = state.fairness.db_share.stats();
                 metrics::gauge!("tenantry_db_share_in_use").set(f64::from(share.in_use));
                 metrics::gauge!("tenantry_db_share_waiting").set(share.waiting as f64);
+                state.cache.run_pending_tasks().await;
+                metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
             }
         }
     }
@@ -155,6 +162,14 @@ impl Application {
             Some(url) => RateLimiter::with_redis(url).context("Failed to read REDIS_URL")?,
             None => RateLimiter::local(),
         };
+        let cache = match &settings.redis_url {
+            Some(url) => Some(Cache::new(CacheOptions {
+                redis: Some(L2::new(url, "tenantry:").context("Failed to read REDIS_URL")?),
+                db: Some(db.clone()),
+                ..CacheOptions::default()
+            })),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", settings.listen))?;
@@ -168,6 +183,9 @@ impl Application {
         )
         .with_fairness(rate, settings.max_in_flight, settings.db_queue_budget)
         .with_enforcement(settings.fairness);
+        if let Some(cache) = cache {
+            state = state.with_cache(cache);
+        }
         if let Some(capacity) = settings.db_share {
             state = state.with_db_share(capacity);
         }

@@ -81,7 +81,9 @@ pub async fn add_member(
     let member = members::add(&mut scope.tx, scope.tenant.id, body.user_id, role, max)
         .await
         .map_err(already_member)?;
+    let changed = scope.invalidation("");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok((StatusCode::CREATED, Json(member.into())))
 }
 
@@ -109,7 +111,9 @@ pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), Ap
     )
     .await
     .map_err(already_member)?;
+    let changed = scope.invalidation("");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok((StatusCode::CREATED, Json(member.into())))
 }
 
@@ -185,7 +189,9 @@ pub async fn change_role(
     let member = members::set_role(&mut scope.tx, tenant, user_id, role)
         .await?
         .ok_or_else(|| ApiError::not_found("member"))?;
+    let changed = scope.invalidation("");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok(Json(member.into()))
 }
 
@@ -225,7 +231,9 @@ pub async fn remove_member(
     if !members::remove(&mut scope.tx, tenant, user_id).await? {
         return Err(ApiError::not_found("member"));
     }
+    let changed = scope.invalidation("");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
