@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
-use tenantry_db::embedded::EmbeddedPostgres;
 use tenantry_cache::{Cache, CacheOptions, L2};
+use tenantry_db::embedded::EmbeddedPostgres;
 use tenantry_db::{Db, DbOptions};
 use tenantry_fairness::rate::RateLimiter;
 use tokio::net::TcpListener;
@@ -40,6 +40,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(admin::delete_tenant),
         )
         .route("/v1/admin/tenants/{id}/usage", get(admin::usage))
+        .route(
+            "/v1/admin/settings",
+            get(admin::get_settings).patch(admin::patch_settings),
+        )
         .route("/v1/tenant", get(tenant::get_tenant))
         .route(
             "/v1/members",

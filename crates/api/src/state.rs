@@ -266,6 +266,34 @@ impl AppState {
         Ok(())
     }
 
+    /// The platform's default settings, cached once for every tenant.
+    pub async fn platform_settings(&self) -> Result<Arc<serde_json::Value>, ApiError> {
+        let db = &self.db;
+        let found = self
+            .cache
+            .get_or_load(
+                tenantry_cache::PLATFORM,
+                "platform:settings",
+                "",
+                crate::tenancy::METADATA_TTL,
+                async {
+                    tenantry_db::platform::get(db, PLATFORM_STATEMENT_TIMEOUT_MS)
+                        .await
+                        .map(|p| p.settings)
+                },
+            )
+            .await
+            .map_err(|e| ApiError::from(crate::tenancy::unshare(e)))?;
+        Ok(found)
+    }
+
+    /// After the platform's settings changed: every node reloads them.
+    pub async fn platform_settings_changed(&self) {
+        self.cache
+            .bump_list(tenantry_cache::PLATFORM, "platform")
+            .await;
+    }
+
     /// Forgets what is cached about a tenant (after an admin change).
     pub async fn tenant_changed(&self, before: Option<&Tenant>, id: Uuid) {
         self.registry.invalidate(before, id).await;

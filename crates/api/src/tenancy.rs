@@ -19,8 +19,8 @@ use tenantry_db::tenants::{self, Lookup, Tenant};
 use tenantry_db::{Db, TenantContext, Tx};
 use uuid::Uuid;
 
-use tenantry_fairness::gcra::{Decision, Quota};
 use tenantry_db::Admission;
+use tenantry_fairness::gcra::{Decision, Quota};
 use tenantry_fairness::share::{Claim, Rejected};
 
 use crate::auth::AuthUser;
@@ -310,6 +310,11 @@ impl Scope {
         Ok(member)
     }
 
+    /// The platform's default settings (cached once for every tenant).
+    pub async fn platform_settings(&self) -> Result<Arc<serde_json::Value>, ApiError> {
+        self.state.platform_settings().await
+    }
+
     /// The caller's role, or `None` if not a member.
     pub async fn role(&mut self) -> Result<Option<Role>, ApiError> {
         Ok(self.membership().await?.map(|m| m.role))
@@ -398,7 +403,12 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             admit_rate(state, &info, &tenant, &limits, user.id).await?;
         }
         state.provision(&user).await?;
-        state.cache.stats.tenant(tenant.id).requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .cache
+            .stats
+            .tenant(tenant.id)
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let admission = state
             .fairness
             .enforce
@@ -481,8 +491,7 @@ fn admit_db(state: Arc<AppState>, tenant: &Tenant, limits: &Limits) -> Admission
                 Ok(Box::new(permit) as Box<dyn std::any::Any + Send + Sync>)
             }
             Err(Rejected::Timeout) => {
-                metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => tier)
-                    .increment(1);
+                metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => tier).increment(1);
                 Err(tenantry_db::DbError::Unavailable(
                     "the tenant's database share is busy".to_owned(),
                 ))

@@ -280,11 +280,11 @@ impl Cache {
             ty: TypeId::of::<T>(),
         };
         if let Some(entry) = self.l1.get(&k).await {
-            if entry.expires_at > Instant::now() {
-                if let Ok(v) = entry.value.downcast::<T>() {
-                    self.stats.hit(ns, tenant, Source::L1);
-                    return Ok((v, Source::L1));
-                }
+            if entry.expires_at > Instant::now()
+                && let Ok(v) = entry.value.downcast::<T>()
+            {
+                self.stats.hit(ns, tenant, Source::L1);
+                return Ok((v, Source::L1));
             }
             self.l1.invalidate(&k).await;
         }

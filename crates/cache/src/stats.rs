@@ -151,7 +151,7 @@ impl Stats {
             .map(|(id, s)| (*id, s.requests.load(Relaxed)))
             .filter(|(_, r)| *r > 0)
             .collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1));
+        all.sort_by_key(|(_, r)| std::cmp::Reverse(*r));
         all.into_iter().take(n).map(|(id, _)| id).collect()
     }
 }

@@ -14,6 +14,7 @@ pub mod embedded;
 mod error;
 pub mod members;
 pub mod migrate;
+pub mod platform;
 mod pool;
 pub mod posts;
 pub mod tenants;

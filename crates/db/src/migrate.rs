@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "merge_patch",
         include_str!("../migrations/V3__merge_patch.sql"),
     ),
+    (
+        10,
+        "platform_settings",
+        include_str!("../migrations/V10__platform_settings.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock key held while migrating.

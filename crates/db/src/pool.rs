@@ -197,7 +197,7 @@ impl Db {
             conn: Some(conn),
             prelude: Some(ctx.prelude()),
             mode: self.mode,
-            admission: None,
+            admission: std::sync::Mutex::new(None),
             _admitted: None,
         })
     }
@@ -213,7 +213,7 @@ impl Db {
             conn: None,
             prelude: Some(ctx.prelude()),
             mode: self.mode,
-            admission,
+            admission: std::sync::Mutex::new(admission),
             _admitted: None,
         }
     }
@@ -291,8 +291,9 @@ pub struct Tx {
     /// The prelude not yet sent: it goes out with the first statement.
     prelude: Option<String>,
     mode: StatementMode,
-    /// Waited for before the connection is taken.
-    admission: Option<Admission>,
+    /// Waited for before the connection is taken. In a mutex only so that
+    /// `Tx` stays `Sync` (the future is not); never contended.
+    admission: std::sync::Mutex<Option<Admission>>,
     /// What the admission yielded (the share permit), released with the Tx.
     _admitted: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -315,7 +316,12 @@ impl Tx {
         if self.conn.is_some() {
             return Ok(());
         }
-        if let Some(admission) = self.admission.take() {
+        let admission = self
+            .admission
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(admission) = admission {
             self._admitted = Some(admission.await?);
         }
         self.conn = Some(self.pool.get().await?);

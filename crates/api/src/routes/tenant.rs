@@ -18,6 +18,10 @@ pub struct TenantSummary {
     pub join_policy: String,
     #[schema(value_type = Object)]
     pub settings: Value,
+    /// The platform's default settings overlaid with the tenant's own
+    /// (`settings`): each top-level key of the tenant's wins.
+    #[schema(value_type = Object)]
+    pub effective_settings: Value,
     #[schema(value_type = Object)]
     pub features: Value,
     pub member_count: i64,
@@ -48,6 +52,7 @@ pub async fn get_tenant(mut scope: Scope) -> Result<Json<TenantResponse>, ApiErr
         display_in_feed: m.display_in_feed,
     });
     let member_count = scope.tenant.member_count;
+    let platform = scope.platform_settings().await?;
     // Commits the membership lookup if there was one; sends nothing if not.
     scope.tx.commit().await?;
     let t = &scope.tenant;
@@ -60,6 +65,7 @@ pub async fn get_tenant(mut scope: Scope) -> Result<Json<TenantResponse>, ApiErr
             tier: t.tier.clone(),
             join_policy: t.join_policy.as_str().to_owned(),
             settings: t.settings.clone(),
+            effective_settings: tenantry_db::platform::overlay(&platform, &t.settings),
             features: t.features.clone(),
             member_count,
         },

@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod cache;
 mod conventions;
 mod embedded;
 mod fairness;
