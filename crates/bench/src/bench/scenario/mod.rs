@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod mixed;
 pub mod noisy_neighbor;
 pub mod read;
+pub mod tenant;
 pub mod write;
 
 use std::time::Duration;
@@ -44,6 +45,10 @@ pub enum Scenario {
     /// `GET /healthz`: the HTTP framework's ceiling on this machine, for
     /// reading the other results as ratios.
     Healthz,
+    /// Cached `GET /v1/tenant` (tenants Zipf-skewed), then `GET /healthz`
+    /// as long: the ratio, the DB statements per request and the tenant
+    /// cache hit rate.
+    Tenant,
 }
 
 impl Scenario {
@@ -56,6 +61,7 @@ impl Scenario {
             Scenario::Feed => "feed",
             Scenario::Ingest => "ingest",
             Scenario::Healthz => "healthz",
+            Scenario::Tenant => "tenant",
         }
     }
 
@@ -82,6 +88,7 @@ impl Scenario {
             Scenario::Feed => Err(feed::unavailable()),
             Scenario::Ingest => Err(ingest::unavailable()),
             Scenario::Healthz => healthz::plan(ctx),
+            Scenario::Tenant => tenant::plan(ctx),
         }
     }
 }
