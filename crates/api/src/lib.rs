@@ -15,6 +15,7 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
+pub mod warm;
 
 pub use config::Settings;
 pub use server::{Application, run};

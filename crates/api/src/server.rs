@@ -98,13 +98,14 @@ pub async fn run(
         state.cache.clone(),
         stop_rx.clone(),
     ));
+    let warm = tokio::spawn(crate::warm::run(state.clone(), stop_rx.clone()));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
         .context("The HTTP server failed");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(purge, upkeep, fanout);
+    let _ = tokio::join!(purge, upkeep, fanout, warm);
     result
 }
 

@@ -127,6 +127,9 @@ pub struct Cache {
     pub stats: Arc<Stats>,
     /// Fired after every reset, so a warmer can refill the cache.
     pub resets: tokio::sync::Notify,
+    /// Generations bumped here or announced by other nodes (storm
+    /// detection).
+    pub invalidations: AtomicU64,
 }
 
 /// Where a cached value came from.
@@ -160,6 +163,7 @@ impl Cache {
             db: options.db,
             stats,
             resets: tokio::sync::Notify::new(),
+            invalidations: AtomicU64::new(0),
         }
     }
 
@@ -351,6 +355,7 @@ impl Cache {
     /// node (`list` is a namespace's part before `:`).
     pub async fn bump_list(&self, tenant: Uuid, list: &str) {
         metrics::counter!("tenantry_cache_invalidations_total").increment(1);
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
         let mut announced = false;
         if let Some(l2) = self.redis().await {
             let k = self.gen_key(l2, tenant, list);
@@ -404,6 +409,7 @@ impl Cache {
         if message.node == self.node {
             return;
         }
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
         let key = (message.tenant, message.list.clone());
         match message.generation {
             Some(v) => {

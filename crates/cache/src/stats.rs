@@ -37,6 +37,8 @@ pub struct TenantStats {
     pub misses: AtomicU64,
     /// Tenant-scoped requests seen, for warming the busiest tenants first.
     pub requests: AtomicU64,
+    /// `requests` when last flushed to the database.
+    pub flushed: AtomicU64,
 }
 
 impl TenantStats {
@@ -141,6 +143,18 @@ impl Stats {
             .collect();
         out.sort_by_key(|s| s.cache);
         out
+    }
+
+    /// Each tenant's requests since the last call, marked as flushed.
+    pub fn take_traffic(&self) -> Vec<(Uuid, u64)> {
+        self.tenants
+            .iter()
+            .filter_map(|(id, s)| {
+                let now = s.requests.load(Relaxed);
+                let before = s.flushed.swap(now, Relaxed);
+                (now > before).then(|| (*id, now - before))
+            })
+            .collect()
     }
 
     /// The `n` tenants with the most requests on this node, busiest first.

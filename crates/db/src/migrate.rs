@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "platform_settings",
         include_str!("../migrations/V10__platform_settings.sql"),
     ),
+    (
+        11,
+        "tenant_traffic",
+        include_str!("../migrations/V11__tenant_traffic.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock key held while migrating.

@@ -525,3 +525,47 @@ async fn platform_defaults_are_overlaid_with_each_tenants_own_settings() {
         .await;
     assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
 }
+
+#[tokio::test]
+async fn warming_loads_premium_tiers_first_then_the_busiest() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let app = TestApp::spawn().await;
+    let (_, busy) = app.tenant("free-busy").await;
+    let (_, idle) = app.tenant("free-idle").await;
+    let (_, premium) = app.tenant_with("big", json!({"tier": "enterprise"})).await;
+    for _ in 0..3 {
+        app.tenant_view(&busy).await;
+    }
+    let flushed = tenantry_api::warm::flush_traffic(&app.state)
+        .await
+        .expect("flush");
+    assert!(flushed >= 1, "the busy tenant's traffic is recorded");
+    let recent: i64 = app
+        .raw_db()
+        .await
+        .query_one(
+            "SELECT recent_requests FROM tenants WHERE slug = 'free-busy'",
+            &[],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert!(recent >= 3, "recent_requests {recent}");
+
+    app.state.cache.reset().await;
+    let warmed = tenantry_api::warm::warm_from_db(&app.state, 2)
+        .await
+        .expect("warm");
+    assert_eq!(warmed, 2);
+    let misses = || app.state.cache.stats.ns("tenant").misses.load(Relaxed);
+    let before = misses();
+    app.tenant_view(&premium).await;
+    app.tenant_view(&busy).await;
+    assert_eq!(
+        misses(),
+        before,
+        "the enterprise and the busy tenant were warmed"
+    );
+    app.tenant_view(&idle).await;
+    assert_eq!(misses(), before + 1, "the idle free tenant was not");
+}
