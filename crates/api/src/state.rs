@@ -197,11 +197,10 @@ impl AppState {
         if let Some(hit) = self.tokens.get(&key)
             && hit.exp > now
         {
-            metrics::counter!("tenantry_cache_hits_total", "cache" => "token", "level" => "l1")
-                .increment(1);
+            self.cache.stats.token_hit(true);
             return Ok(hit.user);
         }
-        metrics::counter!("tenantry_cache_misses_total", "cache" => "token").increment(1);
+        self.cache.stats.token_hit(false);
         let (user, exp) = self.jwt.verify_with_exp(token)?;
         if exp > now {
             self.tokens.insert(

@@ -56,11 +56,13 @@ impl TenantRegistry {
         let found = self
             .cache
             .get_or_load(id, "tenant", "", METADATA_TTL, async {
-                tenants::find(db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS).await
+                let found =
+                    tenants::find(db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+                Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
             })
             .await
             .map_err(|e| ApiError::from(unshare(e)))?;
-        Ok(found.as_ref().clone().map(Arc::new))
+        Ok(found.as_ref().clone())
     }
 
     async fn by_name(&self, lookup: Lookup<'_>) -> Result<Option<Arc<Tenant>>, ApiError> {
@@ -301,11 +303,12 @@ impl Scope {
             .state
             .cache
             .get_or_load(tenant, "member", &user.to_string(), METADATA_TTL, async {
-                tenantry_db::members::get(tx, tenant, user).await
+                let found = tenantry_db::members::get(tx, tenant, user).await?;
+                Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
             })
             .await
             .map_err(|e| ApiError::from(unshare(e)))?;
-        let member = found.as_ref().clone().map(Arc::new);
+        let member = found.as_ref().clone();
         self.member = Some(member.clone());
         Ok(member)
     }

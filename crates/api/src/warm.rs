@@ -44,7 +44,7 @@ async fn prime(state: &AppState, found: Vec<Tenant>) -> usize {
         let _ = state
             .cache
             .get_or_load(id, "tenant", "", METADATA_TTL, async move {
-                Ok::<_, ()>(Some(tenant))
+                Ok::<_, ()>(Some(Arc::new(tenant)))
             })
             .await;
         let _ = state

@@ -120,7 +120,9 @@ pub struct Cache {
     /// Tells this node's announcements from the others'.
     node: Uuid,
     l1: moka::future::Cache<Key, Entry>,
-    gens: moka::future::Cache<(Uuid, String), Gen>,
+    /// Read on every lookup: a sync cache (cheaper reads than the async
+    /// one); a concurrent first fetch of one generation is harmless.
+    gens: moka::sync::Cache<(Uuid, String), Gen>,
     counter: AtomicU64,
     l2: Option<L2>,
     db: Option<tenantry_db::Db>,
@@ -151,7 +153,7 @@ impl Cache {
                 listener_stats.removed(key.ns, cause.was_evicted());
             })
             .build();
-        let gens = moka::future::Cache::builder()
+        let gens = moka::sync::Cache::builder()
             .max_capacity(options.capacity.saturating_mul(2))
             .build();
         Self {
@@ -210,23 +212,21 @@ impl Cache {
 
     async fn generation(&self, tenant: Uuid, list: &str) -> Gen {
         let key = (tenant, list.to_owned());
-        if let Some(g) = self.gens.get(&key).await {
+        if let Some(g) = self.gens.get(&key) {
             return g;
         }
-        let redis = self.redis().await;
-        self.gens
-            .get_with(key, async {
-                if let Some(l2) = redis {
-                    let k = self.gen_key(l2, tenant, list);
-                    if let Some(v) = l2.call::<Option<u64>>(redis::cmd("GET").arg(&k)).await {
-                        return Gen {
-                            value: v.unwrap_or(0) & !LOCAL,
-                        };
-                    }
-                }
-                self.fresh_local()
-            })
-            .await
+        let mut fetched = None;
+        if let Some(l2) = self.redis().await {
+            let k = self.gen_key(l2, tenant, list);
+            if let Some(v) = l2.call::<Option<u64>>(redis::cmd("GET").arg(&k)).await {
+                fetched = Some(Gen {
+                    value: v.unwrap_or(0) & !LOCAL,
+                });
+            }
+        }
+        let g = fetched.unwrap_or_else(|| self.fresh_local());
+        // A bump that landed meanwhile wins over what was fetched.
+        self.gens.entry(key).or_insert(g).into_value()
     }
 
     /// The value under `(tenant, ns, key)`, loaded by `load` on a miss and
@@ -361,8 +361,7 @@ impl Cache {
             let k = self.gen_key(l2, tenant, list);
             if let Some(v) = l2.call::<u64>(redis::cmd("INCR").arg(&k)).await {
                 self.gens
-                    .insert((tenant, list.to_owned()), Gen { value: v })
-                    .await;
+                    .insert((tenant, list.to_owned()), Gen { value: v });
                 let message = fanout::Message {
                     node: self.node,
                     tenant,
@@ -383,13 +382,11 @@ impl Cache {
                 }
             } else {
                 self.gens
-                    .insert((tenant, list.to_owned()), self.fresh_local())
-                    .await;
+                    .insert((tenant, list.to_owned()), self.fresh_local());
             }
         } else {
             self.gens
-                .insert((tenant, list.to_owned()), self.fresh_local())
-                .await;
+                .insert((tenant, list.to_owned()), self.fresh_local());
         }
         if !announced && let Some(db) = &self.db {
             let message = fanout::Message {
@@ -414,13 +411,13 @@ impl Cache {
         match message.generation {
             Some(v) => {
                 // Keep the newest generation: announcements may cross.
-                let current = self.gens.get(&key).await;
+                let current = self.gens.get(&key);
                 if current.is_none_or(|g| !g.shared() || g.value < v) {
-                    self.gens.insert(key, Gen { value: v }).await;
+                    self.gens.insert(key, Gen { value: v });
                 }
             }
             None => {
-                self.gens.insert(key, self.fresh_local()).await;
+                self.gens.insert(key, self.fresh_local());
             }
         }
     }
@@ -443,7 +440,7 @@ impl Cache {
     /// the metrics upkeep.
     pub async fn run_pending_tasks(&self) {
         self.l1.run_pending_tasks().await;
-        self.gens.run_pending_tasks().await;
+        self.gens.run_pending_tasks();
     }
 }
 

@@ -87,43 +87,61 @@ impl Stats {
 
     pub(crate) fn hit(&self, ns: &'static str, tenant: Uuid, source: Source) {
         let s = self.ns(ns);
-        let level = match source {
+        match source {
             Source::L1 => {
                 s.hits_l1.fetch_add(1, Relaxed);
-                "l1"
             }
             Source::L2 => {
                 s.hits_l2.fetch_add(1, Relaxed);
-                "l2"
             }
             Source::Loaded => {
                 s.misses.fetch_add(1, Relaxed);
-                metrics::counter!("tenantry_cache_misses_total", "cache" => ns).increment(1);
                 if !tenant.is_nil() {
                     self.tenant(tenant).misses.fetch_add(1, Relaxed);
                 }
                 return;
             }
-        };
-        metrics::counter!("tenantry_cache_hits_total", "cache" => ns, "level" => level)
-            .increment(1);
+        }
         if !tenant.is_nil() {
             self.tenant(tenant).hits.fetch_add(1, Relaxed);
         }
     }
 
+    /// A verified-token lookup (the token cache lives with the verifier).
+    pub fn token_hit(&self, hit: bool) {
+        let s = self.ns("token");
+        if hit {
+            s.hits_l1.fetch_add(1, Relaxed);
+        } else {
+            s.misses.fetch_add(1, Relaxed);
+        }
+    }
+
     pub(crate) fn inserted(&self, ns: &'static str) {
-        let n = self.ns(ns).entries.fetch_add(1, Relaxed) + 1;
-        metrics::gauge!("tenantry_cache_entries", "cache" => ns).set(n as f64);
+        self.ns(ns).entries.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn removed(&self, ns: &'static str, evicted: bool) {
         let s = self.ns(ns);
-        let n = s.entries.fetch_sub(1, Relaxed) - 1;
-        metrics::gauge!("tenantry_cache_entries", "cache" => ns).set(n as f64);
+        s.entries.fetch_sub(1, Relaxed);
         if evicted {
             s.evictions.fetch_add(1, Relaxed);
-            metrics::counter!("tenantry_cache_evictions_total", "cache" => ns).increment(1);
+        }
+    }
+
+    /// Copies the counters into the metrics recorder (at `/metrics`
+    /// render): the hot path only bumps atomics.
+    pub fn export(&self) {
+        for s in self.snapshot() {
+            let ns = s.cache;
+            metrics::counter!("tenantry_cache_hits_total", "cache" => ns, "level" => "l1")
+                .absolute(s.hits_l1);
+            metrics::counter!("tenantry_cache_hits_total", "cache" => ns, "level" => "l2")
+                .absolute(s.hits_l2);
+            metrics::counter!("tenantry_cache_misses_total", "cache" => ns).absolute(s.misses);
+            metrics::counter!("tenantry_cache_evictions_total", "cache" => ns)
+                .absolute(s.evictions);
+            metrics::gauge!("tenantry_cache_entries", "cache" => ns).set(s.entries as f64);
         }
     }
 
