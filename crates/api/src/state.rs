@@ -253,13 +253,14 @@ impl AppState {
         if self.provisioned.contains_key(&key) {
             return Ok(());
         }
-        tenantry_db::users::provision(
+        // Boxed: the cold path must not enlarge every request's future.
+        Box::pin(tenantry_db::users::provision(
             &self.db,
             user.id,
             user.email.as_deref(),
             user.name.as_deref(),
             PLATFORM_STATEMENT_TIMEOUT_MS,
-        )
+        ))
         .await?;
         self.provisioned.insert(key, ());
         Ok(())

@@ -215,15 +215,18 @@ impl Cache {
         if let Some(g) = self.gens.get(&key) {
             return g;
         }
-        let mut fetched = None;
-        if let Some(l2) = self.redis().await {
+        // The cold path is boxed so that every caller's future (the hot path
+        // of every request) stays small: moving large futures showed up as
+        // memmove in profiles.
+        let fetched: Option<Gen> = Box::pin(async {
+            let l2 = self.redis().await?;
             let k = self.gen_key(l2, tenant, list);
-            if let Some(v) = l2.call::<Option<u64>>(redis::cmd("GET").arg(&k)).await {
-                fetched = Some(Gen {
-                    value: v.unwrap_or(0) & !LOCAL,
-                });
-            }
-        }
+            let v = l2.call::<Option<u64>>(redis::cmd("GET").arg(&k)).await?;
+            Some(Gen {
+                value: v.unwrap_or(0) & !LOCAL,
+            })
+        })
+        .await;
         let g = fetched.unwrap_or_else(|| self.fresh_local());
         // A bump that landed meanwhile wins over what was fetched.
         self.gens.entry(key).or_insert(g).into_value()
@@ -292,6 +295,23 @@ impl Cache {
             }
             self.l1.invalidate(&k).await;
         }
+        // The miss path, boxed (see `generation`).
+        Box::pin(self.load_into_l1(k, (tenant_gen, list_gen), load)).await
+    }
+
+    async fn load_into_l1<T, E, F>(
+        &self,
+        k: Key,
+        (tenant_gen, list_gen): (Gen, Gen),
+        load: F,
+    ) -> Result<(Arc<T>, Source), Arc<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<(T, Duration), E>>,
+    {
+        let (tenant, ns) = (k.tenant, k.ns);
+        let key = k.key.clone();
         let shared = tenant_gen.shared() && list_gen.shared();
         let redis = if shared { self.redis().await } else { None };
         let l2_key = redis.map(|l2| {
