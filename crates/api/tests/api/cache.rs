@@ -569,3 +569,39 @@ async fn warming_loads_premium_tiers_first_then_the_busiest() {
     app.tenant_view(&idle).await;
     assert_eq!(misses(), before + 1, "the idle free tenant was not");
 }
+
+#[tokio::test]
+async fn a_cached_request_needs_no_database_share() {
+    let app = TestApp::spawn_fair(1024, Duration::from_millis(300)).await;
+    let (tenant, owner) = app.tenant("busy").await;
+    patch_tenant(&app, &id(&tenant), json!({"limits": {"db_concurrency": 1}})).await;
+    app.tenant_view(&owner).await;
+    // A write stuck behind the locked tenant row holds the tenant's only
+    // database slot.
+    let lock = app.raw_db().await;
+    lock.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM tenants WHERE id = '{}' FOR UPDATE",
+        id(&tenant)
+    ))
+    .await
+    .expect("lock the tenant row");
+    let stuck = {
+        let req = app
+            .as_user(&owner, Method::POST, "/v1/posts")
+            .json(&json!({"content": "waits"}));
+        tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+    };
+    eventually("the stuck write holds the tenant's slot", || async {
+        app.state.fairness.db_share.stats().in_use >= 1
+    })
+    .await;
+    // A request that needs the database waits past its budget: 503.
+    let uncached = format!("/v1/posts/{}", uuid::Uuid::now_v7());
+    let res = app.as_user(&owner, Method::GET, &uncached).fetch().await;
+    assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+    // The cached one takes no slot and no connection.
+    assert_eq!(app.tenant_view(&owner).await["membership"]["role"], "owner");
+    lock.batch_execute("ROLLBACK").await.expect("unlock");
+    let status = stuck.await.expect("join").expect("the write answers");
+    assert_eq!(status, StatusCode::CREATED);
+}
