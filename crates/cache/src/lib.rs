@@ -96,6 +96,49 @@ impl Gen {
     }
 }
 
+/// A tenant's generations: a handful of lists, searched in order.
+type Lists = Vec<(Box<str>, Gen)>;
+
+/// Each tenant's generations, by list.
+#[derive(Default)]
+struct Generations {
+    map: std::sync::RwLock<std::collections::HashMap<Uuid, Lists>>,
+}
+
+impl Generations {
+    fn get(&self, tenant: Uuid, list: &str) -> Option<Gen> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let lists = map.get(&tenant)?;
+        lists.iter().find(|(l, _)| &**l == list).map(|(_, g)| *g)
+    }
+
+    fn insert(&self, tenant: Uuid, list: &str, g: Gen) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let lists = map.entry(tenant).or_default();
+        match lists.iter_mut().find(|(l, _)| &**l == list) {
+            Some((_, current)) => *current = g,
+            None => lists.push((list.into(), g)),
+        }
+    }
+
+    /// The generation there, or `g` inserted.
+    fn get_or_insert(&self, tenant: Uuid, list: &str, g: Gen) -> Gen {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let lists = map.entry(tenant).or_default();
+        match lists.iter().find(|(l, _)| &**l == list) {
+            Some((_, current)) => *current,
+            None => {
+                lists.push((list.into(), g));
+                g
+            }
+        }
+    }
+
+    fn clear(&self) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 /// Settings of a [`Cache`].
 pub struct CacheOptions {
     /// The most L1 entries (all namespaces together).
@@ -120,9 +163,10 @@ pub struct Cache {
     /// Tells this node's announcements from the others'.
     node: Uuid,
     l1: moka::future::Cache<Key, Entry>,
-    /// Read on every lookup: a sync cache (cheaper reads than the async
-    /// one); a concurrent first fetch of one generation is harmless.
-    gens: moka::sync::Cache<(Uuid, String), Gen>,
+    /// Read several times per request: a plain map under a read lock (a
+    /// fraction of a cache lookup's cost, no allocation). It holds a few
+    /// entries per tenant seen, and is emptied by [`Cache::reset`].
+    gens: Generations,
     counter: AtomicU64,
     l2: Option<L2>,
     db: Option<tenantry_db::Db>,
@@ -153,9 +197,7 @@ impl Cache {
                 listener_stats.removed(key.ns, cause.was_evicted());
             })
             .build();
-        let gens = moka::sync::Cache::builder()
-            .max_capacity(options.capacity.saturating_mul(2))
-            .build();
+        let gens = Generations::default();
         Self {
             node: Uuid::new_v4(),
             l1,
@@ -211,8 +253,7 @@ impl Cache {
     }
 
     async fn generation(&self, tenant: Uuid, list: &str) -> Gen {
-        let key = (tenant, list.to_owned());
-        if let Some(g) = self.gens.get(&key) {
+        if let Some(g) = self.gens.get(tenant, list) {
             return g;
         }
         // The cold path is boxed so that every caller's future (the hot path
@@ -229,7 +270,7 @@ impl Cache {
         .await;
         let g = fetched.unwrap_or_else(|| self.fresh_local());
         // A bump that landed meanwhile wins over what was fetched.
-        self.gens.entry(key).or_insert(g).into_value()
+        self.gens.get_or_insert(tenant, list, g)
     }
 
     /// The value under `(tenant, ns, key)`, loaded by `load` on a miss and
@@ -380,8 +421,7 @@ impl Cache {
         if let Some(l2) = self.redis().await {
             let k = self.gen_key(l2, tenant, list);
             if let Some(v) = l2.call::<u64>(redis::cmd("INCR").arg(&k)).await {
-                self.gens
-                    .insert((tenant, list.to_owned()), Gen { value: v });
+                self.gens.insert(tenant, list, Gen { value: v });
                 let message = fanout::Message {
                     node: self.node,
                     tenant,
@@ -401,12 +441,10 @@ impl Cache {
                     tracing::warn!(%tenant, list, "cache invalidation falls back to NOTIFY");
                 }
             } else {
-                self.gens
-                    .insert((tenant, list.to_owned()), self.fresh_local());
+                self.gens.insert(tenant, list, self.fresh_local());
             }
         } else {
-            self.gens
-                .insert((tenant, list.to_owned()), self.fresh_local());
+            self.gens.insert(tenant, list, self.fresh_local());
         }
         if !announced && let Some(db) = &self.db {
             let message = fanout::Message {
@@ -427,17 +465,17 @@ impl Cache {
             return;
         }
         self.invalidations.fetch_add(1, Ordering::Relaxed);
-        let key = (message.tenant, message.list.clone());
+        let (tenant, list) = (message.tenant, message.list.as_str());
         match message.generation {
             Some(v) => {
                 // Keep the newest generation: announcements may cross.
-                let current = self.gens.get(&key);
+                let current = self.gens.get(tenant, list);
                 if current.is_none_or(|g| !g.shared() || g.value < v) {
-                    self.gens.insert(key, Gen { value: v });
+                    self.gens.insert(tenant, list, Gen { value: v });
                 }
             }
             None => {
-                self.gens.insert(key, self.fresh_local());
+                self.gens.insert(tenant, list, self.fresh_local());
             }
         }
     }
@@ -445,7 +483,7 @@ impl Cache {
     /// Forgets every generation and entry: after a fan-out channel was lost
     /// or Redis came back, bumps may have been missed.
     pub async fn reset(&self) {
-        self.gens.invalidate_all();
+        self.gens.clear();
         self.l1.invalidate_all();
         metrics::counter!("tenantry_cache_resets_total").increment(1);
         self.resets.notify_waiters();
@@ -460,7 +498,6 @@ impl Cache {
     /// the metrics upkeep.
     pub async fn run_pending_tasks(&self) {
         self.l1.run_pending_tasks().await;
-        self.gens.run_pending_tasks();
     }
 }
 

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -49,23 +48,12 @@ impl TenantStats {
     }
 }
 
+/// Read several times per request: plain maps under read locks (a fraction
+/// of a cache lookup's cost). One small entry per tenant seen since start.
+#[derive(Default)]
 pub struct Stats {
     by_ns: RwLock<HashMap<&'static str, Arc<NsStats>>>,
-    tenants: moka::sync::Cache<Uuid, Arc<TenantStats>>,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Self {
-            by_ns: RwLock::default(),
-            // Idle tenants are forgotten after a day, so the map stays the
-            // size of the active tenant set.
-            tenants: moka::sync::Cache::builder()
-                .max_capacity(200_000)
-                .time_to_idle(Duration::from_secs(86_400))
-                .build(),
-        }
-    }
+    tenants: RwLock<HashMap<Uuid, Arc<TenantStats>>>,
 }
 
 impl Stats {
@@ -82,7 +70,20 @@ impl Stats {
     }
 
     pub fn tenant(&self, tenant: Uuid) -> Arc<TenantStats> {
-        self.tenants.get_with(tenant, Default::default)
+        if let Some(s) = self
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tenant)
+        {
+            return s.clone();
+        }
+        self.tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(tenant)
+            .or_default()
+            .clone()
     }
 
     pub(crate) fn hit(&self, ns: &'static str, tenant: Uuid, source: Source) {
@@ -166,6 +167,8 @@ impl Stats {
     /// Each tenant's requests since the last call, marked as flushed.
     pub fn take_traffic(&self) -> Vec<(Uuid, u64)> {
         self.tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter_map(|(id, s)| {
                 let now = s.requests.load(Relaxed);
@@ -179,6 +182,8 @@ impl Stats {
     pub fn busiest(&self, n: usize) -> Vec<Uuid> {
         let mut all: Vec<(Uuid, u64)> = self
             .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(id, s)| (*id, s.requests.load(Relaxed)))
             .filter(|(_, r)| *r > 0)

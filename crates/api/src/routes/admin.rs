@@ -412,7 +412,7 @@ pub struct Usage {
 }
 
 /// A tenant's cache lookups on this node (tenant record, memberships, cached
-/// lists) since it started or the tenant was last idle for a day.
+/// lists) since it started.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CacheUse {
     pub hits: u64,
