@@ -72,6 +72,11 @@ impl JwtKeys {
 
     /// Checks signature, algorithm, expiry and the subject.
     pub fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
+        self.verify_with_exp(token).map(|(user, _)| user)
+    }
+
+    /// Like [`JwtKeys::verify`], also returning the token's `exp`.
+    pub fn verify_with_exp(&self, token: &str) -> Result<(AuthUser, u64), ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -95,11 +100,15 @@ impl JwtKeys {
                 "the token's email or name claim contains a NUL character".to_owned(),
             ));
         }
-        Ok(AuthUser {
-            id,
-            email: data.claims.email,
-            name: data.claims.name,
-        })
+        let exp = data.claims.exp;
+        Ok((
+            AuthUser {
+                id,
+                email: data.claims.email,
+                name: data.claims.name,
+            },
+            exp,
+        ))
     }
 }
 

@@ -18,6 +18,7 @@ pub mod state;
 pub mod telemetry;
 pub mod tenancy;
 pub mod user_scope;
+pub mod warm;
 
 pub use config::Settings;
 pub use server::{Application, run};

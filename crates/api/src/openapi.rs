@@ -14,7 +14,7 @@ use crate::routes::{
     info(title = "Tenantry", description = "A multi-tenant platform server: tenants, members, posts, events, journeys, the cross-community feed, shares, search."),
     paths(
         admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::patch_tenant,
-        admin::delete_tenant, admin::usage,
+        admin::delete_tenant, admin::usage, admin::get_settings, admin::patch_settings,
         tenant::get_tenant,
         members::add_member, members::join, members::list_members, members::change_role,
         members::remove_member,

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, patch, post};
+use tenantry_cache::{Cache, CacheOptions, L2};
 use tenantry_db::embedded::EmbeddedPostgres;
 use tenantry_db::{Db, DbOptions};
 use tenantry_fairness::rate::RateLimiter;
@@ -42,6 +43,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(admin::delete_tenant),
         )
         .route("/v1/admin/tenants/{id}/usage", get(admin::usage))
+        .route(
+            "/v1/admin/settings",
+            get(admin::get_settings).patch(admin::patch_settings),
+        )
         .route("/v1/tenant", get(tenant::get_tenant))
         .route(
             "/v1/members",
@@ -125,8 +130,13 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(crate::purge::run(state.clone(), stop_rx.clone()));
     let maintenance = tokio::spawn(crate::maintenance::run(state.clone(), stop_rx.clone()));
-    let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx.clone()));
     let batch = crate::batch::start(&state.db, &state.batch, &stop_rx);
+    let fanout = tokio::spawn(tenantry_cache::fanout::run(
+        state.cache.clone(),
+        stop_rx.clone(),
+    ));
+    let warm = tokio::spawn(crate::warm::run(state.clone(), stop_rx.clone()));
+    let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -135,7 +145,7 @@ pub async fn run(
     // the ones waiting on it); now workers finish their batch and the
     // collector writes what it holds.
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(purge, maintenance, upkeep);
+    let _ = tokio::join!(purge, maintenance, upkeep, fanout, warm);
     for task in batch {
         let _ = task.await;
     }
@@ -153,6 +163,8 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 let share = state.fairness.db_share.stats();
                 metrics::gauge!("tenantry_db_share_in_use").set(f64::from(share.in_use));
                 metrics::gauge!("tenantry_db_share_waiting").set(share.waiting as f64);
+                state.cache.run_pending_tasks().await;
+                metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
             }
         }
     }
@@ -198,6 +210,14 @@ impl Application {
             Some(url) => RateLimiter::with_redis(url).context("Failed to read REDIS_URL")?,
             None => RateLimiter::local(),
         };
+        let cache = match &settings.redis_url {
+            Some(url) => Some(Cache::new(CacheOptions {
+                redis: Some(L2::new(url, "tenantry:").context("Failed to read REDIS_URL")?),
+                db: Some(db.clone()),
+                ..CacheOptions::default()
+            })),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", settings.listen))?;
@@ -220,6 +240,9 @@ impl Application {
             settings.job_workers,
         );
         state.batch.worker_config.lease = settings.job_lease;
+        if let Some(cache) = cache {
+            state = state.with_cache(cache);
+        }
         if let Some(capacity) = settings.db_share {
             state = state.with_db_share(capacity);
         }

@@ -19,6 +19,7 @@ use tenantry_fairness::shed::LoadShedder;
 use crate::auth::{AuthUser, JwtKeys};
 use crate::problem::ApiError;
 use crate::tenancy::TenantRegistry;
+use tenantry_cache::{Cache, CacheOptions};
 
 /// Statement timeout for platform work that belongs to no tenant (tenant
 /// lookups, user provisioning, admin API).
@@ -29,6 +30,12 @@ pub struct AppState {
     /// Read on every request, replaced whole on reload.
     pub tiers: ArcSwap<TierTable>,
     pub registry: TenantRegistry,
+    /// Tenant-namespaced L1 (+ L2 Redis) cache: tenants, memberships, hot
+    /// query results (`tenantry_cache`).
+    pub cache: Arc<Cache>,
+    /// Verified tokens by the SHA-256 of the whole token, each kept no
+    /// longer than its `exp`.
+    tokens: moka::sync::Cache<[u8; 32], VerifiedToken>,
     pub jwt: JwtKeys,
     pub admin_token: String,
     pub base_domain: Option<String>,
@@ -110,6 +117,31 @@ impl Fairness {
     }
 }
 
+/// A token that verified, and when it stops being valid.
+#[derive(Clone)]
+struct VerifiedToken {
+    user: AuthUser,
+    /// The token's `exp` (seconds since the epoch).
+    exp: u64,
+}
+
+/// The longest a verified token is kept, whatever its `exp`.
+const TOKEN_CACHE_MAX: Duration = Duration::from_secs(3_600);
+
+struct UntilExp;
+
+impl moka::Expiry<[u8; 32], VerifiedToken> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        token: &VerifiedToken,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        let now = jsonwebtoken::get_current_timestamp();
+        Some(Duration::from_secs(token.exp.saturating_sub(now)).min(TOKEN_CACHE_MAX))
+    }
+}
+
 impl AppState {
     pub fn new(
         db: Db,
@@ -119,10 +151,20 @@ impl AppState {
         base_domain: Option<String>,
         metrics: PrometheusHandle,
     ) -> Self {
+        // Without Redis, invalidations reach other nodes by NOTIFY.
+        let cache = Arc::new(Cache::new(CacheOptions {
+            db: Some(db.clone()),
+            ..CacheOptions::default()
+        }));
         Self {
             db: db.clone(),
             tiers: ArcSwap::from_pointee(tiers),
-            registry: TenantRegistry::new(db.clone()),
+            registry: TenantRegistry::new(db.clone(), cache.clone()),
+            cache,
+            tokens: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(UntilExp)
+                .build(),
             jwt: JwtKeys::new(jwt_secret.as_bytes()),
             admin_token,
             base_domain: base_domain.map(|d| d.to_ascii_lowercase()),
@@ -159,6 +201,40 @@ impl AppState {
     pub fn with_partition_horizon(mut self, months: u32) -> Self {
         self.partition_horizon_months = months;
         self
+    }
+
+    /// Replaces the cache (to give it Redis: L2 and pub/sub fan-out).
+    pub fn with_cache(mut self, cache: Cache) -> Self {
+        self.cache = Arc::new(cache);
+        self.registry = TenantRegistry::new(self.db.clone(), self.cache.clone());
+        self
+    }
+
+    /// Checks a user token, or finds it among tokens already checked (keyed
+    /// by a SHA-256 of the whole token, so two tokens never share an entry;
+    /// an entry never outlives the token's `exp`).
+    pub fn verify_token(&self, token: &str) -> Result<AuthUser, ApiError> {
+        use sha2::Digest as _;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(hit) = self.tokens.get(&key)
+            && hit.exp > now
+        {
+            self.cache.stats.token_hit(true);
+            return Ok(hit.user);
+        }
+        self.cache.stats.token_hit(false);
+        let (user, exp) = self.jwt.verify_with_exp(token)?;
+        if exp > now {
+            self.tokens.insert(
+                key,
+                VerifiedToken {
+                    user: user.clone(),
+                    exp,
+                },
+            );
+        }
+        Ok(user)
     }
 
     /// Sets how many tenant operations the database runs at once (the fair
@@ -200,16 +276,45 @@ impl AppState {
         if self.provisioned.contains_key(&key) {
             return Ok(());
         }
-        tenantry_db::users::provision(
+        // Boxed: the cold path must not enlarge every request's future.
+        Box::pin(tenantry_db::users::provision(
             &self.db,
             user.id,
             user.email.as_deref(),
             user.name.as_deref(),
             PLATFORM_STATEMENT_TIMEOUT_MS,
-        )
+        ))
         .await?;
         self.provisioned.insert(key, ());
         Ok(())
+    }
+
+    /// The platform's default settings, cached once for every tenant.
+    pub async fn platform_settings(&self) -> Result<Arc<serde_json::Value>, ApiError> {
+        let db = &self.db;
+        let found = self
+            .cache
+            .get_or_load(
+                tenantry_cache::PLATFORM,
+                "platform:settings",
+                "",
+                crate::tenancy::METADATA_TTL,
+                async {
+                    tenantry_db::platform::get(db, PLATFORM_STATEMENT_TIMEOUT_MS)
+                        .await
+                        .map(|p| p.settings)
+                },
+            )
+            .await
+            .map_err(|e| ApiError::from(crate::tenancy::unshare(e)))?;
+        Ok(found)
+    }
+
+    /// After the platform's settings changed: every node reloads them.
+    pub async fn platform_settings_changed(&self) {
+        self.cache
+            .bump_list(tenantry_cache::PLATFORM, "platform")
+            .await;
     }
 
     /// Forgets what is cached about a tenant (after an admin change).

@@ -84,8 +84,13 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     let mut response = match admitted {
         Some(_in_flight) => {
             metrics::gauge!("http_requests_in_flight").increment(1.0);
-            let response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+            // Every statement the request's task sends is counted: a request
+            // served from the cache shows 0.
+            let (response, statements) =
+                tenantry_db::count_statements(REQUEST_ID.scope(id.clone(), next.run(req))).await;
             metrics::gauge!("http_requests_in_flight").decrement(1.0);
+            metrics::counter!("tenantry_db_statements_total", "route" => route.clone())
+                .increment(statements);
             response
         }
         None => {

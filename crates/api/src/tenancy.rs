@@ -12,104 +12,121 @@ use std::time::Duration;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use moka::future::Cache;
+use tenantry_cache::{Cache, PLATFORM};
 use tenantry_core::{Limits, Role, TenantStatus};
+use tenantry_db::members::Member;
 use tenantry_db::tenants::{self, Lookup, Tenant};
 use tenantry_db::{Db, TenantContext, Tx};
 use uuid::Uuid;
 
+use tenantry_db::Admission;
 use tenantry_fairness::gcra::{Decision, Quota};
-use tenantry_fairness::share::{Claim, Permit, Rejected};
+use tenantry_fairness::share::{Claim, Rejected};
 
 use crate::auth::AuthUser;
 use crate::problem::ApiError;
 use crate::state::{AppState, PLATFORM_STATEMENT_TIMEOUT_MS};
 
-/// How long a looked-up tenant (or the fact that a slug or domain names no
-/// tenant) is trusted. Changes made through this node's admin API invalidate
-/// at once; the TTL bounds staleness for changes made on other nodes.
-const REGISTRY_TTL: Duration = Duration::from_secs(10);
+/// How long a tenant, a membership or a name's tenant is kept. Every change
+/// bumps the tenant's generation and is announced to the other nodes, so
+/// this only bounds staleness when an announcement is lost without the
+/// channel dropping (a node dying between its commit and its announcement).
+pub const METADATA_TTL: Duration = Duration::from_secs(300);
+/// How long "no tenant has this slug or domain" is kept: short, so a new
+/// tenant is found quickly even if its announcement is lost, and long
+/// enough that a flood of made-up names costs nothing.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
-/// An in-memory cache of tenants by slug, domain and id, with negative
-/// entries so floods of unknown names cost nothing.
+/// Tenants by slug, domain and id, from the cache (namespaces `names:slug`,
+/// `names:domain` under the platform, and `tenant` under each tenant), with
+/// negative entries so floods of unknown names cost nothing.
 pub struct TenantRegistry {
     db: Db,
-    by_slug: Cache<String, Option<Arc<Tenant>>>,
-    by_domain: Cache<String, Option<Arc<Tenant>>>,
+    cache: Arc<Cache>,
 }
 
 impl TenantRegistry {
-    pub fn new(db: Db) -> Self {
-        let cache = || {
-            Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(REGISTRY_TTL)
-                // For invalidate_entries_if: a tenant is found by id.
-                .support_invalidation_closures()
-                .build()
+    pub fn new(db: Db, cache: Arc<Cache>) -> Self {
+        Self { db, cache }
+    }
+
+    /// The tenant with `id` (not deleted).
+    pub async fn by_id(&self, id: Uuid) -> Result<Option<Arc<Tenant>>, ApiError> {
+        let db = &self.db;
+        let found = self
+            .cache
+            .get_or_load(id, "tenant", "", METADATA_TTL, async {
+                let found =
+                    tenants::find(db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+                Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
+            })
+            .await
+            .map_err(|e| ApiError::from(unshare(e)))?;
+        Ok(found.as_ref().clone())
+    }
+
+    async fn by_name(&self, lookup: Lookup<'_>) -> Result<Option<Arc<Tenant>>, ApiError> {
+        let (ns, name) = match lookup {
+            Lookup::Slug(s) => ("names:slug", s),
+            Lookup::Domain(d) => ("names:domain", d),
+            Lookup::Id(id) => return self.by_id(id).await,
         };
-        Self {
-            db,
-            by_slug: cache(),
-            by_domain: cache(),
+        let db = &self.db;
+        let (id, _) = self
+            .cache
+            .get_or_load_ttl(PLATFORM, ns, name, async {
+                let found = tenants::find(db, lookup, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+                let ttl = if found.is_some() {
+                    METADATA_TTL
+                } else {
+                    NEGATIVE_TTL
+                };
+                Ok::<_, tenantry_db::DbError>((found.map(|t| t.id), ttl))
+            })
+            .await
+            .map_err(|e| ApiError::from(unshare(e)))?;
+        let Some(id) = *id else { return Ok(None) };
+        let tenant = self.by_id(id).await?;
+        let names = |t: &Tenant| match lookup {
+            Lookup::Slug(s) => t.slug == s,
+            Lookup::Domain(d) => t.domain.as_deref() == Some(d),
+            Lookup::Id(_) => true,
+        };
+        match tenant {
+            Some(t) if names(&t) => Ok(Some(t)),
+            // The name moved (a deleted tenant's slug reused, a domain
+            // changed) and the announcement is still on its way: ask the
+            // database.
+            _ => Ok(tenants::find(db, lookup, PLATFORM_STATEMENT_TIMEOUT_MS)
+                .await?
+                .map(Arc::new)),
         }
     }
 
     pub async fn by_slug(&self, slug: &str) -> Result<Option<Arc<Tenant>>, ApiError> {
-        let db = &self.db;
-        self.by_slug
-            .try_get_with(slug.to_owned(), async {
-                let found =
-                    tenants::find(db, Lookup::Slug(slug), PLATFORM_STATEMENT_TIMEOUT_MS).await?;
-                Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
-            })
-            .await
-            .map_err(|e| ApiError::from(unshare(e)))
+        self.by_name(Lookup::Slug(slug)).await
     }
 
     pub async fn by_domain(&self, domain: &str) -> Result<Option<Arc<Tenant>>, ApiError> {
-        let db = &self.db;
-        self.by_domain
-            .try_get_with(domain.to_owned(), async {
-                let found =
-                    tenants::find(db, Lookup::Domain(domain), PLATFORM_STATEMENT_TIMEOUT_MS)
-                        .await?;
-                Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
-            })
-            .await
-            .map_err(|e| ApiError::from(unshare(e)))
+        self.by_name(Lookup::Domain(domain)).await
     }
 
-    /// Drops every entry that may describe tenant `id` (by its old slug and
-    /// domain too, which a change may have freed).
-    pub async fn invalidate(&self, before: Option<&Tenant>, id: Uuid) {
-        if let Some(t) = before {
-            self.by_slug.invalidate(&t.slug).await;
-            if let Some(d) = &t.domain {
-                self.by_domain.invalidate(d).await;
-            }
-        }
-        for cache in [&self.by_slug, &self.by_domain] {
-            let stale = cache.invalidate_entries_if(move |_, v: &Option<Arc<Tenant>>| {
-                v.as_ref().is_some_and(|t| t.id == id)
-            });
-            if let Err(e) = stale {
-                tracing::error!(error = %e, "tenant registry invalidation failed");
-            }
-        }
+    /// Forgets everything cached about tenant `id` (its record, its
+    /// memberships, its lists) and every name's tenant, on every node. O(1):
+    /// two generations move.
+    pub async fn invalidate(&self, _before: Option<&Tenant>, id: Uuid) {
+        self.cache.bump_tenant(id).await;
+        self.cache.bump_list(PLATFORM, "names").await;
     }
 
     /// Forgets negative entries for a slug or domain that now exists.
-    pub async fn created(&self, tenant: &Tenant) {
-        self.by_slug.invalidate(&tenant.slug).await;
-        if let Some(d) = &tenant.domain {
-            self.by_domain.invalidate(d).await;
-        }
+    pub async fn created(&self, _tenant: &Tenant) {
+        self.cache.bump_list(PLATFORM, "names").await;
     }
 }
 
 /// moka shares one loader error between concurrent waiters.
-fn unshare(err: Arc<tenantry_db::DbError>) -> tenantry_db::DbError {
+pub(crate) fn unshare(err: Arc<tenantry_db::DbError>) -> tenantry_db::DbError {
     match Arc::try_unwrap(err) {
         Ok(e) => e,
         Err(shared) => match &*shared {
@@ -257,32 +274,72 @@ pub struct RequestInfoInner {
 }
 
 /// A tenant-scoped request: the tenant, its limits, the signed-in user and
-/// an open transaction carrying the tenant context. The caller's role is
-/// looked up on first use, in the transaction, so a handler can fold that
-/// lookup into its own first statement (one round trip instead of two).
+/// a transaction carrying the tenant context. The transaction is lazy: it
+/// waits for the tenant's database share and takes a connection only on its
+/// first statement, so a request answered from the cache holds neither. The
+/// caller's membership comes from the cache (loaded in the transaction on a
+/// miss).
 pub struct Scope {
     pub tenant: Arc<Tenant>,
     pub limits: Limits,
     pub user: AuthUser,
     pub tx: Tx,
-    /// `None` until looked up; then the role, or `Some(None)` for a
+    /// `None` until looked up; then the membership, or `Some(None)` for a
     /// non-member.
-    role: Option<Option<Role>>,
-    /// This request's place in the tenant's database share, held until the
-    /// handler is done.
-    _permit: Option<Permit>,
+    member: Option<Option<Arc<Member>>>,
+    state: Arc<AppState>,
 }
 
 impl Scope {
+    /// The caller's membership (with their profile), or `None` if not a
+    /// member. Cached per (tenant, user) until the tenant's generation moves.
+    pub async fn membership(&mut self) -> Result<Option<Arc<Member>>, ApiError> {
+        if let Some(m) = &self.member {
+            return Ok(m.clone());
+        }
+        let (tenant, user) = (self.tenant.id, self.user.id);
+        let tx = &mut self.tx;
+        let found = self
+            .state
+            .cache
+            .get_or_load(tenant, "member", &user.to_string(), METADATA_TTL, async {
+                let found = tenantry_db::members::get(tx, tenant, user).await?;
+                Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
+            })
+            .await
+            .map_err(|e| ApiError::from(unshare(e)))?;
+        let member = found.as_ref().clone();
+        self.member = Some(member.clone());
+        Ok(member)
+    }
+
+    /// The platform's default settings (cached once for every tenant).
+    pub async fn platform_settings(&self) -> Result<Arc<serde_json::Value>, ApiError> {
+        self.state.platform_settings().await
+    }
+
     /// The caller's role, or `None` if not a member.
     pub async fn role(&mut self) -> Result<Option<Role>, ApiError> {
-        if let Some(role) = self.role {
-            return Ok(role);
+        Ok(self.membership().await?.map(|m| m.role))
+    }
+
+    /// The shared cache, for handlers that cache query results
+    /// ([`Cache::get_or_load`] under [`Scope::tenant_id`]) and bump a list's
+    /// generation after a write ([`Scope::changed`]).
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.state.cache
+    }
+
+    /// What to invalidate once this request's write commits: the tenant's
+    /// cached `list` (e.g. `"posts"`), or `""` for the whole tenant (its
+    /// record, memberships, every list). Taken before the commit consumes
+    /// the transaction; [`Invalidation::announce`] after it.
+    pub fn invalidation(&self, list: &'static str) -> Invalidation {
+        Invalidation {
+            cache: self.state.cache.clone(),
+            tenant: self.tenant.id,
+            list,
         }
-        let role =
-            tenantry_db::members::role_of(&mut self.tx, self.tenant.id, self.user.id).await?;
-        self.role = Some(role);
-        Ok(role)
     }
 
     /// The caller's role; 403 if they are not a member.
@@ -307,6 +364,21 @@ impl Scope {
     }
 }
 
+/// A pending cache invalidation (see [`Scope::invalidation`]).
+#[must_use = "announce it after the commit"]
+pub struct Invalidation {
+    cache: Arc<Cache>,
+    tenant: Uuid,
+    list: &'static str,
+}
+
+impl Invalidation {
+    /// Bumps the generation here and tells the other nodes.
+    pub async fn announce(self) {
+        self.cache.bump_list(self.tenant, self.list).await;
+    }
+}
+
 /// The answer to a non-member on a member-only route.
 pub fn not_a_member() -> ApiError {
     ApiError::Forbidden("you are not a member of this tenant".to_owned())
@@ -320,7 +392,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         // Authenticate first: anonymous callers learn nothing about tenants.
-        let user = state.jwt.verify(crate::auth::bearer(&parts.headers)?)?;
+        let user = state.verify_token(crate::auth::bearer(&parts.headers)?)?;
         let tenant = resolve(parts, state).await?;
         let limits = state.limits_of(&tenant);
         let info = parts
@@ -334,22 +406,27 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             admit_rate(state, &info, &tenant, &limits, user.id).await?;
         }
         state.provision(&user).await?;
-        let permit = if state.fairness.enforce {
-            Some(admit_db(state, &tenant, &limits).await?)
-        } else {
-            None
-        };
+        state
+            .cache
+            .stats
+            .tenant(tenant.id)
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let admission = state
+            .fairness
+            .enforce
+            .then(|| admit_db(state.clone(), &tenant, &limits));
         let ctx = TenantContext::tenant(tenant.id, limits.statement_timeout_ms);
-        // Nothing is sent yet: the prelude goes with the handler's first
-        // statement.
-        let tx = state.db.begin(&ctx).await?;
+        // Nothing is taken or sent yet: the share, the connection and the
+        // prelude come with the handler's first statement, if any.
+        let tx = state.db.begin_lazy(&ctx, admission);
         Ok(Scope {
             tenant,
             limits,
             user,
             tx,
-            role: None,
-            _permit: permit,
+            member: None,
+            state: state.clone(),
         })
     }
 }
@@ -393,31 +470,37 @@ async fn admit_rate(
     })
 }
 
-/// Waits for the tenant's share of the database, in the fair queue.
-async fn admit_db(state: &AppState, tenant: &Tenant, limits: &Limits) -> Result<Permit, ApiError> {
+/// Waits for the tenant's share of the database, in the fair queue: the
+/// admission of the request's lazy transaction. A wait past the budget is
+/// [`tenantry_db::DbError::Unavailable`], which answers 503 `overloaded`.
+fn admit_db(state: Arc<AppState>, tenant: &Tenant, limits: &Limits) -> Admission {
     let claim = Claim {
         tenant: tenant.id,
         limit: limits.db_concurrency,
         weight: limits.weight,
     };
-    let started = tokio::time::Instant::now();
-    let fairness = &state.fairness;
-    match fairness
-        .db_share
-        .acquire(claim, fairness.db_queue_budget)
-        .await
-    {
-        Ok(permit) => {
-            metrics::histogram!("tenantry_db_queue_wait_seconds", "tier" => tenant.tier.clone())
-                .record(started.elapsed().as_secs_f64());
-            Ok(permit)
+    let tier = tenant.tier.clone();
+    Box::pin(async move {
+        let started = tokio::time::Instant::now();
+        let fairness = &state.fairness;
+        match fairness
+            .db_share
+            .acquire(claim, fairness.db_queue_budget)
+            .await
+        {
+            Ok(permit) => {
+                metrics::histogram!("tenantry_db_queue_wait_seconds", "tier" => tier)
+                    .record(started.elapsed().as_secs_f64());
+                Ok(Box::new(permit) as Box<dyn std::any::Any + Send + Sync>)
+            }
+            Err(Rejected::Timeout) => {
+                metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => tier).increment(1);
+                Err(tenantry_db::DbError::Unavailable(
+                    "the tenant's database share is busy".to_owned(),
+                ))
+            }
         }
-        Err(Rejected::Timeout) => {
-            metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => tenant.tier.clone())
-                .increment(1);
-            Err(ApiError::Overloaded { retry_after: 1 })
-        }
-    }
+    })
 }
 
 #[cfg(test)]

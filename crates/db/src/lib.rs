@@ -22,6 +22,7 @@ pub mod members;
 pub mod migrate;
 pub mod notifications;
 pub mod partitions;
+pub mod platform;
 mod pool;
 pub mod posts;
 pub mod search;
@@ -32,7 +33,9 @@ pub mod testing;
 pub mod users;
 
 pub use error::DbError;
-pub use pool::{Db, DbOptions, StatementMode, TenantContext, Tx};
+pub use pool::{
+    Admission, Db, DbOptions, StatementMode, TenantContext, Tx, count_statements, statements_total,
+};
 
 /// Keyset position in a list ordered newest first: `(created_at, id)` of the
 /// last row already returned.

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{DbError, Tx};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub user_id: Uuid,
     pub role: Role,
@@ -41,6 +41,19 @@ pub async fn role_of(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<Option<Rol
         .await?;
     row.map(|r| Role::parse(r.get(0)).map_err(|e| DbError::Other(e.into())))
         .transpose()
+}
+
+/// `user`'s membership in the tenant, with their profile, or `None`.
+pub async fn get(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<Option<Member>, DbError> {
+    let row = tx
+        .query_opt(
+            "SELECT m.user_id, m.role, u.email, u.display_name, m.display_in_feed, m.created_at
+             FROM memberships m JOIN users u ON u.id = m.user_id
+             WHERE m.tenant_id = $1 AND m.user_id = $2",
+            &[&tenant, &user],
+        )
+        .await?;
+    row.as_ref().map(Member::from_row).transpose()
 }
 
 /// The tenant's member count and `user`'s membership, in one statement, and

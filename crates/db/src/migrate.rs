@@ -24,6 +24,16 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/V4__partitions.sql"),
     ),
     (
+        10,
+        "platform_settings",
+        include_str!("../migrations/V10__platform_settings.sql"),
+    ),
+    (
+        11,
+        "tenant_traffic",
+        include_str!("../migrations/V11__tenant_traffic.sql"),
+    ),
+    (
         20,
         "community",
         include_str!("../migrations/V20__community.sql"),

@@ -15,7 +15,12 @@
 //! pool with no tenant context left on it, and a statement that runs without a
 //! prelude sees no tenant rows at all (the policies fail closed).
 
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -98,12 +103,45 @@ impl TenantContext {
     }
 }
 
+/// Statements sent by every [`Tx`] of this process (preludes, statements and
+/// COMMITs): what `tenantry_db_statements_total` reports.
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+tokio::task_local! {
+    /// The statement counter of the request being served, if it counts.
+    static REQUEST_STATEMENTS: Arc<AtomicU64>;
+}
+
+/// Statements sent so far by this process.
+pub fn statements_total() -> u64 {
+    STATEMENTS.load(Ordering::Relaxed)
+}
+
+/// Runs `f`, counting the statements its task sends through [`Tx`]: the
+/// measure behind "a cached request costs no database work".
+pub async fn count_statements<F: Future>(f: F) -> (F::Output, u64) {
+    let counter = Arc::new(AtomicU64::new(0));
+    let out = REQUEST_STATEMENTS.scope(counter.clone(), f).await;
+    (out, counter.load(Ordering::Relaxed))
+}
+
+fn counted(n: u64) {
+    STATEMENTS.fetch_add(n, Ordering::Relaxed);
+    let _ = REQUEST_STATEMENTS.try_with(|c| c.fetch_add(n, Ordering::Relaxed));
+}
+
+/// What a lazily connected [`Tx`] waits for before it takes a connection
+/// (the tenant's fair database share); what it yields is held until the
+/// transaction ends.
+pub type Admission =
+    Pin<Box<dyn Future<Output = Result<Box<dyn Any + Send + Sync>, DbError>> + Send>>;
+
 /// The PostgreSQL connection pool.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     mode: StatementMode,
-    /// Kept for connections outside the pool (LISTEN).
+    /// For connections outside the pool (LISTEN).
     config: tokio_postgres::Config,
 }
 
@@ -170,10 +208,81 @@ impl Db {
     pub async fn begin(&self, ctx: &TenantContext) -> Result<Tx, DbError> {
         let conn = self.pool.get().await?;
         Ok(Tx {
+            pool: self.pool.clone(),
             conn: Some(conn),
             prelude: Some(ctx.prelude()),
             mode: self.mode,
+            admission: std::sync::Mutex::new(None),
+            _admitted: None,
         })
+    }
+
+    /// Opens a transaction that holds nothing until its first statement:
+    /// then it waits for `admission` (the tenant's database share), takes a
+    /// connection and sends the prelude with the statement. A request
+    /// answered from cache never does, so it holds no connection and no
+    /// share slot.
+    pub fn begin_lazy(&self, ctx: &TenantContext, admission: Option<Admission>) -> Tx {
+        Tx {
+            pool: self.pool.clone(),
+            conn: None,
+            prelude: Some(ctx.prelude()),
+            mode: self.mode,
+            admission: std::sync::Mutex::new(admission),
+            _admitted: None,
+        }
+    }
+
+    /// Sends a notification on `channel` (outside any transaction).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), DbError> {
+        let conn = self.pool.get().await?;
+        counted(1);
+        conn.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+            .await?;
+        Ok(())
+    }
+
+    /// Listens on `channel` on a connection of its own (outside the pool,
+    /// which would drop its notifications). The receiver closes when the
+    /// connection is lost; the caller reconnects and must assume it missed
+    /// notifications in between.
+    pub async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>, DbError> {
+        let (client, mut connection) = self.config.connect(NoTls).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = futures::StreamExt::next(&mut messages).await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_owned()).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost");
+                        return;
+                    }
+                }
+            }
+        };
+        // The channel name is ours (an identifier), quoted all the same.
+        let listen = format!("LISTEN \"{}\"", channel.replace('"', ""));
+        let handle = tokio::spawn(driver);
+        if let Err(e) = client.batch_execute(&listen).await {
+            handle.abort();
+            return Err(e.into());
+        }
+        // The client must live as long as the connection: park it in a task
+        // that ends when the connection does.
+        tokio::spawn(async move {
+            let _ = handle.await;
+            drop(client);
+        });
+        Ok(rx)
     }
 
     /// The most connections the pool opens.
@@ -191,10 +300,17 @@ impl Db {
 /// A transaction with tenant context. Commit it with [`Tx::commit`] or
 /// [`Tx::query_and_commit`]; dropping it rolls back.
 pub struct Tx {
+    pool: Pool,
+    /// Taken on the first statement (or at `begin`).
     conn: Option<Object>,
     /// The prelude not yet sent: it goes out with the first statement.
     prelude: Option<String>,
     mode: StatementMode,
+    /// Waited for before the connection is taken. In a mutex only so that
+    /// `Tx` stays `Sync` (the future is not); never contended.
+    admission: std::sync::Mutex<Option<Admission>>,
+    /// What the admission yielded (the share permit), released with the Tx.
+    _admitted: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl Tx {
@@ -204,7 +320,31 @@ impl Tx {
             .expect("a Tx holds its connection until it ends")
     }
 
+    /// Whether the transaction has a connection (it has sent, or is about
+    /// to send, a statement).
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Waits for the admission and takes a connection, once.
+    async fn connect(&mut self) -> Result<(), DbError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let admission = self
+            .admission
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(admission) = admission {
+            self._admitted = Some(admission.await?);
+        }
+        self.conn = Some(self.pool.get().await?);
+        Ok(())
+    }
+
     async fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
+        self.connect().await?;
         match self.mode {
             StatementMode::Cached => Ok(self.conn().prepare_cached(sql).await?),
             StatementMode::PerTransaction => {
@@ -218,6 +358,7 @@ impl Tx {
 
     async fn send_prelude(&mut self) -> Result<(), DbError> {
         if let Some(prelude) = self.prelude.take() {
+            counted(1);
             self.conn().batch_execute(&prelude).await?;
         }
         Ok(())
@@ -235,6 +376,7 @@ impl Tx {
             .conn
             .as_ref()
             .expect("a Tx holds its connection until it ends");
+        counted(1 + u64::from(self.prelude.is_some()));
         match self.prelude.take() {
             Some(prelude) => {
                 let (begun, rows) =
@@ -257,6 +399,7 @@ impl Tx {
             .conn
             .as_ref()
             .expect("a Tx holds its connection until it ends");
+        counted(1 + u64::from(self.prelude.is_some()));
         match self.prelude.take() {
             Some(prelude) => {
                 let (begun, n) =
@@ -302,6 +445,7 @@ impl Tx {
     ) -> Result<Vec<Row>, DbError> {
         let stmt = self.statement(sql).await?;
         let prelude = self.prelude.take();
+        counted(2 + u64::from(prelude.is_some()));
         let conn = self
             .conn
             .as_ref()
@@ -336,6 +480,7 @@ impl Tx {
             self.conn.take();
             return Ok(());
         }
+        counted(1);
         let result = self.conn().batch_execute("COMMIT").await;
         if result.is_ok() {
             self.conn.take();

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::{DbError, Keyset, Tx};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Post {
     pub id: Uuid,
     pub author_id: Uuid,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{Db, DbError, TenantContext};
 
 /// A tenant as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tenant {
     pub id: Uuid,
     pub slug: String,
@@ -130,6 +130,57 @@ pub async fn find(db: &Db, by: Lookup<'_>, timeout_ms: u32) -> Result<Option<Ten
     let sql = format!("SELECT {COLUMNS} FROM tenants WHERE {column} = $1 AND status <> 'deleted'");
     let rows = tx.query_and_commit(&sql, &[value]).await?;
     rows.first().map(Tenant::from_row).transpose()
+}
+
+/// The tenants to warm a cache with: active ones, tiers in `tier_order`
+/// first (premium first; tiers not named come last), the busiest by recent
+/// traffic first within a tier. One statement.
+pub async fn warm_candidates(
+    db: &Db,
+    tier_order: &[String],
+    limit: i64,
+    timeout_ms: u32,
+) -> Result<Vec<Tenant>, DbError> {
+    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tenants WHERE status = 'active'
+         ORDER BY array_position($1::text[], tier) NULLS LAST, recent_requests DESC, id
+         LIMIT $2"
+    );
+    let rows = tx.query_and_commit(&sql, &[&tier_order, &limit]).await?;
+    rows.iter().map(Tenant::from_row).collect()
+}
+
+/// The tenants with these ids (not deleted), in one statement.
+pub async fn find_many(db: &Db, ids: &[Uuid], timeout_ms: u32) -> Result<Vec<Tenant>, DbError> {
+    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let sql = format!("SELECT {COLUMNS} FROM tenants WHERE id = ANY($1) AND status <> 'deleted'");
+    let rows = tx.query_and_commit(&sql, &[&ids]).await?;
+    rows.iter().map(Tenant::from_row).collect()
+}
+
+/// Adds this node's requests since the last flush to each tenant's recent
+/// traffic (after halving what was there), in one statement.
+pub async fn record_traffic(
+    db: &Db,
+    ids: &[Uuid],
+    requests: &[i64],
+    timeout_ms: u32,
+) -> Result<u64, DbError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let n = tx
+        .execute(
+            "UPDATE tenants t SET recent_requests = t.recent_requests / 2 + d.n
+             FROM unnest($1::uuid[], $2::bigint[]) AS d(id, n)
+             WHERE t.id = d.id",
+            &[&ids, &requests],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// Tenants in id order (creation order, ids being UUIDv7), after `after`.

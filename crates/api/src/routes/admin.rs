@@ -407,6 +407,20 @@ pub struct Usage {
     pub limits: tenantry_core::Limits,
     pub quotas: Vec<QuotaUse>,
     pub throttling: Throttling,
+    /// The tenant's cache lookups on this node.
+    pub cache: CacheUse,
+}
+
+/// A tenant's cache lookups on this node (tenant record, memberships, cached
+/// lists) since it started.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CacheUse {
+    pub hits: u64,
+    pub misses: u64,
+    /// hits ÷ (hits + misses); null before any lookup.
+    pub hit_rate: Option<f64>,
+    /// Tenant-scoped requests seen on this node (what warming ranks by).
+    pub requests: u64,
 }
 
 /// Quotas, usage, the limits in force and recent throttling.
@@ -440,7 +454,14 @@ pub async fn usage(
         },
     ];
     let throttles = state.fairness.throttles_of(id);
+    let cached = state.cache.stats.tenant(id);
     Ok(Json(Usage {
+        cache: CacheUse {
+            hits: cached.hits.load(Relaxed),
+            misses: cached.misses.load(Relaxed),
+            hit_rate: cached.hit_rate(),
+            requests: cached.requests.load(Relaxed),
+        },
         tenant_id: id,
         tier: tenant.tier.clone(),
         limits,
@@ -452,4 +473,60 @@ pub async fn usage(
             quota_exceeded: throttles.quota_exceeded.load(Relaxed),
         },
     }))
+}
+
+/// The platform's default settings, which every tenant inherits.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PlatformSettingsView {
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<tenantry_db::platform::PlatformSettings> for PlatformSettingsView {
+    fn from(p: tenantry_db::platform::PlatformSettings) -> Self {
+        Self {
+            settings: p.settings,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchPlatformSettings {
+    /// Merged into the platform's settings one level deep; a key set to
+    /// null is removed.
+    #[schema(value_type = Object)]
+    pub settings: Value,
+}
+
+#[utoipa::path(get, path = "/v1/admin/settings", tag = "admin",
+    responses((status = 200, body = PlatformSettingsView)), security(("admin_token" = [])))]
+pub async fn get_settings(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<PlatformSettingsView>, ApiError> {
+    let current = tenantry_db::platform::get(&state.db, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+    Ok(Json(current.into()))
+}
+
+/// Changes the platform's default settings; every tenant's
+/// `effective_settings` follows at once (on every node, within the cache's
+/// fan-out delay).
+#[utoipa::path(patch, path = "/v1/admin/settings", tag = "admin", request_body = PatchPlatformSettings,
+    responses((status = 200, body = PlatformSettingsView), (status = 422, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn patch_settings(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Json(body): Json<PatchPlatformSettings>,
+) -> Result<Json<PlatformSettingsView>, ApiError> {
+    let patch =
+        object("settings", Some(body.settings)).map_err(|e| ApiError::Validation(vec![e]))?;
+    let updated =
+        tenantry_db::platform::update(&state.db, &patch, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+    state.platform_settings_changed().await;
+    tracing::info!("platform settings changed");
+    Ok(Json(updated.into()))
 }

@@ -89,7 +89,9 @@ pub async fn add_member(
         json!({ "role": role.as_str() }),
     )
     .await?;
+    let changed = scope.invalidation("");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok((StatusCode::CREATED, Json(member.into())))
 }
 
@@ -119,7 +121,9 @@ pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), Ap
     .map_err(already_member)?;
     let me = scope.user.id;
     audit(&mut scope, "member.join", me, json!({})).await?;
+    let changed = scope.invalidation("");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok((StatusCode::CREATED, Json(member.into())))
 }
 
@@ -202,7 +206,9 @@ pub async fn change_role(
         json!({ "from": target.as_str(), "to": role.as_str() }),
     )
     .await?;
+    let changed = scope.invalidation("");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok(Json(member.into()))
 }
 
@@ -254,7 +260,9 @@ pub async fn remove_member(
         json!({ "role": target.as_str() }),
     )
     .await?;
+    let changed = scope.invalidation("");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -43,6 +43,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("tenantry_db_pool_connections").set(size as f64);
     metrics::gauge!("tenantry_db_pool_idle").set(idle as f64);
     metrics::gauge!("tenantry_db_pool_waiting").set(waiting as f64);
+    state.cache.stats.export();
+    metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,5 +1,7 @@
 //! Posts, likes and comments.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -79,7 +81,9 @@ pub async fn create_post(
         quota,
     )
     .await?;
+    let changed = scope.invalidation("posts");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok((StatusCode::CREATED, Json(post.into())))
 }
 
@@ -87,19 +91,50 @@ pub async fn create_post(
 #[utoipa::path(get, path = "/v1/posts", tag = "posts", params(PageParams),
     responses((status = 200, body = Page<PostView>)), security(("user_jwt" = [])))]
 pub async fn list_posts(
-    scope: Scope,
+    mut scope: Scope,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<PostView>>, ApiError> {
     let limit = page.limit()?;
     let (tenant, user) = (scope.tenant.id, scope.user.id);
     let after: Option<TimeKey> = page.after(tenant, "posts")?;
-    // Membership, page and commit in one round trip.
-    let (role, rows) =
-        posts::list_for_member_and_commit(scope.tx, tenant, user, after.map(Into::into), limit + 1)
-            .await?;
-    if role.is_none() {
-        return Err(crate::tenancy::not_a_member());
-    }
+    let ttl = Duration::from_secs(scope.limits.cache_ttl_secs.into());
+    let rows = if after.is_none() && !ttl.is_zero() {
+        // The first page is the hot one: the same for every member, cached
+        // for the tier's cache TTL until a post of the tenant changes (every
+        // post write bumps the "posts" list's generation).
+        scope.member().await?;
+        let cache = scope.cache().clone();
+        let tx = scope.tx;
+        let page = cache
+            .get_or_load(
+                tenant,
+                "posts:first",
+                &(limit + 1).to_string(),
+                ttl,
+                async move {
+                    posts::list_for_member_and_commit(tx, tenant, user, None, limit + 1)
+                        .await
+                        .map(|(_, rows)| rows)
+                },
+            )
+            .await
+            .map_err(|e| ApiError::from(crate::tenancy::unshare(e)))?;
+        page.as_ref().clone()
+    } else {
+        // Membership, page and commit in one round trip.
+        let (role, rows) = posts::list_for_member_and_commit(
+            scope.tx,
+            tenant,
+            user,
+            after.map(Into::into),
+            limit + 1,
+        )
+        .await?;
+        if role.is_none() {
+            return Err(crate::tenancy::not_a_member());
+        }
+        rows
+    };
     Ok(Json(Page::from_rows(
         rows,
         limit,
@@ -152,7 +187,9 @@ pub async fn edit_post(
     let post = posts::update(&mut scope.tx, scope.tenant.id, id, &content)
         .await?
         .ok_or_else(post_not_found)?;
+    let changed = scope.invalidation("posts");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok(Json(post.into()))
 }
 
@@ -177,7 +214,9 @@ pub async fn delete_post(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Statu
         )
         .await?;
     }
+    let changed = scope.invalidation("posts");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -196,7 +235,9 @@ pub async fn like(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeSta
     let count = posts::like(&mut scope.tx, scope.tenant.id, id, scope.user.id)
         .await?
         .ok_or_else(post_not_found)?;
+    let changed = scope.invalidation("posts");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok(Json(LikeState {
         liked: true,
         like_count: count,
@@ -212,7 +253,9 @@ pub async fn unlike(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeS
     let count = posts::unlike(&mut scope.tx, scope.tenant.id, id, scope.user.id)
         .await?
         .ok_or_else(post_not_found)?;
+    let changed = scope.invalidation("posts");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok(Json(LikeState {
         liked: false,
         like_count: count,
@@ -253,7 +296,9 @@ pub async fn add_comment(
     let comment = posts::add_comment(&mut scope.tx, scope.tenant.id, id, scope.user.id, &content)
         .await?
         .ok_or_else(post_not_found)?;
+    let changed = scope.invalidation("posts");
     scope.tx.commit().await?;
+    changed.announce().await;
     Ok((StatusCode::CREATED, Json(comment.into())))
 }
 

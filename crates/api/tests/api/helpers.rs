@@ -33,7 +33,8 @@ pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: reqwest::Client,
     pub state: Arc<AppState>,
-    pub db: FreshDatabase,
+    /// Shared with peers ([`TestApp::spawn_peer`]); dropped with the last.
+    pub db: Arc<FreshDatabase>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -68,7 +69,21 @@ impl TestApp {
         base_domain: Option<String>,
         configure: impl FnOnce(AppState) -> AppState,
     ) -> TestApp {
-        let fresh = FreshDatabase::create().await;
+        let fresh = Arc::new(FreshDatabase::create().await);
+        Self::spawn_on(fresh, base_domain, configure).await
+    }
+
+    /// Another server (node) on this app's database, configured by
+    /// `configure`.
+    pub async fn spawn_peer(&self, configure: impl FnOnce(AppState) -> AppState) -> TestApp {
+        Self::spawn_on(self.db.clone(), None, configure).await
+    }
+
+    async fn spawn_on(
+        fresh: Arc<FreshDatabase>,
+        base_domain: Option<String>,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> TestApp {
         let db = Db::connect(&fresh.url, &DbOptions::default()).expect("pool");
         tenantry_db::migrate::migrate(&db).await.expect("migrate");
         let state = Arc::new(configure(AppState::new(

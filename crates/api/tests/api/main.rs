@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod auth;
 mod batch;
+mod cache;
 mod conventions;
 mod embedded;
 mod events;

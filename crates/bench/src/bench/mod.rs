@@ -398,6 +398,29 @@ async fn drive_all(
             noisy,
         };
         let plan = scenario.plan(&ctx)?;
+        let metrics_before = if *scenario == Scenario::Tenant {
+            // Steady state: a pass of the warm-up's length fills the caches
+            // before the counters are read.
+            let mut warm = scenario.plan(&ctx)?;
+            warm.streams.truncate(1);
+            warm.streams[0].end = args.warmup;
+            warm.end = args.warmup;
+            driver::drive(
+                &warm,
+                workload,
+                endpoint,
+                &DriveOptions {
+                    name: "tenant (warming)",
+                    seed: args.seed.wrapping_add(1),
+                    timeout: args.timeout,
+                    progress: !args.no_progress,
+                },
+            )
+            .await?;
+            Some(scrape_metrics(endpoint, args.timeout).await?)
+        } else {
+            None
+        };
         let driven = driver::drive(
             &plan,
             workload,
@@ -411,6 +434,24 @@ async fn drive_all(
         )
         .await?;
         let mut result = summarize(*scenario, &plan, workload, &driven);
+        if let Some(before) = metrics_before {
+            let after = scrape_metrics(endpoint, args.timeout).await?;
+            result.notes.extend(after.notes(&before));
+            let count = |op: &str| {
+                result
+                    .operations
+                    .iter()
+                    .find(|o| o.name == op)
+                    .map_or(0, |o| o.ok)
+            };
+            let (tenant, health) = (count("get-tenant"), count("healthz"));
+            if health > 0 {
+                result.notes.push(format!(
+                    "GET /v1/tenant / GET /healthz throughput (equal windows, same run): {:.2} ({tenant} / {health} answered; goal >= 0.8)",
+                    tenant as f64 / health as f64
+                ));
+            }
+        }
         if limits == Limits::Lift && scenario.needs_tenants() {
             result
                 .notes
@@ -419,6 +460,25 @@ async fn drive_all(
         results.push(result);
     }
     Ok(results)
+}
+
+/// The server's cache and statement counters, from `/metrics`.
+async fn scrape_metrics(
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> anyhow::Result<scenario::tenant::CacheCounters> {
+    let mut conn = client::Connection::new(endpoint.clone(), timeout);
+    let answer = conn
+        .send(
+            hyper::Method::GET,
+            "/metrics",
+            &client::Headers::default(),
+            None,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("Failed to read the server's /metrics: {e}"))?;
+    let text = String::from_utf8_lossy(&answer.body);
+    Ok(scenario::tenant::CacheCounters::parse(&text))
 }
 
 fn assemble(

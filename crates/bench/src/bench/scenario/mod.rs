@@ -15,6 +15,7 @@ pub mod mixed;
 pub mod noisy_neighbor;
 pub mod read;
 pub mod search;
+pub mod tenant;
 pub mod write;
 
 use std::time::Duration;
@@ -51,6 +52,10 @@ pub enum Scenario {
     /// `GET /healthz`: the HTTP framework's ceiling on this machine, for
     /// reading the other results as ratios.
     Healthz,
+    /// Cached `GET /v1/tenant` (tenants Zipf-skewed), then `GET /healthz`
+    /// as long: the ratio, the DB statements per request and the tenant
+    /// cache hit rate.
+    Tenant,
 }
 
 impl Scenario {
@@ -65,6 +70,7 @@ impl Scenario {
             Scenario::DeepPage => "deep-page",
             Scenario::Ingest => "ingest",
             Scenario::Healthz => "healthz",
+            Scenario::Tenant => "tenant",
         }
     }
 
@@ -84,6 +90,7 @@ impl Scenario {
             Scenario::DeepPage => deep_page::plan(ctx),
             Scenario::Ingest => ingest::plan(ctx),
             Scenario::Healthz => healthz::plan(ctx),
+            Scenario::Tenant => tenant::plan(ctx),
         }
     }
 }

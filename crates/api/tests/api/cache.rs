@@ -1,0 +1,607 @@
+//! Caching: what a warmed request costs, write-then-read consistency on one
+//! node and across nodes (LISTEN/NOTIFY, Redis pub/sub), the token cache,
+//! and a Redis that dies mid-test.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tenantry_api::AppState;
+use tenantry_cache::{Cache, CacheOptions, L2};
+
+use crate::helpers::{Fetch, TestApp, User, assert_json, assert_problem, eventually};
+
+/// The value of a counter in `/metrics` (0 when absent): the sum of the
+/// series whose name and labels start with `series`.
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app
+        .request(Method::GET, "/metrics")
+        .fetch()
+        .await
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+const TENANT_STATEMENTS: &str = "tenantry_db_statements_total{route=\"/v1/tenant\"}";
+
+fn id(tenant: &Value) -> String {
+    tenant["id"].as_str().expect("tenant id").to_owned()
+}
+
+async fn patch_tenant(app: &TestApp, tenant: &str, body: Value) {
+    assert_json(
+        app.admin(Method::PATCH, &format!("/v1/admin/tenants/{tenant}"))
+            .json(&body)
+            .fetch()
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_warmed_get_tenant_sends_no_database_statement() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.tenant("quiet").await;
+    let stranger = app.user("quiet");
+    // Cold: the tenant, the owner's membership and the user's provisioning
+    // are loaded.
+    app.tenant_view(&owner).await;
+    app.tenant_view(&stranger).await;
+    let warmed = metric(&app, TENANT_STATEMENTS).await;
+    assert!(warmed > 0.0, "cold requests read the database");
+    for _ in 0..5 {
+        let view = app.tenant_view(&owner).await;
+        assert_eq!(view["membership"]["role"], "owner");
+        assert_eq!(view["tenant"]["member_count"], 1);
+        let view = app.tenant_view(&stranger).await;
+        assert_eq!(view["membership"], Value::Null);
+    }
+    assert_eq!(
+        metric(&app, TENANT_STATEMENTS).await,
+        warmed,
+        "warmed GET /v1/tenant sent statements"
+    );
+}
+
+#[tokio::test]
+async fn membership_changes_are_read_back_at_once() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.tenant("club").await;
+    let member = app.member(&owner, "member").await;
+    let view = app.tenant_view(&member).await;
+    assert_eq!(view["membership"]["role"], "member");
+    assert_eq!(view["tenant"]["member_count"], 2);
+
+    let res = app
+        .as_user(&owner, Method::PATCH, &format!("/v1/members/{}", member.id))
+        .json(&json!({"role": "moderator"}))
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        app.tenant_view(&member).await["membership"]["role"],
+        "moderator"
+    );
+
+    let res = app
+        .as_user(
+            &owner,
+            Method::DELETE,
+            &format!("/v1/members/{}", member.id),
+        )
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let view = app.tenant_view(&member).await;
+    assert_eq!(view["membership"], Value::Null);
+    assert_eq!(view["tenant"]["member_count"], 1);
+    let res = app.as_user(&member, Method::GET, "/v1/posts").fetch().await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+}
+
+#[tokio::test]
+async fn a_cached_tenant_answers_403_as_soon_as_it_is_suspended_and_404_once_deleted() {
+    let app = TestApp::spawn().await;
+    let (tenant, owner) = app.tenant("fickle").await;
+    app.tenant_view(&owner).await;
+    patch_tenant(&app, &id(&tenant), json!({"status": "suspended"})).await;
+    let res = app.as_user(&owner, Method::GET, "/v1/tenant").fetch().await;
+    assert_problem(res, StatusCode::FORBIDDEN, "tenant_suspended").await;
+    patch_tenant(
+        &app,
+        &id(&tenant),
+        json!({"status": "active", "name": "Renamed"}),
+    )
+    .await;
+    assert_eq!(app.tenant_view(&owner).await["tenant"]["name"], "Renamed");
+    let res = app
+        .admin(
+            Method::DELETE,
+            &format!("/v1/admin/tenants/{}", id(&tenant)),
+        )
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let res = app.as_user(&owner, Method::GET, "/v1/tenant").fetch().await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn an_unknown_slug_is_found_as_soon_as_the_tenant_is_created() {
+    let app = TestApp::spawn().await;
+    let early = app.user("late");
+    let res = app.as_user(&early, Method::GET, "/v1/tenant").fetch().await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    let (_, owner) = app.tenant("late").await;
+    assert_eq!(app.tenant_view(&owner).await["tenant"]["slug"], "late");
+}
+
+#[tokio::test]
+async fn the_token_cache_never_confuses_two_tokens() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.tenant("tokens").await;
+    let other = app.user("tokens");
+    for _ in 0..3 {
+        assert_eq!(app.tenant_view(&owner).await["membership"]["role"], "owner");
+        assert_eq!(app.tenant_view(&other).await["membership"], Value::Null);
+    }
+    // The same claims with another signature (same length, same ending but
+    // for one character) must not ride on the cached entry.
+    let mut forged = owner.token.clone();
+    let flip = forged.len() - 12;
+    let c = forged.as_bytes()[flip];
+    let replacement = if c == b'A' { "B" } else { "A" };
+    forged.replace_range(flip..flip + 1, replacement);
+    let forged = User {
+        token: forged,
+        ..owner.clone()
+    };
+    let res = app
+        .as_user(&forged, Method::GET, "/v1/tenant")
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_first_page_of_posts_is_cached_until_a_post_changes() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.tenant("feed").await;
+    let member = app.member(&owner, "member").await;
+    let first = app.post(&owner, "one").await;
+    let page = |u: &User| {
+        let req = app.as_user(u, Method::GET, "/v1/posts");
+        async move { assert_json(req.fetch().await, StatusCode::OK).await }
+    };
+    assert_eq!(page(&member).await["items"][0]["id"], first);
+    let statements = "tenantry_db_statements_total{route=\"/v1/posts\"";
+    let before = metric(&app, statements).await;
+    assert_eq!(page(&owner).await["items"][0]["id"], first);
+    assert_eq!(page(&member).await["items"][0]["id"], first);
+    assert_eq!(
+        metric(&app, statements).await,
+        before,
+        "a cached first page reads nothing"
+    );
+
+    let second = app.post(&member, "two").await;
+    assert_eq!(page(&owner).await["items"][0]["id"], second);
+    let res = app
+        .as_user(&owner, Method::POST, &format!("/v1/posts/{first}/like"))
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(page(&member).await["items"][1]["like_count"], 1);
+    // Another tenant's first page is its own.
+    let (_, stranger) = app.tenant("elsewhere").await;
+    assert_eq!(page(&stranger).await["items"], json!([]));
+}
+
+#[tokio::test]
+async fn the_usage_view_shows_the_tenants_cache_hit_rate() {
+    let app = TestApp::spawn().await;
+    let (tenant, owner) = app.tenant("measured").await;
+    for _ in 0..4 {
+        app.tenant_view(&owner).await;
+    }
+    let usage = assert_json(
+        app.admin(
+            Method::GET,
+            &format!("/v1/admin/tenants/{}/usage", id(&tenant)),
+        )
+        .fetch()
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let cache = &usage["cache"];
+    assert!(cache["hits"].as_u64().expect("hits") >= 3, "{cache}");
+    assert!(cache["misses"].as_u64().expect("misses") >= 1, "{cache}");
+    let rate = cache["hit_rate"].as_f64().expect("hit rate");
+    assert!(rate > 0.5 && rate < 1.0, "{cache}");
+}
+
+/// How long a change on one node may take to be seen on another: the
+/// fan-out delay, which is milliseconds; generous for a loaded test machine.
+const BOUND: &str = "within 5 s";
+
+#[tokio::test]
+async fn a_change_on_one_node_is_seen_on_another_through_notify() {
+    let a = TestApp::spawn().await;
+    let b = a.spawn_peer(|s| s).await;
+    let (tenant, owner) = a.tenant("shared").await;
+    let member = a.member(&owner, "member").await;
+    // Node B caches the tenant and the membership.
+    assert_eq!(b.tenant_view(&member).await["membership"]["role"], "member");
+    let res = b.as_user(&member, Method::GET, "/v1/posts").fetch().await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let res = a
+        .as_user(
+            &owner,
+            Method::DELETE,
+            &format!("/v1/members/{}", member.id),
+        )
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    eventually(&format!("node B sees the removal {BOUND}"), || async {
+        b.as_user(&member, Method::GET, "/v1/posts")
+            .fetch()
+            .await
+            .status()
+            == StatusCode::FORBIDDEN
+    })
+    .await;
+    assert_eq!(b.tenant_view(&member).await["membership"], Value::Null);
+
+    patch_tenant(&a, &id(&tenant), json!({"status": "suspended"})).await;
+    eventually(&format!("node B sees the suspension {BOUND}"), || async {
+        b.as_user(&owner, Method::GET, "/v1/tenant")
+            .fetch()
+            .await
+            .status()
+            == StatusCode::FORBIDDEN
+    })
+    .await;
+}
+
+/// A `redis-server` of the test's own on a free port, so it can be stopped
+/// mid-test.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start_on(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        let server = RedisServer { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        Self::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A state whose cache uses `redis` (L2 and pub/sub), with NOTIFY as the
+/// fallback.
+fn with_redis(redis_url: &str) -> impl FnOnce(AppState) -> AppState {
+    let url = redis_url.to_owned();
+    move |state: AppState| {
+        let db = state.db.clone();
+        state.with_cache(Cache::new(CacheOptions {
+            redis: Some(L2::new(&url, "test:").expect("redis url")),
+            db: Some(db),
+            ..CacheOptions::default()
+        }))
+    }
+}
+
+#[tokio::test]
+async fn nodes_sharing_redis_share_entries_and_see_each_others_changes() {
+    let redis = RedisServer::start();
+    let a = TestApp::spawn_configured(None, with_redis(&redis.url())).await;
+    let b = a.spawn_peer(with_redis(&redis.url())).await;
+    let (tenant, owner) = a.tenant("pubsub").await;
+    let member = a.member(&owner, "member").await;
+    assert_eq!(a.tenant_view(&member).await["membership"]["role"], "member");
+    // B finds in Redis what A loaded.
+    assert_eq!(b.tenant_view(&member).await["membership"]["role"], "member");
+    let l2_hits = b
+        .state
+        .cache
+        .stats
+        .ns("tenant")
+        .hits_l2
+        .load(std::sync::atomic::Ordering::Relaxed)
+        + b.state
+            .cache
+            .stats
+            .ns("member")
+            .hits_l2
+            .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(l2_hits >= 1, "node B read node A's entries from Redis");
+
+    let res = a
+        .as_user(&owner, Method::PATCH, &format!("/v1/members/{}", member.id))
+        .json(&json!({"role": "admin"}))
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    eventually(&format!("node B sees the new role {BOUND}"), || async {
+        b.tenant_view(&member).await["membership"]["role"] == "admin"
+    })
+    .await;
+    let res = a
+        .as_user(
+            &owner,
+            Method::DELETE,
+            &format!("/v1/members/{}", member.id),
+        )
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    eventually(&format!("node B sees the removal {BOUND}"), || async {
+        b.as_user(&member, Method::GET, "/v1/posts")
+            .fetch()
+            .await
+            .status()
+            == StatusCode::FORBIDDEN
+    })
+    .await;
+    patch_tenant(&a, &id(&tenant), json!({"status": "suspended"})).await;
+    eventually(&format!("node B sees the suspension {BOUND}"), || async {
+        b.as_user(&owner, Method::GET, "/v1/tenant")
+            .fetch()
+            .await
+            .status()
+            == StatusCode::FORBIDDEN
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn when_redis_dies_the_nodes_keep_serving_and_recover_by_themselves() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let a = TestApp::spawn_configured(None, with_redis(&redis.url())).await;
+    let b = a.spawn_peer(with_redis(&redis.url())).await;
+    let (_, owner) = a.tenant("outage").await;
+    let member = a.member(&owner, "member").await;
+    assert_eq!(b.tenant_view(&member).await["membership"]["role"], "member");
+
+    redis.stop();
+    // Served from L1 (and the database), without waiting on Redis.
+    assert_eq!(a.tenant_view(&owner).await["membership"]["role"], "owner");
+    assert_eq!(b.tenant_view(&member).await["membership"]["role"], "member");
+    // A change still reaches the other node (NOTIFY is the fallback).
+    let res = a
+        .as_user(
+            &owner,
+            Method::DELETE,
+            &format!("/v1/members/{}", member.id),
+        )
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    eventually(
+        &format!("node B sees the removal without Redis {BOUND}"),
+        || async { b.tenant_view(&member).await["membership"] == Value::Null },
+    )
+    .await;
+
+    let _redis = RedisServer::start_on(port);
+    // Once the breaker lets Redis in again, generations are agreed there
+    // again: a bump lands in Redis.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("client");
+    let conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis is back");
+    let tenant_id = a.tenant_view(&owner).await["tenant"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let joiner = a.user("outage");
+    eventually("node A uses Redis again", || {
+        let mut conn = conn.clone();
+        let (a, owner, tenant_id) = (&a, &owner, tenant_id.clone());
+        async move {
+            let res = a
+                .as_user(owner, Method::POST, "/v1/members")
+                .json(&json!({"user_id": uuid::Uuid::now_v7(), "role": "member"}))
+                .fetch()
+                .await;
+            assert_eq!(res.status(), StatusCode::CREATED);
+            let generation: Option<u64> = redis::cmd("GET")
+                .arg(format!("test:gen:{{{tenant_id}}}:"))
+                .query_async(&mut conn)
+                .await
+                .expect("GET");
+            generation.is_some()
+        }
+    })
+    .await;
+    // And both nodes agree on what they serve.
+    assert_eq!(b.tenant_view(&joiner).await["membership"], Value::Null);
+    eventually(
+        &format!("node B sees the new member count {BOUND}"),
+        || async {
+            let (va, vb) = (a.tenant_view(&owner).await, b.tenant_view(&owner).await);
+            va["tenant"]["member_count"] == vb["tenant"]["member_count"]
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn platform_defaults_are_overlaid_with_each_tenants_own_settings() {
+    let a = TestApp::spawn().await;
+    let b = a.spawn_peer(|s| s).await;
+    let (_, plain) = a.tenant("plain").await;
+    let (_, themed) = a
+        .tenant_with("themed", json!({"settings": {"theme": "dark"}}))
+        .await;
+    assert_eq!(
+        b.tenant_view(&plain).await["tenant"]["effective_settings"],
+        json!({})
+    );
+    let res = a
+        .admin(Method::PATCH, "/v1/admin/settings")
+        .json(&json!({"settings": {"theme": "light", "locale": "en"}}))
+        .fetch()
+        .await;
+    let body = assert_json(res, StatusCode::OK).await;
+    assert_eq!(body["settings"], json!({"theme": "light", "locale": "en"}));
+    let view = a.tenant_view(&themed).await;
+    assert_eq!(view["tenant"]["settings"], json!({"theme": "dark"}));
+    assert_eq!(
+        view["tenant"]["effective_settings"],
+        json!({"theme": "dark", "locale": "en"})
+    );
+    eventually(&format!("node B sees the new defaults {BOUND}"), || async {
+        b.tenant_view(&plain).await["tenant"]["effective_settings"]
+            == json!({"theme": "light", "locale": "en"})
+    })
+    .await;
+    let got = assert_json(
+        a.admin(Method::GET, "/v1/admin/settings").fetch().await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(got["settings"]["locale"], "en");
+    let res = a
+        .admin(Method::PATCH, "/v1/admin/settings")
+        .json(&json!({"settings": ["not", "an", "object"]}))
+        .fetch()
+        .await;
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+}
+
+#[tokio::test]
+async fn warming_loads_premium_tiers_first_then_the_busiest() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let app = TestApp::spawn().await;
+    let (_, busy) = app.tenant("free-busy").await;
+    let (_, idle) = app.tenant("free-idle").await;
+    let (_, premium) = app.tenant_with("big", json!({"tier": "enterprise"})).await;
+    for _ in 0..3 {
+        app.tenant_view(&busy).await;
+    }
+    let flushed = tenantry_api::warm::flush_traffic(&app.state)
+        .await
+        .expect("flush");
+    assert!(flushed >= 1, "the busy tenant's traffic is recorded");
+    let recent: i64 = app
+        .raw_db()
+        .await
+        .query_one(
+            "SELECT recent_requests FROM tenants WHERE slug = 'free-busy'",
+            &[],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert!(recent >= 3, "recent_requests {recent}");
+
+    app.state.cache.reset().await;
+    let warmed = tenantry_api::warm::warm_from_db(&app.state, 2)
+        .await
+        .expect("warm");
+    assert_eq!(warmed, 2);
+    let misses = || app.state.cache.stats.ns("tenant").misses.load(Relaxed);
+    let before = misses();
+    app.tenant_view(&premium).await;
+    app.tenant_view(&busy).await;
+    assert_eq!(
+        misses(),
+        before,
+        "the enterprise and the busy tenant were warmed"
+    );
+    app.tenant_view(&idle).await;
+    assert_eq!(misses(), before + 1, "the idle free tenant was not");
+}
+
+#[tokio::test]
+async fn a_cached_request_needs_no_database_share() {
+    let app = TestApp::spawn_fair(1024, Duration::from_millis(300)).await;
+    let (tenant, owner) = app.tenant("busy").await;
+    patch_tenant(&app, &id(&tenant), json!({"limits": {"db_concurrency": 1}})).await;
+    app.tenant_view(&owner).await;
+    // A write stuck behind the locked tenant row holds the tenant's only
+    // database slot.
+    let lock = app.raw_db().await;
+    lock.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM tenants WHERE id = '{}' FOR UPDATE",
+        id(&tenant)
+    ))
+    .await
+    .expect("lock the tenant row");
+    let stuck = {
+        let req = app
+            .as_user(&owner, Method::POST, "/v1/posts")
+            .json(&json!({"content": "waits"}));
+        tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+    };
+    eventually("the stuck write holds the tenant's slot", || async {
+        app.state.fairness.db_share.stats().in_use >= 1
+    })
+    .await;
+    // A request that needs the database waits past its budget: 503.
+    let uncached = format!("/v1/posts/{}", uuid::Uuid::now_v7());
+    let res = app.as_user(&owner, Method::GET, &uncached).fetch().await;
+    assert_problem(res, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+    // The cached one takes no slot and no connection.
+    assert_eq!(app.tenant_view(&owner).await["membership"]["role"], "owner");
+    lock.batch_execute("ROLLBACK").await.expect("unlock");
+    let status = stuck.await.expect("join").expect("the write answers");
+    assert_eq!(status, StatusCode::CREATED);
+}

@@ -1,0 +1,513 @@
+//! Tenant-namespaced caching with O(1) invalidation.
+//!
+//! Two levels: **L1**, in this process (moka), and **L2**, Redis shared by
+//! every node when `REDIS_URL` is set. Every entry lives in a namespace
+//! (`"tenant"`, `"member"`, `"posts:first"`, …) under one tenant (the nil
+//! UUID for platform-wide entries), and its key carries two **generations**:
+//! the tenant's, and its list's (the namespace up to the first `:`, so
+//! `"posts:first"` belongs to the list `"posts"`). A write bumps one of
+//! them — [`Cache::bump_tenant`] or [`Cache::bump_list`] — which makes every
+//! older entry of that tenant (or list) unreachable at once: no key is
+//! scanned or deleted; the old entries age out by TTL and LRU.
+//!
+//! Generations are agreed through Redis (`INCR`) when there is one, so L2
+//! keys mean the same on every node; a bump is announced to the other nodes
+//! by Redis pub/sub, or by PostgreSQL `NOTIFY` when there is no Redis (or it
+//! is down). A node that loses either channel, or sees Redis come back
+//! after an outage, forgets every generation and L1 entry, because it may
+//! have missed bumps meanwhile ([`Cache::reset`]). So a change is seen on
+//! every node within the fan-out delay (milliseconds); should a bump's
+//! announcement be lost without any disconnect, the entry's TTL bounds the
+//! staleness.
+//!
+//! Expiry is checked against tokio's clock, so TTL logic is testable on
+//! paused time.
+
+pub mod fanout;
+pub mod l2;
+pub mod stats;
+
+use std::any::{Any, TypeId};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+pub use l2::{Health, L2};
+pub use stats::{NsSnapshot, Stats, TenantStats};
+
+/// The generation scope of a whole tenant.
+pub const TENANT: &str = "";
+
+/// Platform-wide entries live under this "tenant".
+pub const PLATFORM: Uuid = Uuid::nil();
+
+/// Local generations (not agreed through Redis) carry this bit, so they can
+/// never equal a Redis generation.
+const LOCAL: u64 = 1 << 63;
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct Key {
+    tenant: Uuid,
+    ns: &'static str,
+    key: String,
+    tenant_gen: u64,
+    list_gen: u64,
+    /// Two namespaces may not hold different types under one key; the type
+    /// in the key makes a mix-up a miss instead of a failed downcast.
+    ty: TypeId,
+}
+
+#[derive(Clone)]
+struct Entry {
+    value: Arc<dyn Any + Send + Sync>,
+    expires_at: Instant,
+    ttl: Duration,
+}
+
+/// Removes entries when their TTL is over (memory); reads also check
+/// `expires_at` on tokio's clock (correctness, and paused-time tests).
+struct PerEntryTtl;
+
+impl moka::Expiry<Key, Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _: &Key,
+        value: &Entry,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Gen {
+    value: u64,
+}
+
+impl Gen {
+    fn shared(self) -> bool {
+        self.value & LOCAL == 0
+    }
+}
+
+/// A tenant's generations: a handful of lists, searched in order.
+type Lists = Vec<(Box<str>, Gen)>;
+
+/// Each tenant's generations, by list.
+#[derive(Default)]
+struct Generations {
+    map: std::sync::RwLock<std::collections::HashMap<Uuid, Lists>>,
+}
+
+impl Generations {
+    fn get(&self, tenant: Uuid, list: &str) -> Option<Gen> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let lists = map.get(&tenant)?;
+        lists.iter().find(|(l, _)| &**l == list).map(|(_, g)| *g)
+    }
+
+    fn insert(&self, tenant: Uuid, list: &str, g: Gen) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let lists = map.entry(tenant).or_default();
+        match lists.iter_mut().find(|(l, _)| &**l == list) {
+            Some((_, current)) => *current = g,
+            None => lists.push((list.into(), g)),
+        }
+    }
+
+    /// The generation there, or `g` inserted.
+    fn get_or_insert(&self, tenant: Uuid, list: &str, g: Gen) -> Gen {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let lists = map.entry(tenant).or_default();
+        match lists.iter().find(|(l, _)| &**l == list) {
+            Some((_, current)) => *current,
+            None => {
+                lists.push((list.into(), g));
+                g
+            }
+        }
+    }
+
+    fn clear(&self) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// Settings of a [`Cache`].
+pub struct CacheOptions {
+    /// The most L1 entries (all namespaces together).
+    pub capacity: u64,
+    /// L2 and the pub/sub fan-out.
+    pub redis: Option<L2>,
+    /// PostgreSQL LISTEN/NOTIFY fan-out (without Redis, or while it is down).
+    pub db: Option<tenantry_db::Db>,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            capacity: 200_000,
+            redis: None,
+            db: None,
+        }
+    }
+}
+
+pub struct Cache {
+    /// Tells this node's announcements from the others'.
+    node: Uuid,
+    l1: moka::future::Cache<Key, Entry>,
+    /// Read several times per request: a plain map under a read lock (a
+    /// fraction of a cache lookup's cost, no allocation). It holds a few
+    /// entries per tenant seen, and is emptied by [`Cache::reset`].
+    gens: Generations,
+    counter: AtomicU64,
+    l2: Option<L2>,
+    db: Option<tenantry_db::Db>,
+    pub stats: Arc<Stats>,
+    /// Fired after every reset, so a warmer can refill the cache.
+    pub resets: tokio::sync::Notify,
+    /// Generations bumped here or announced by other nodes (storm
+    /// detection).
+    pub invalidations: AtomicU64,
+}
+
+/// Where a cached value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    L1,
+    L2,
+    Loaded,
+}
+
+impl Cache {
+    pub fn new(options: CacheOptions) -> Self {
+        let stats = Arc::new(Stats::default());
+        let listener_stats = stats.clone();
+        let l1 = moka::future::Cache::builder()
+            .max_capacity(options.capacity)
+            .expire_after(PerEntryTtl)
+            .eviction_listener(move |key: Arc<Key>, _, cause| {
+                listener_stats.removed(key.ns, cause.was_evicted());
+            })
+            .build();
+        let gens = Generations::default();
+        Self {
+            node: Uuid::new_v4(),
+            l1,
+            gens,
+            counter: AtomicU64::new(1),
+            l2: options.redis,
+            db: options.db,
+            stats,
+            resets: tokio::sync::Notify::new(),
+            invalidations: AtomicU64::new(0),
+        }
+    }
+
+    /// A cache in this process only (tests, benchmarks of L1).
+    pub fn local() -> Self {
+        Self::new(CacheOptions::default())
+    }
+
+    pub fn node(&self) -> Uuid {
+        self.node
+    }
+
+    pub fn l2(&self) -> Option<&L2> {
+        self.l2.as_ref()
+    }
+
+    pub fn db(&self) -> Option<&tenantry_db::Db> {
+        self.db.as_ref()
+    }
+
+    fn fresh_local(&self) -> Gen {
+        Gen {
+            value: LOCAL | self.counter.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Redis, if it may be used now. A breaker that just closed resets the
+    /// cache first: bumps may have been missed while Redis was away.
+    async fn redis(&self) -> Option<&L2> {
+        let l2 = self.l2.as_ref()?;
+        match l2.health() {
+            Health::Up => Some(l2),
+            Health::Open => None,
+            Health::Recovered => {
+                self.reset().await;
+                Some(l2)
+            }
+        }
+    }
+
+    fn gen_key(&self, l2: &L2, tenant: Uuid, list: &str) -> String {
+        format!("{}gen:{{{tenant}}}:{list}", l2.prefix)
+    }
+
+    async fn generation(&self, tenant: Uuid, list: &str) -> Gen {
+        if let Some(g) = self.gens.get(tenant, list) {
+            return g;
+        }
+        // The cold path is boxed so that every caller's future (the hot path
+        // of every request) stays small: moving large futures showed up as
+        // memmove in profiles.
+        let fetched: Option<Gen> = Box::pin(async {
+            let l2 = self.redis().await?;
+            let k = self.gen_key(l2, tenant, list);
+            let v = l2.call::<Option<u64>>(redis::cmd("GET").arg(&k)).await?;
+            Some(Gen {
+                value: v.unwrap_or(0) & !LOCAL,
+            })
+        })
+        .await;
+        let g = fetched.unwrap_or_else(|| self.fresh_local());
+        // A bump that landed meanwhile wins over what was fetched.
+        self.gens.get_or_insert(tenant, list, g)
+    }
+
+    /// The value under `(tenant, ns, key)`, loaded by `load` on a miss and
+    /// kept for `ttl` (a zero TTL caches nothing). Concurrent misses of one
+    /// key share one load. Loads are not retried: an error is returned to
+    /// every waiter and nothing is cached.
+    pub async fn get_or_load<T, E, F>(
+        &self,
+        tenant: Uuid,
+        ns: &'static str,
+        key: &str,
+        ttl: Duration,
+        load: F,
+    ) -> Result<Arc<T>, Arc<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<T, E>>,
+    {
+        if ttl.is_zero() {
+            return load.await.map(Arc::new).map_err(Arc::new);
+        }
+        self.get_or_load_ttl(tenant, ns, key, async move { load.await.map(|v| (v, ttl)) })
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// Like [`Cache::get_or_load`], with the TTL chosen by the loader (short
+    /// for negative entries, say). Also says where the value came from.
+    pub async fn get_or_load_ttl<T, E, F>(
+        &self,
+        tenant: Uuid,
+        ns: &'static str,
+        key: &str,
+        load: F,
+    ) -> Result<(Arc<T>, Source), Arc<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<(T, Duration), E>>,
+    {
+        let tenant_gen = self.generation(tenant, TENANT).await;
+        // A namespace without a list (no `:`) follows the tenant's
+        // generation only.
+        let list_gen = match ns.split_once(':') {
+            Some((list, _)) => self.generation(tenant, list).await,
+            None => Gen { value: 0 },
+        };
+        let k = Key {
+            tenant,
+            ns,
+            key: key.to_owned(),
+            tenant_gen: tenant_gen.value,
+            list_gen: list_gen.value,
+            ty: TypeId::of::<T>(),
+        };
+        if let Some(entry) = self.l1.get(&k).await {
+            if entry.expires_at > Instant::now()
+                && let Ok(v) = entry.value.downcast::<T>()
+            {
+                self.stats.hit(ns, tenant, Source::L1);
+                return Ok((v, Source::L1));
+            }
+            self.l1.invalidate(&k).await;
+        }
+        // The miss path, boxed (see `generation`).
+        Box::pin(self.load_into_l1(k, (tenant_gen, list_gen), load)).await
+    }
+
+    async fn load_into_l1<T, E, F>(
+        &self,
+        k: Key,
+        (tenant_gen, list_gen): (Gen, Gen),
+        load: F,
+    ) -> Result<(Arc<T>, Source), Arc<E>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<(T, Duration), E>>,
+    {
+        let (tenant, ns) = (k.tenant, k.ns);
+        let key = k.key.clone();
+        let shared = tenant_gen.shared() && list_gen.shared();
+        let redis = if shared { self.redis().await } else { None };
+        let l2_key = redis.map(|l2| {
+            format!(
+                "{}c:{{{tenant}}}:{}:{}:{ns}:{key}",
+                l2.prefix, tenant_gen.value, list_gen.value
+            )
+        });
+        let source = std::sync::Mutex::new(Source::L1);
+        let entry = self
+            .l1
+            .try_get_with(k, async {
+                if let (Some(l2), Some(l2_key)) = (redis, &l2_key)
+                    && let Some(bytes) = l2.get(l2_key).await
+                    && let Ok(stored) = serde_json::from_slice::<Stored<T>>(&bytes)
+                {
+                    *source.lock().unwrap_or_else(|e| e.into_inner()) = Source::L2;
+                    self.stats.inserted(ns);
+                    let ttl = Duration::from_millis(stored.ttl_ms);
+                    return Ok(Entry {
+                        value: Arc::new(stored.value),
+                        expires_at: Instant::now() + ttl,
+                        ttl,
+                    });
+                }
+                let (value, ttl) = load.await?;
+                *source.lock().unwrap_or_else(|e| e.into_inner()) = Source::Loaded;
+                if let (Some(l2), Some(l2_key)) = (redis, &l2_key) {
+                    let stored = Stored {
+                        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                        value: &value,
+                    };
+                    if let Ok(bytes) = serde_json::to_vec(&stored) {
+                        l2.set(l2_key, &bytes, ttl).await;
+                    }
+                }
+                self.stats.inserted(ns);
+                Ok(Entry {
+                    value: Arc::new(value),
+                    expires_at: Instant::now() + ttl,
+                    ttl,
+                })
+            })
+            .await?;
+        // `source` stays L1 when another caller's load filled the entry.
+        let source = *source.lock().unwrap_or_else(|e| e.into_inner());
+        self.stats.hit(ns, tenant, source);
+        let value = entry
+            .value
+            .downcast::<T>()
+            .expect("the key carries the value's type");
+        Ok((value, source))
+    }
+
+    /// Makes every entry of `tenant` unreachable, here and on every node.
+    pub async fn bump_tenant(&self, tenant: Uuid) {
+        self.bump_list(tenant, TENANT).await;
+    }
+
+    /// Makes every entry of `tenant`'s `list` unreachable, here and on every
+    /// node (`list` is a namespace's part before `:`).
+    pub async fn bump_list(&self, tenant: Uuid, list: &str) {
+        metrics::counter!("tenantry_cache_invalidations_total").increment(1);
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+        let mut announced = false;
+        if let Some(l2) = self.redis().await {
+            let k = self.gen_key(l2, tenant, list);
+            if let Some(v) = l2.call::<u64>(redis::cmd("INCR").arg(&k)).await {
+                self.gens.insert(tenant, list, Gen { value: v });
+                let message = fanout::Message {
+                    node: self.node,
+                    tenant,
+                    list: list.to_owned(),
+                    generation: Some(v),
+                };
+                announced = l2
+                    .call::<i64>(
+                        redis::cmd("PUBLISH")
+                            .arg(fanout::redis_channel(l2))
+                            .arg(message.encode()),
+                    )
+                    .await
+                    .is_some();
+                if !announced {
+                    // Redis took the INCR but not the PUBLISH: fall back below.
+                    tracing::warn!(%tenant, list, "cache invalidation falls back to NOTIFY");
+                }
+            } else {
+                self.gens.insert(tenant, list, self.fresh_local());
+            }
+        } else {
+            self.gens.insert(tenant, list, self.fresh_local());
+        }
+        if !announced && let Some(db) = &self.db {
+            let message = fanout::Message {
+                node: self.node,
+                tenant,
+                list: list.to_owned(),
+                generation: None,
+            };
+            if let Err(e) = db.notify(fanout::PG_CHANNEL, &message.encode()).await {
+                tracing::warn!(error = %e, %tenant, "cache invalidation NOTIFY failed");
+            }
+        }
+    }
+
+    /// Applies another node's bump.
+    pub async fn apply(&self, message: &fanout::Message) {
+        if message.node == self.node {
+            return;
+        }
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+        let (tenant, list) = (message.tenant, message.list.as_str());
+        match message.generation {
+            Some(v) => {
+                // Keep the newest generation: announcements may cross.
+                let current = self.gens.get(tenant, list);
+                if current.is_none_or(|g| !g.shared() || g.value < v) {
+                    self.gens.insert(tenant, list, Gen { value: v });
+                }
+            }
+            None => {
+                self.gens.insert(tenant, list, self.fresh_local());
+            }
+        }
+    }
+
+    /// Forgets every generation and entry: after a fan-out channel was lost
+    /// or Redis came back, bumps may have been missed.
+    pub async fn reset(&self) {
+        self.gens.clear();
+        self.l1.invalidate_all();
+        metrics::counter!("tenantry_cache_resets_total").increment(1);
+        self.resets.notify_waiters();
+    }
+
+    /// Entries in L1 (all namespaces; approximate until pending work runs).
+    pub fn entry_count(&self) -> u64 {
+        self.l1.entry_count()
+    }
+
+    /// Runs moka's pending maintenance (evictions, counts); for tests and
+    /// the metrics upkeep.
+    pub async fn run_pending_tasks(&self) {
+        self.l1.run_pending_tasks().await;
+    }
+}
+
+/// An L2 value with the TTL it was loaded with, so a node that takes it from
+/// Redis keeps it no longer than the loader meant.
+#[derive(Serialize, serde::Deserialize)]
+struct Stored<T> {
+    ttl_ms: u64,
+    value: T,
+}
+
+#[cfg(test)]
+mod tests;
