@@ -48,7 +48,12 @@ impl Batch {
 }
 
 /// Spawns the workers, the listener and the collector.
-pub fn start(db: &Db, batch: &Batch, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+pub fn start(
+    db: &Db,
+    batch: &Batch,
+    cache: &Arc<tenantry_cache::Cache>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     let collector = batch
         .collector
@@ -63,10 +68,20 @@ pub fn start(db: &Db, batch: &Batch, stop: &watch::Receiver<bool>) -> Vec<JoinHa
         batch.wake.clone(),
         stop.clone(),
     )));
+    let cache = cache.clone();
     tasks.push(tokio::spawn(tenantry_jobs::counters::run(
         db.clone(),
         batch.counter_interval,
         stop.clone(),
+        // New counts: the tenants' cached first pages of posts must go.
+        move |tenants| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                for tenant in tenants {
+                    cache.bump_list(tenant, "posts").await;
+                }
+            });
+        },
     )));
     for _ in 0..batch.workers {
         let worker = Arc::new(Worker::new(

@@ -20,8 +20,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{Secrets, Settings};
 use crate::routes::{
-    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops,
-    posts, search, shares, tenant,
+    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops, posts,
+    search, shares, tenant,
 };
 use crate::state::AppState;
 use crate::telemetry;
@@ -130,7 +130,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(crate::purge::run(state.clone(), stop_rx.clone()));
     let maintenance = tokio::spawn(crate::maintenance::run(state.clone(), stop_rx.clone()));
-    let batch = crate::batch::start(&state.db, &state.batch, &stop_rx);
+    let batch = crate::batch::start(&state.db, &state.batch, &state.cache, &stop_rx);
     let fanout = tokio::spawn(tenantry_cache::fanout::run(
         state.cache.clone(),
         stop_rx.clone(),

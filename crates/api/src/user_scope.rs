@@ -35,6 +35,12 @@ pub struct UserScope {
 }
 
 impl UserScope {
+    /// Bumps the generation of one of `tenant`'s cached lists (after a
+    /// committed write into it) and tells the other nodes.
+    pub async fn list_changed(&self, tenant: Uuid, list: &str) {
+        self.state.cache.bump_list(tenant, list).await;
+    }
+
     /// The caller's communities that are active (not suspended or deleted).
     pub async fn communities(&self) -> Result<Vec<Community>, ApiError> {
         Ok(community::active(

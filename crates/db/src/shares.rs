@@ -18,7 +18,7 @@ use crate::posts::{POST_COLUMNS, Post, PostQuota};
 use crate::{DbError, Tx};
 
 /// Where shared content came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Origin {
     pub tenant_id: Uuid,
     pub id: Uuid,

@@ -20,12 +20,15 @@ const APPLY_BATCH: i64 = 50_000;
 const TENANTS_PER_APPLY: i64 = 500;
 
 /// What one [`flush`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Flushed {
     /// Delta rows applied.
     pub deltas: u64,
     /// Post rows updated.
     pub posts: u64,
+    /// The tenants whose deltas were applied (their cached post lists are
+    /// now stale).
+    pub tenants: Vec<Uuid>,
 }
 
 /// The tenants that have deltas, after `after`, by a skip scan of the
@@ -120,6 +123,9 @@ pub async fn flush(db: &Db) -> Result<Flushed, DbError> {
             let (deltas, posts): (i64, i64) = rows.first().map_or((0, 0), |r| (r.get(0), r.get(1)));
             total.deltas += deltas as u64;
             total.posts += posts as u64;
+            if deltas > 0 {
+                total.tenants.extend(tenants.iter().copied());
+            }
             if deltas < APPLY_BATCH {
                 break;
             }
@@ -132,8 +138,14 @@ pub async fn flush(db: &Db) -> Result<Flushed, DbError> {
 }
 
 /// Applies deltas every `interval` until `stop` (and once more on stop, so a
-/// graceful shutdown leaves nothing pending).
-pub async fn run(db: Db, interval: Duration, mut stop: watch::Receiver<bool>) {
+/// graceful shutdown leaves nothing pending). `applied` is told the tenants
+/// whose counters changed (to drop their cached lists).
+pub async fn run(
+    db: Db,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+    applied: impl Fn(Vec<Uuid>) + Send + 'static,
+) {
     loop {
         let stopping = tokio::select! {
             _ = stop.changed() => true,
@@ -143,6 +155,9 @@ pub async fn run(db: Db, interval: Duration, mut stop: watch::Receiver<bool>) {
             Ok(f) if f.deltas > 0 => {
                 metrics::counter!("tenantry_counter_deltas_applied_total").increment(f.deltas);
                 metrics::counter!("tenantry_counter_post_updates_total").increment(f.posts);
+                let mut tenants = f.tenants;
+                tenants.dedup();
+                applied(tenants);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "applying post counters failed; will retry"),

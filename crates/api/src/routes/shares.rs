@@ -125,7 +125,12 @@ pub async fn share(
         let (status, shared) = match quota {
             Some(quota) => {
                 match shares::share_post_and_commit(tx, source, id, target, user, quota).await? {
-                    Shared::Created(p) => (StatusCode::CREATED, view(Some(p.into()), None)),
+                    Shared::Created(p) => {
+                        // The copy is a new post of the target: its cached
+                        // first page must go.
+                        scope.list_changed(target, "posts").await;
+                        (StatusCode::CREATED, view(Some(p.into()), None))
+                    }
                     Shared::Existing(p) => (StatusCode::OK, view(Some(p.into()), None)),
                     Shared::NoSource => return Err(ApiError::not_found("post")),
                     Shared::NotCopied { quota: Some(q) } => {

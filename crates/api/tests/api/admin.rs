@@ -574,7 +574,10 @@ async fn the_purge_worker_removes_a_deleted_tenants_rows() {
         .as_user(
             &owner,
             Method::POST,
-            &format!("/v1/journeys/{}/activities", journey["id"].as_str().expect("id")),
+            &format!(
+                "/v1/journeys/{}/activities",
+                journey["id"].as_str().expect("id")
+            ),
         )
         .json(&json!({"title": "a walk", "start_datetime": soon}))
         .fetch()
@@ -633,7 +636,11 @@ async fn the_purge_worker_removes_a_deleted_tenants_rows() {
             )
             .await
             .expect("count");
-        assert_eq!(row.get::<_, i64>(0), 0, "{table} still holds the tenant's rows");
+        assert_eq!(
+            row.get::<_, i64>(0),
+            0,
+            "{table} still holds the tenant's rows"
+        );
     }
     assert_eq!(
         count("SELECT count(*) FROM posts WHERE tenant_id = $1", kept_id).await,

@@ -33,6 +33,13 @@ async fn a_shared_post_appears_in_the_targets_list_and_feed_with_its_origin_once
     let app = TestApp::spawn().await;
     let (sharer, a, b, _) = setup(&app).await;
     let original = app.post(&a, "Route conditions are great").await;
+    // The target's (empty) first page is now cached: the share must drop it.
+    let before = assert_json(
+        app.as_user(&b, Method::GET, "/v1/posts").fetch().await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(items(&before).is_empty());
     let body = json!({"content_type": "post", "content_id": original,
                       "source_tenant": "acme", "target_tenant": "bravo"});
     let first = assert_json(
