@@ -17,6 +17,7 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
+pub mod user_scope;
 
 pub use config::Settings;
 pub use server::{Application, run};

@@ -4,11 +4,14 @@ use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{admin, analytics, audit, jobs, members, notifications, ops, posts, tenant};
+use crate::routes::{
+    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops,
+    posts, search, shares, tenant,
+};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Tenantry", description = "A multi-tenant platform server: tenants, members, posts."),
+    info(title = "Tenantry", description = "A multi-tenant platform server: tenants, members, posts, events, journeys, the cross-community feed, shares, search."),
     paths(
         admin::create_tenant, admin::list_tenants, admin::get_tenant, admin::patch_tenant,
         admin::delete_tenant, admin::usage,
@@ -17,6 +20,12 @@ use crate::routes::{admin, analytics, audit, jobs, members, notifications, ops, 
         members::remove_member,
         posts::create_post, posts::list_posts, posts::get_post, posts::edit_post,
         posts::delete_post, posts::like, posts::unlike, posts::add_comment, posts::list_comments,
+        events::create_event, events::list_events, events::get_event, events::edit_event,
+        events::cancel_event,
+        journeys::create_journey, journeys::list_journeys, journeys::get_journey,
+        journeys::add_activity, journeys::list_activities,
+        search::search,
+        community::my_communities, community::feed, shares::share,
         jobs::overview, jobs::retry, jobs::discard,
         analytics::ingest, analytics::daily,
         notifications::announce, notifications::list, notifications::mark_read,
@@ -30,6 +39,10 @@ use crate::routes::{admin, analytics, audit, jobs, members, notifications, ops, 
         (name = "tenant", description = "The resolved tenant"),
         (name = "members", description = "Members and roles"),
         (name = "posts", description = "Posts, likes, comments"),
+        (name = "events", description = "Events: upcoming lists, edits, cancellation"),
+        (name = "journeys", description = "Journeys and their (monthly-partitioned) activities"),
+        (name = "search", description = "Full-text search over a tenant's posts and events"),
+        (name = "me", description = "User-scoped: the caller's communities, the cross-community feed, shares"),
         (name = "analytics", description = "Group-committed analytics events and daily statistics"),
         (name = "notifications", description = "Announcements and members' notifications"),
         (name = "audit", description = "The tenant's audit log"),

@@ -18,7 +18,10 @@ use utoipa::OpenApi as _;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{Secrets, Settings};
-use crate::routes::{admin, analytics, audit, jobs, members, notifications, ops, posts, tenant};
+use crate::routes::{
+    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops,
+    posts, search, shares, tenant,
+};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -64,6 +67,29 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/posts/{id}/comments",
             post(posts::add_comment).get(posts::list_comments),
         )
+        .route(
+            "/v1/events",
+            post(events::create_event).get(events::list_events),
+        )
+        .route(
+            "/v1/events/{id}",
+            get(events::get_event)
+                .patch(events::edit_event)
+                .delete(events::cancel_event),
+        )
+        .route(
+            "/v1/journeys",
+            post(journeys::create_journey).get(journeys::list_journeys),
+        )
+        .route("/v1/journeys/{id}", get(journeys::get_journey))
+        .route(
+            "/v1/journeys/{id}/activities",
+            post(journeys::add_activity).get(journeys::list_activities),
+        )
+        .route("/v1/search", get(search::search))
+        .route("/v1/me/communities", get(community::my_communities))
+        .route("/v1/feed", get(community::feed))
+        .route("/v1/shares", post(shares::share))
         .route("/v1/admin/jobs", get(jobs::overview))
         .route("/v1/admin/jobs/{id}", axum::routing::delete(jobs::discard))
         .route("/v1/admin/jobs/{id}/retry", post(jobs::retry))

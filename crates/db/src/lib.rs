@@ -7,19 +7,25 @@
 //! - [`migrate`] applies the embedded schema under an advisory lock.
 //! - [`partitions`] keeps monthly range partitions made ahead of time.
 //! - [`embedded`] runs a private cluster when no `DATABASE_URL` is given.
-//! - The query modules ([`tenants`], [`users`], [`members`], [`posts`]) hold the
+//! - The query modules ([`tenants`], [`users`], [`members`], [`posts`],
+//!   [`events`], [`journeys`], [`community`], [`shares`], [`search`]) hold the
 //!   SQL. Every tenant query says `WHERE tenant_id = $1` itself: row-level
 //!   security is the safety net, not the filter.
 
+pub mod community;
 pub mod audit;
 pub mod embedded;
 mod error;
+pub mod events;
+pub mod journeys;
 pub mod members;
 pub mod migrate;
 pub mod notifications;
 pub mod partitions;
 mod pool;
 pub mod posts;
+pub mod search;
+pub mod shares;
 pub mod stats;
 pub mod tenants;
 pub mod testing;

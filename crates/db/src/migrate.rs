@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "partitions",
         include_str!("../migrations/V4__partitions.sql"),
     ),
+    (
+        20,
+        "community",
+        include_str!("../migrations/V20__community.sql"),
+    ),
     (30, "jobs", include_str!("../migrations/V30__jobs.sql")),
     (
         31,

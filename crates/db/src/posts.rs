@@ -15,10 +15,12 @@ pub struct Post {
     pub comment_count: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set on a copy shared from another community.
+    pub origin: Option<crate::shares::Origin>,
 }
 
-const POST_COLUMNS: &str =
-    "id, author_id, content, like_count, comment_count, created_at, updated_at";
+pub(crate) const POST_COLUMNS: &str = "id, author_id, content, like_count, comment_count, \
+     created_at, updated_at, origin_tenant_id, origin_id, shared_by";
 
 /// [`POST_COLUMNS`] of `posts` with the post's counter deltas not yet applied
 /// added in (see [`like`]): exact counts for a single post.
@@ -32,7 +34,7 @@ const PENDING_POST_COLUMNS: &str = "id, author_id, content,
     created_at, updated_at";
 
 impl Post {
-    fn from_row(row: &Row) -> Self {
+    pub(crate) fn from_row(row: &Row) -> Self {
         Self {
             id: row.get("id"),
             author_id: row.get("author_id"),
@@ -41,6 +43,7 @@ impl Post {
             comment_count: row.get("comment_count"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
+            origin: crate::shares::Origin::from_row(row),
         }
     }
 
@@ -129,7 +132,7 @@ pub async fn create(
 /// `$3 IS NULL OR ...`, so each has a plan that walks `posts_tenant_newest`
 /// from the right place and stops at LIMIT. The membership check rides in
 /// the same statement, so the page costs one round trip.
-fn list_sql(after: bool) -> String {
+pub fn list_sql(after: bool) -> String {
     let (keyset, user) = if after {
         ("AND (created_at, id) < ($4, $5)", "$3")
     } else {

@@ -31,7 +31,7 @@ enum Command {
     Seed(tenantry_bench::seed::SeedArgs),
     /// Drives a multi-tenant HTTP workload; prints per-tenant latency and
     /// throughput, writes JSON and an HTML report.
-    Bench(tenantry_bench::bench::BenchArgs),
+    Bench(Box<tenantry_bench::bench::BenchArgs>),
     /// Measures the batch machinery in-process on a throwaway database:
     /// group-commit ingestion against one INSERT per event, and no-op jobs
     /// through the queue.
@@ -226,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Seed(args) => tenantry_bench::seed::run(args).await,
-        Command::Bench(args) => tenantry_bench::bench::run(args).await,
+        Command::Bench(args) => tenantry_bench::bench::run(*args).await,
         Command::BenchBatch(args) => tenantry_bench::batch::run(args).await,
     }
 }

@@ -1,6 +1,9 @@
 //! The HTTP routes, one module per capability.
 
 pub mod admin;
+pub mod community;
+pub mod events;
+pub mod journeys;
 pub mod analytics;
 pub mod audit;
 pub mod jobs;
@@ -8,6 +11,8 @@ pub mod members;
 pub mod notifications;
 pub mod ops;
 pub mod posts;
+pub mod search;
+pub mod shares;
 pub mod tenant;
 
 use serde::{Deserialize, Deserializer};

@@ -24,6 +24,8 @@ pub struct PostView {
     pub comment_count: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set when the post was shared from another community.
+    pub origin: Option<super::shares::OriginView>,
 }
 
 impl From<Post> for PostView {
@@ -36,6 +38,7 @@ impl From<Post> for PostView {
             comment_count: p.comment_count,
             created_at: p.created_at,
             updated_at: p.updated_at,
+            origin: p.origin.map(Into::into),
         }
     }
 }

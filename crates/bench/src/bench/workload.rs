@@ -37,6 +37,9 @@ pub struct TenantTarget {
     pub users: Vec<UserTarget>,
     /// Some of the newest posts (up to 100); may be empty.
     pub posts: Vec<Uuid>,
+    /// A `/v1/posts` cursor `Discovery::deep_rows` rows deep (the deep-page
+    /// scenario), issued by the server itself while walking the list.
+    pub deep_cursor: Option<String>,
 }
 
 /// The tenants a run uses.
@@ -83,6 +86,9 @@ pub struct Discovery<'a> {
     /// Raise the tenants' rate limits out of the way.
     pub lift_limits: bool,
     pub token_ttl: Duration,
+    /// Walk each tenant's post list this many rows deep and keep the
+    /// cursor there (0: don't).
+    pub deep_rows: usize,
 }
 
 /// What `--limits lift` sets on each benchmarked tenant: rates far above
@@ -199,6 +205,13 @@ pub async fn discover(d: &Discovery<'_>) -> anyhow::Result<Workload> {
             .flatten()
             .map(|p| parse_field(p, "id"))
             .collect::<anyhow::Result<Vec<Uuid>>>()?;
+        let deep_cursor = if d.deep_rows > 0 {
+            deep_cursor(&mut conn, &as_owner, d.deep_rows)
+                .await
+                .with_context(|| format!("Failed to walk the posts of {slug}"))?
+        } else {
+            None
+        };
         tenants.push(TenantTarget {
             id,
             slug,
@@ -207,9 +220,32 @@ pub async fn discover(d: &Discovery<'_>) -> anyhow::Result<Workload> {
             header,
             users,
             posts,
+            deep_cursor,
         });
     }
     Ok(Workload { tenants, lifted })
+}
+
+/// Follows `next_cursor` through the post list, 100 rows a page, until
+/// `rows` rows lie behind it; `None` if the list is shorter.
+async fn deep_cursor(
+    conn: &mut Connection,
+    headers: &Headers,
+    rows: usize,
+) -> anyhow::Result<Option<String>> {
+    let mut cursor: Option<String> = None;
+    for _ in 0..rows.div_ceil(100) {
+        let path = match &cursor {
+            Some(c) => format!("/v1/posts?limit=100&cursor={c}"),
+            None => "/v1/posts?limit=100".to_owned(),
+        };
+        let page = get_json(conn, &path, headers).await?;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(None),
+        }
+    }
+    Ok(cursor)
 }
 
 /// The limit overrides `--limits lift` sets (and restores afterwards).

@@ -59,6 +59,11 @@ pub struct SeedArgs {
     /// Posts are spread over the last this many days.
     #[arg(long, default_value_t = 90)]
     pub days: u32,
+    /// Make one user (the lowest user id, so the first member every
+    /// members list shows) a member of this many of the largest tenants:
+    /// the reader of the cross-community feed benchmark.
+    #[arg(long, default_value_t = 0)]
+    pub hub_communities: usize,
     /// The random seed: the same seed and anchor give the same data.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -97,6 +102,7 @@ impl SeedArgs {
             days: self.days,
             seed: self.seed,
             anchor_ms,
+            hub_communities: self.hub_communities,
         };
         config.validate()?;
         Ok(config)

@@ -38,6 +38,8 @@ pub struct SeedConfig {
     /// "Now" of the data set, in Unix milliseconds. Part of the identity of
     /// a data set: the same seed and anchor give the same rows.
     pub anchor_ms: i64,
+    /// The lowest-id user also joins this many of the largest tenants.
+    pub hub_communities: usize,
 }
 
 impl SeedConfig {
@@ -260,7 +262,31 @@ pub fn plan(config: &SeedConfig) -> Plan {
     let users = plan_users(config);
     let mut tenants = plan_tenants(config, users.len());
     plan_memberships(config, &users, &mut tenants);
+    plan_hub(config, &users, &mut tenants);
     Plan { users, tenants }
+}
+
+/// The hub: user 0 (the lowest id) joins the `hub_communities` largest
+/// tenants it is not yet in, as a plain member. Draws nothing random, so
+/// other rows are the same with or without it.
+fn plan_hub(config: &SeedConfig, users: &[UserRow], tenants: &mut [TenantRow]) {
+    if config.hub_communities == 0 || users.is_empty() {
+        return;
+    }
+    let mut by_rank: Vec<usize> = (0..tenants.len()).collect();
+    by_rank.sort_by_key(|&t| tenants[t].rank);
+    for &t in by_rank.iter().take(config.hub_communities) {
+        let tenant = &mut tenants[t];
+        if tenant.members.iter().any(|m| m.user == 0) {
+            continue;
+        }
+        tenant.members.push(MemberRow {
+            user: 0,
+            role: Role::Member,
+            joined_ms: tenant.created_ms,
+        });
+        tenant.members.sort_by_key(|m| users[m.user as usize].id);
+    }
 }
 
 fn plan_users(config: &SeedConfig) -> Vec<UserRow> {
@@ -400,6 +426,7 @@ pub(crate) fn test_config(tenants: usize, posts: u64, seed: u64) -> SeedConfig {
         days: 90,
         seed,
         anchor_ms: 1_767_225_600_000, // 2026-01-01
+        hub_communities: 0,
     }
 }
 

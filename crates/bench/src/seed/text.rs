@@ -238,6 +238,12 @@ pub fn sentence_into(rng: &mut ChaCha8Rng, out: &mut String, min_len: usize, max
     out.push('.');
 }
 
+/// The words seeded posts are written with: what the search benchmark
+/// looks for (stop words like "the" find nothing, as in real searches).
+pub fn words() -> &'static [&'static str] {
+    WORDS
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng as _;

@@ -95,6 +95,7 @@ async fn seeding_with_foreign_key_checks_writes_the_same_consistent_data() {
         days: 30,
         seed: 7,
         anchor_ms: 1_767_225_600_000,
+        hub_communities: 0,
     };
     let options = LoadOptions {
         fk_checks: FkChecks::Checked,

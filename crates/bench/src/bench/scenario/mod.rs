@@ -7,12 +7,14 @@
 //! [`Scenario`] and a module with a `plan` function; the driver, the
 //! recorder and the reports need no change.
 
+pub mod deep_page;
 pub mod feed;
 pub mod healthz;
 pub mod ingest;
 pub mod mixed;
 pub mod noisy_neighbor;
 pub mod read;
+pub mod search;
 pub mod write;
 
 use std::time::Duration;
@@ -37,8 +39,13 @@ pub enum Scenario {
     /// Quiet tenants at a fixed rate, first alone, then while one tenant
     /// floods: how much of the flood reaches them.
     NoisyNeighbor,
-    /// Cross-community feeds (needs `GET /v1/feed`).
+    /// Cross-community feeds (`GET /v1/feed`) as each tenant's lowest-id
+    /// member (the hub user of `tenantry seed --hub-communities`).
     Feed,
+    /// Full-text search (`GET /v1/search`) for words of the seeded posts.
+    Search,
+    /// The first page of posts against a page `--deep-rows` deep.
+    DeepPage,
     /// Analytics ingestion: batches of 100 events per request, group-committed.
     Ingest,
     /// `GET /healthz`: the HTTP framework's ceiling on this machine, for
@@ -54,6 +61,8 @@ impl Scenario {
             Scenario::Mixed => "mixed",
             Scenario::NoisyNeighbor => "noisy-neighbor",
             Scenario::Feed => "feed",
+            Scenario::Search => "search",
+            Scenario::DeepPage => "deep-page",
             Scenario::Ingest => "ingest",
             Scenario::Healthz => "healthz",
         }
@@ -64,21 +73,15 @@ impl Scenario {
         !matches!(self, Scenario::Healthz)
     }
 
-    /// Fails early for scenarios whose endpoints do not exist yet.
-    pub fn check_available(self) -> anyhow::Result<()> {
-        match self {
-            Scenario::Feed => Err(feed::unavailable()),
-            _ => Ok(()),
-        }
-    }
-
     pub fn plan(self, ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
         match self {
             Scenario::Read => read::plan(ctx),
             Scenario::Write => write::plan(ctx),
             Scenario::Mixed => mixed::plan(ctx),
             Scenario::NoisyNeighbor => noisy_neighbor::plan(ctx),
-            Scenario::Feed => Err(feed::unavailable()),
+            Scenario::Feed => feed::plan(ctx),
+            Scenario::Search => search::plan(ctx),
+            Scenario::DeepPage => deep_page::plan(ctx),
             Scenario::Ingest => ingest::plan(ctx),
             Scenario::Healthz => healthz::plan(ctx),
         }

@@ -1,0 +1,236 @@
+//! User-scoped reads across communities: `GET /v1/me/communities` and the
+//! cross-community feed `GET /v1/feed`.
+//!
+//! A tenant named in `?tenants=` that the caller does not belong to (or that
+//! does not exist, or is suspended) answers 404 `not_found`, exactly like an
+//! unknown one: the feed never says whether a community the caller cannot
+//! read exists.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tenantry_db::community::{self, Community};
+use uuid::Uuid;
+
+use super::events::EventView;
+use super::posts::PostView;
+use crate::pagination::{Page, PageParams, TimeKey};
+use crate::problem::{ApiError, Json, Query};
+use crate::user_scope::UserScope;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CommunityView {
+    pub tenant_id: Uuid,
+    pub slug: String,
+    pub name: String,
+    /// active or suspended.
+    pub status: String,
+    pub role: String,
+    pub display_in_feed: bool,
+    pub joined_at: DateTime<Utc>,
+    pub member_count: i64,
+}
+
+impl From<Community> for CommunityView {
+    fn from(c: Community) -> Self {
+        Self {
+            tenant_id: c.tenant_id,
+            slug: c.slug,
+            name: c.name,
+            status: c.status,
+            role: c.role.to_string(),
+            display_in_feed: c.display_in_feed,
+            joined_at: c.joined_at,
+            member_count: c.member_count,
+        }
+    }
+}
+
+/// The caller's communities (tenant id order) with their role and member
+/// counts: one range of the per-user directory, counts kept incrementally.
+#[utoipa::path(get, path = "/v1/me/communities", tag = "me", params(PageParams),
+    responses((status = 200, body = Page<CommunityView>)), security(("user_jwt" = [])))]
+pub async fn my_communities(
+    scope: UserScope,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<CommunityView>>, ApiError> {
+    let limit = page.limit()?;
+    let after: Option<Uuid> = page.after(scope.user.id, "me:communities")?;
+    let rows = scope.communities_page(after, limit + 1).await?;
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        scope.user.id,
+        "me:communities",
+        |c| c.tenant_id,
+        CommunityView::from,
+    )))
+}
+
+/// The most communities one feed request reads (named, or by default).
+pub const MAX_FEED_TENANTS: usize = 1000;
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct FeedParams {
+    /// `posts` (default) or `events`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Comma-separated slugs of the caller's communities; default all of
+    /// them that are shown in the feed (`display_in_feed`).
+    pub tenants: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// A post in the feed: the community it is in, and the post.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FeedPost {
+    pub tenant_id: Uuid,
+    pub tenant_slug: String,
+    #[serde(flatten)]
+    pub post: PostView,
+}
+
+/// An event in the feed: the community it is in, and the event.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FeedEvent {
+    pub tenant_id: Uuid,
+    pub tenant_slug: String,
+    #[serde(flatten)]
+    pub event: EventView,
+}
+
+/// One feed item: a post or an event, by the feed's type.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum FeedEntry {
+    Post(FeedPost),
+    Event(FeedEvent),
+}
+
+/// The tenants a feed reads: the named ones (each must be an active
+/// community of the caller, else 404), or every active community the caller
+/// shows in their feed.
+fn feed_tenants(communities: Vec<Community>, named: Option<&str>) -> Result<Vec<Uuid>, ApiError> {
+    let Some(named) = named else {
+        // A feed reads every community it covers: bound them (the most
+        // recently joined first) so a user in thousands of communities does
+        // not make one request read thousands of indexes.
+        let mut shown: Vec<Community> = communities
+            .into_iter()
+            .filter(|c| c.display_in_feed)
+            .collect();
+        if shown.len() > MAX_FEED_TENANTS {
+            shown.sort_by_key(|c| std::cmp::Reverse(c.joined_at));
+            shown.truncate(MAX_FEED_TENANTS);
+        }
+        return Ok(shown.into_iter().map(|c| c.tenant_id).collect());
+    };
+    let by_slug: HashMap<String, Uuid> = communities
+        .into_iter()
+        .map(|c| (c.slug, c.tenant_id))
+        .collect();
+    let mut ids = Vec::new();
+    for slug in named.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let id = by_slug
+            .get(slug)
+            .ok_or_else(|| ApiError::NotFound(format!("tenant {slug:?} not found")))?;
+        if !ids.contains(id) {
+            ids.push(*id);
+        }
+        if ids.len() > MAX_FEED_TENANTS {
+            return Err(ApiError::BadRequest(format!(
+                "tenants may name at most {MAX_FEED_TENANTS} communities"
+            )));
+        }
+    }
+    if ids.is_empty() {
+        return Err(ApiError::BadRequest(
+            "tenants must name at least one community".to_owned(),
+        ));
+    }
+    Ok(ids)
+}
+
+/// Newest posts (or upcoming events) across the caller's communities.
+#[utoipa::path(get, path = "/v1/feed", tag = "me", params(FeedParams),
+    responses((status = 200, body = Page<FeedEntry>), (status = 400, body = crate::problem::Problem),
+              (status = 404, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn feed(
+    scope: UserScope,
+    Query(params): Query<FeedParams>,
+) -> Result<Json<Page<FeedEntry>>, ApiError> {
+    let events = match params.kind.as_deref() {
+        None | Some("posts") => false,
+        Some("events") => true,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "type must be posts or events".to_owned(),
+            ));
+        }
+    };
+    let page = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    };
+    let limit = page.limit()?;
+    let user = scope.user.id;
+    let list = if events { "feed:events" } else { "feed:posts" };
+    let after: Option<TimeKey> = page.after(user, list)?;
+    let tenants = feed_tenants(scope.communities().await?, params.tenants.as_deref())?;
+    if tenants.is_empty() {
+        return Ok(Json(Page {
+            items: Vec::new(),
+            next_cursor: None,
+        }));
+    }
+    // The transaction may see exactly the tenants this feed reads.
+    let tx = scope.begin(tenants.clone()).await?;
+    let page = if events {
+        let rows = community::feed_events_and_commit(
+            tx,
+            &tenants,
+            Utc::now(),
+            after.map(|k| (k.at, k.id)),
+            limit + 1,
+        )
+        .await?;
+        Page::from_rows(
+            rows,
+            limit,
+            user,
+            list,
+            |r| TimeKey {
+                at: r.item.start_date,
+                id: r.item.id,
+            },
+            |r| {
+                FeedEntry::Event(FeedEvent {
+                    tenant_id: r.tenant_id,
+                    tenant_slug: r.tenant_slug,
+                    event: r.item.into(),
+                })
+            },
+        )
+    } else {
+        let rows = community::feed_posts_and_commit(tx, &tenants, after.map(Into::into), limit + 1)
+            .await?;
+        Page::from_rows(
+            rows,
+            limit,
+            user,
+            list,
+            |r| TimeKey::from(r.item.keyset()),
+            |r| {
+                FeedEntry::Post(FeedPost {
+                    tenant_id: r.tenant_id,
+                    tenant_slug: r.tenant_slug,
+                    post: r.item.into(),
+                })
+            },
+        )
+    };
+    Ok(Json(page))
+}

@@ -1,0 +1,360 @@
+//! Journeys (a member's trips: status, public flag, dates, locations) and
+//! their activities.
+
+use axum::http::StatusCode;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tenantry_db::journeys::{
+    self, ActivitiesPage, Activity, ActivityQuery, Added, Journey, NewActivity, NewJourney,
+};
+use uuid::Uuid;
+
+use super::events::instant;
+use super::{Checks, no_nul, text};
+use crate::pagination::{Page, PageParams, TimeKey};
+use crate::problem::{ApiError, FieldError, Json, Path, Query};
+use crate::tenancy::{Scope, not_a_member};
+
+const MAX_TITLE_CHARS: usize = 200;
+const MAX_TEXT_CHARS: usize = 10_000;
+/// A journey's locations or an activity's location, as stored JSON.
+const MAX_LOCATION_BYTES: usize = 64 * 1024;
+const STATUSES: [&str; 4] = ["planned", "active", "completed", "cancelled"];
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JourneyView {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub title: String,
+    pub description: Option<String>,
+    /// planned, active, completed or cancelled.
+    pub status: String,
+    pub is_public: bool,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+    #[schema(value_type = Object)]
+    pub locations: Value,
+    /// The span of the journey's activities.
+    pub first_activity_at: Option<DateTime<Utc>>,
+    pub last_activity_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Journey> for JourneyView {
+    fn from(j: Journey) -> Self {
+        Self {
+            id: j.id,
+            owner_id: j.owner_id,
+            title: j.title,
+            description: j.description,
+            status: j.status,
+            is_public: j.is_public,
+            start_date: j.start_date,
+            end_date: j.end_date,
+            locations: j.locations,
+            first_activity_at: j.first_activity_at,
+            last_activity_at: j.last_activity_at,
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJourney {
+    pub title: String,
+    pub description: Option<String>,
+    /// planned (default), active, completed or cancelled.
+    pub status: Option<String>,
+    /// Default false: only the owner sees it.
+    pub is_public: Option<bool>,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+    /// A JSON array of locations (any JSON objects).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub locations: Option<Value>,
+}
+
+fn json_size(field: &str, value: &Value) -> Result<(), FieldError> {
+    no_nul(field, value)?;
+    if value.to_string().len() > MAX_LOCATION_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_LOCATION_BYTES} bytes of JSON"),
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/v1/journeys", tag = "journeys", request_body = CreateJourney,
+    responses((status = 201, body = JourneyView), (status = 403, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn create_journey(
+    mut scope: Scope,
+    Json(body): Json<CreateJourney>,
+) -> Result<(StatusCode, Json<JourneyView>), ApiError> {
+    let mut checks = Checks::default();
+    let title = checks.check(text("title", &body.title, MAX_TITLE_CHARS));
+    let description = match body.description.as_deref() {
+        None => None,
+        Some(d) => checks.check(text("description", d, MAX_TEXT_CHARS)),
+    };
+    let status = body.status.unwrap_or_else(|| "planned".to_owned());
+    checks.check(if STATUSES.contains(&status.as_str()) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "status",
+            "must be planned, active, completed or cancelled",
+        ))
+    });
+    if let (Some(start), Some(end)) = (body.start_date, body.end_date) {
+        checks.check(if end < start {
+            Err(FieldError::new("end_date", "must not be before start_date"))
+        } else {
+            Ok(())
+        });
+    }
+    let locations = body.locations.unwrap_or_else(|| Value::Array(Vec::new()));
+    checks.check(if locations.is_array() {
+        json_size("locations", &locations)
+    } else {
+        Err(FieldError::new("locations", "must be a JSON array"))
+    });
+    checks.finish()?;
+    scope.member().await?;
+    let new = NewJourney {
+        title: title.unwrap_or_default(),
+        description,
+        status,
+        is_public: body.is_public.unwrap_or(false),
+        start_date: body.start_date,
+        end_date: body.end_date,
+        locations,
+    };
+    let journey =
+        journeys::create_and_commit(scope.tx, scope.tenant.id, scope.user.id, &new).await?;
+    Ok((StatusCode::CREATED, Json(journey.into())))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct JourneyListParams {
+    /// Whose journeys: default the caller's. Another member's list shows
+    /// only their public journeys.
+    pub user_id: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// A member's journeys, newest first.
+#[utoipa::path(get, path = "/v1/journeys", tag = "journeys", params(JourneyListParams),
+    responses((status = 200, body = Page<JourneyView>)), security(("user_jwt" = [])))]
+pub async fn list_journeys(
+    scope: Scope,
+    Query(params): Query<JourneyListParams>,
+) -> Result<Json<Page<JourneyView>>, ApiError> {
+    let page = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    };
+    let limit = page.limit()?;
+    let (tenant, viewer) = (scope.tenant.id, scope.user.id);
+    let owner = match params.user_id.as_deref() {
+        None => viewer,
+        Some(raw) => Uuid::parse_str(raw)
+            .map_err(|_| ApiError::BadRequest("user_id must be a UUID".to_owned()))?,
+    };
+    let list = format!("journeys:{owner}");
+    let after: Option<TimeKey> = page.after(tenant, &list)?;
+    let (role, rows) = journeys::list_for_member_and_commit(
+        scope.tx,
+        tenant,
+        viewer,
+        owner,
+        after.map(Into::into),
+        limit + 1,
+    )
+    .await?;
+    if role.is_none() {
+        return Err(not_a_member());
+    }
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        tenant,
+        &list,
+        |j| TimeKey::from(j.keyset()),
+        JourneyView::from,
+    )))
+}
+
+fn journey_not_found() -> ApiError {
+    ApiError::not_found("journey")
+}
+
+/// A journey the caller may see (public, or their own); someone else's
+/// private journey answers 404.
+#[utoipa::path(get, path = "/v1/journeys/{id}", tag = "journeys",
+    responses((status = 200, body = JourneyView), (status = 404, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn get_journey(
+    scope: Scope,
+    Path(id): Path<Uuid>,
+) -> Result<Json<JourneyView>, ApiError> {
+    let (tenant, user) = (scope.tenant.id, scope.user.id);
+    let (role, journey) = journeys::get_for_member_and_commit(scope.tx, tenant, user, id).await?;
+    if role.is_none() {
+        return Err(not_a_member());
+    }
+    Ok(Json(journey.ok_or_else(journey_not_found)?.into()))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActivityView {
+    pub id: Uuid,
+    pub journey_id: Uuid,
+    pub title: String,
+    pub notes: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub location: Option<Value>,
+    pub start_datetime: DateTime<Utc>,
+    pub end_datetime: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Activity> for ActivityView {
+    fn from(a: Activity) -> Self {
+        Self {
+            id: a.id,
+            journey_id: a.journey_id,
+            title: a.title,
+            notes: a.notes,
+            location: a.location,
+            start_datetime: a.start_datetime,
+            end_datetime: a.end_datetime,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateActivity {
+    pub title: String,
+    pub notes: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub location: Option<Value>,
+    /// RFC 3339; chooses the activity's monthly partition.
+    pub start_datetime: DateTime<Utc>,
+    pub end_datetime: Option<DateTime<Utc>>,
+}
+
+/// Adds an activity to one of the caller's journeys.
+#[utoipa::path(post, path = "/v1/journeys/{id}/activities", tag = "journeys",
+    request_body = CreateActivity,
+    responses((status = 201, body = ActivityView), (status = 403, body = crate::problem::Problem),
+              (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn add_activity(
+    scope: Scope,
+    Path(id): Path<Uuid>,
+    Json(body): Json<CreateActivity>,
+) -> Result<(StatusCode, Json<ActivityView>), ApiError> {
+    let mut checks = Checks::default();
+    let title = checks.check(text("title", &body.title, MAX_TITLE_CHARS));
+    let notes = match body.notes.as_deref() {
+        None => None,
+        Some(n) => checks.check(text("notes", n, MAX_TEXT_CHARS)),
+    };
+    if let Some(location) = &body.location {
+        checks.check(json_size("location", location));
+    }
+    if let Some(end) = body.end_datetime
+        && end < body.start_datetime
+    {
+        checks.check::<()>(Err(FieldError::new(
+            "end_datetime",
+            "must not be before start_datetime",
+        )));
+    }
+    checks.finish()?;
+    let new = NewActivity {
+        title: title.unwrap_or_default(),
+        notes,
+        location: body.location,
+        start_datetime: body.start_datetime,
+        end_datetime: body.end_datetime,
+    };
+    let (tenant, user) = (scope.tenant.id, scope.user.id);
+    match journeys::add_activity_and_commit(scope.tx, tenant, id, user, &new).await? {
+        Added::NotAMember => Err(not_a_member()),
+        Added::NoSuchJourney => Err(journey_not_found()),
+        Added::NotTheOwner => Err(ApiError::Forbidden(
+            "only the journey's owner may add activities".to_owned(),
+        )),
+        Added::Added(activity) => Ok((StatusCode::CREATED, Json(activity.into()))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct ActivityParams {
+    /// Activities starting at or after this (RFC 3339); default the first.
+    pub from: Option<String>,
+    /// Activities starting before this; default up to the last.
+    pub to: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// A journey's activities, earliest first, keyset-paginated.
+#[utoipa::path(get, path = "/v1/journeys/{id}/activities", tag = "journeys", params(ActivityParams),
+    responses((status = 200, body = Page<ActivityView>), (status = 404, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn list_activities(
+    scope: Scope,
+    Path(id): Path<Uuid>,
+    Query(params): Query<ActivityParams>,
+) -> Result<Json<Page<ActivityView>>, ApiError> {
+    let page = PageParams {
+        limit: params.limit,
+        cursor: params.cursor,
+    };
+    let limit = page.limit()?;
+    let tenant = scope.tenant.id;
+    let list = format!("activities:{id}");
+    let after: Option<TimeKey> = page.after(tenant, &list)?;
+    let query = ActivityQuery {
+        from: instant("from", params.from.as_deref())?,
+        to: instant("to", params.to.as_deref())?,
+        after: after.map(|k| (k.at, k.id)),
+        limit: limit + 1,
+    };
+    let rows = match journeys::list_activities_for_member_and_commit(
+        scope.tx,
+        tenant,
+        id,
+        scope.user.id,
+        query,
+    )
+    .await?
+    {
+        ActivitiesPage::NotAMember => return Err(not_a_member()),
+        ActivitiesPage::NoSuchJourney => return Err(journey_not_found()),
+        ActivitiesPage::Page(rows) => rows,
+    };
+    Ok(Json(Page::from_rows(
+        rows,
+        limit,
+        tenant,
+        &list,
+        |a| {
+            let (at, id) = a.keyset();
+            TimeKey { at, id }
+        },
+        ActivityView::from,
+    )))
+}

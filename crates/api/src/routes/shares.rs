@@ -1,0 +1,151 @@
+//! `POST /v1/shares`: share a post or event of one of the caller's
+//! communities into another of theirs.
+//!
+//! Both tenants must be active communities of the caller; a tenant they do
+//! not belong to answers 404 like an unknown one. The copy lands in the
+//! target's lists, feed and search with its origin; sharing the same content
+//! into the same target again answers the existing copy (200), not a second
+//! one.
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tenantry_db::posts::PostQuota;
+use tenantry_db::shares::{self, Origin, Shared};
+use uuid::Uuid;
+
+use super::events::EventView;
+use super::posts::PostView;
+use crate::problem::{ApiError, Json};
+use crate::user_scope::UserScope;
+
+/// Where shared content came from.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OriginView {
+    /// The community the content was first posted in.
+    pub tenant_id: Uuid,
+    /// The original post's or event's id there.
+    pub id: Uuid,
+    /// Who shared it here.
+    pub shared_by: Option<Uuid>,
+}
+
+impl From<Origin> for OriginView {
+    fn from(o: Origin) -> Self {
+        Self {
+            tenant_id: o.tenant_id,
+            id: o.id,
+            shared_by: o.shared_by,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// `post` or `event`.
+    pub content_type: String,
+    pub content_id: Uuid,
+    /// The slug of the community that holds the content.
+    pub source_tenant: String,
+    /// The slug of the community to share into.
+    pub target_tenant: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ShareView {
+    pub content_type: String,
+    pub source_tenant: String,
+    pub target_tenant: String,
+    /// The copy in the target (a post or an event, by `content_type`).
+    pub post: Option<PostView>,
+    pub event: Option<EventView>,
+}
+
+/// How many times a share is attempted when a concurrent share of the same
+/// content won the unique index (the second attempt finds its copy).
+const ATTEMPTS: usize = 2;
+
+#[utoipa::path(post, path = "/v1/shares", tag = "me", request_body = ShareRequest,
+    responses((status = 201, body = ShareView, description = "a new copy in the target"),
+              (status = 200, body = ShareView, description = "the target already held it"),
+              (status = 403, body = crate::problem::Problem), (status = 404, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn share(
+    scope: UserScope,
+    Json(body): Json<ShareRequest>,
+) -> Result<(StatusCode, Json<ShareView>), ApiError> {
+    let is_post = match body.content_type.as_str() {
+        "post" => true,
+        "event" => false,
+        _ => {
+            return Err(ApiError::validation(
+                "content_type",
+                "must be post or event",
+            ));
+        }
+    };
+    if body.source_tenant == body.target_tenant {
+        return Err(ApiError::validation(
+            "target_tenant",
+            "must differ from source_tenant",
+        ));
+    }
+    let communities = scope.communities().await?;
+    let find = |slug: &str| {
+        communities
+            .iter()
+            .find(|c| c.slug == slug)
+            .map(|c| c.tenant_id)
+            .ok_or_else(|| ApiError::NotFound(format!("tenant {slug:?} not found")))
+    };
+    let source = find(&body.source_tenant)?;
+    let target = find(&body.target_tenant)?;
+    let (user, id) = (scope.user.id, body.content_id);
+    let view = |post: Option<PostView>, event: Option<EventView>| ShareView {
+        content_type: body.content_type.clone(),
+        source_tenant: body.source_tenant.clone(),
+        target_tenant: body.target_tenant.clone(),
+        post,
+        event,
+    };
+    let quota = if is_post {
+        let limits = scope.tenant_limits(&body.target_tenant).await?;
+        Some(PostQuota {
+            max_posts: limits.max_posts,
+            max_storage_bytes: limits.max_storage_mb.saturating_mul(1 << 20),
+        })
+    } else {
+        None
+    };
+    for _ in 0..ATTEMPTS {
+        // The one transaction that sees both tenants: read the source, write
+        // the copy.
+        let tx = scope.begin(vec![source, target]).await?;
+        let (status, shared) = match quota {
+            Some(quota) => {
+                match shares::share_post_and_commit(tx, source, id, target, user, quota).await? {
+                    Shared::Created(p) => (StatusCode::CREATED, view(Some(p.into()), None)),
+                    Shared::Existing(p) => (StatusCode::OK, view(Some(p.into()), None)),
+                    Shared::NoSource => return Err(ApiError::not_found("post")),
+                    Shared::NotCopied { quota: Some(q) } => {
+                        return Err(ApiError::QuotaExceeded {
+                            quota: q.to_owned(),
+                        });
+                    }
+                    Shared::NotCopied { quota: None } => continue,
+                }
+            }
+            None => match shares::share_event_and_commit(tx, source, id, target, user).await? {
+                Shared::Created(e) => (StatusCode::CREATED, view(None, Some(e.into()))),
+                Shared::Existing(e) => (StatusCode::OK, view(None, Some(e.into()))),
+                Shared::NoSource => return Err(ApiError::not_found("event")),
+                Shared::NotCopied { .. } => continue,
+            },
+        };
+        return Ok((status, Json(shared)));
+    }
+    Err(ApiError::Conflict(
+        "a concurrent share of the same content is in progress; retry".to_owned(),
+    ))
+}

@@ -1,0 +1,154 @@
+//! User-scoped requests: a signed-in user and no tenant (`/v1/me/...`,
+//! `/v1/feed`, `/v1/shares`).
+//!
+//! The extractor verifies the JWT, rate-limits the user (their own GCRA key,
+//! at the default tier's per-user rate), provisions them, and waits for a
+//! share of the database under their own key, so one user flooding the feed
+//! waits in the fair queue behind nobody else. The tenant context of the
+//! transaction is chosen by the handler: exactly the caller's active
+//! communities that the request reads, looked up in the per-user directory
+//! (`user_communities`), never a tenant the caller is not a member of.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use tenantry_core::Limits;
+use tenantry_db::community::{self, Community};
+use tenantry_db::{TenantContext, Tx};
+use tenantry_fairness::gcra::Quota;
+use tenantry_fairness::share::{Claim, Permit, Rejected};
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// A signed-in user's request that names no tenant.
+pub struct UserScope {
+    pub user: AuthUser,
+    /// The default tier's limits: the user's rate, database share and
+    /// statement timeout.
+    pub limits: Limits,
+    state: Arc<AppState>,
+    _permit: Option<Permit>,
+}
+
+impl UserScope {
+    /// The caller's communities that are active (not suspended or deleted).
+    pub async fn communities(&self) -> Result<Vec<Community>, ApiError> {
+        Ok(community::active(
+            &self.state.db,
+            self.user.id,
+            self.limits.statement_timeout_ms,
+        )
+        .await?)
+    }
+
+    /// A page of all the caller's communities (suspended ones included).
+    pub async fn communities_page(
+        &self,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Community>, ApiError> {
+        Ok(community::page(
+            &self.state.db,
+            self.user.id,
+            after,
+            limit,
+            self.limits.statement_timeout_ms,
+        )
+        .await?)
+    }
+
+    /// A transaction whose tenant context is `tenants`: the caller must have
+    /// checked that each is one of their communities.
+    pub async fn begin(&self, tenants: Vec<Uuid>) -> Result<Tx, ApiError> {
+        let ctx = TenantContext {
+            tenant_ids: tenants,
+            statement_timeout_ms: self.limits.statement_timeout_ms,
+        };
+        Ok(self.state.db.begin(&ctx).await?)
+    }
+
+    /// The limits in force for the tenant `slug` (for the quotas of a write
+    /// into it), from the in-memory tenant registry.
+    pub async fn tenant_limits(&self, slug: &str) -> Result<Limits, ApiError> {
+        let tenant = self
+            .state
+            .registry
+            .by_slug(slug)
+            .await?
+            .ok_or_else(|| ApiError::not_found("tenant"))?;
+        Ok(self.state.limits_of(&tenant))
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for UserScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let user = state.jwt.verify(crate::auth::bearer(&parts.headers)?)?;
+        let limits = {
+            let tiers = state.tiers.load();
+            tiers.limits(&tiers.default_tier).clone()
+        };
+        let permit = if state.fairness.enforce {
+            admit_rate(state, &limits, user.id).await?;
+            state.provision(&user).await?;
+            Some(admit_db(state, &limits, user.id).await?)
+        } else {
+            state.provision(&user).await?;
+            None
+        };
+        Ok(UserScope {
+            user,
+            limits,
+            state: state.clone(),
+            _permit: permit,
+        })
+    }
+}
+
+/// The user's own rate: their id keys both levels of the limiter (no tenant
+/// is involved, and user and tenant ids never collide).
+async fn admit_rate(state: &AppState, limits: &Limits, user: Uuid) -> Result<(), ApiError> {
+    let quota = Quota {
+        per_sec: limits.user_rate_per_sec,
+        burst: limits.user_rate_per_sec.max(1),
+    };
+    let checked = state.fairness.rate.check(user, user, quota, quota).await;
+    if checked.allowed() {
+        return Ok(());
+    }
+    metrics::counter!("tenantry_rate_limited_total", "tier" => "user", "scope" => "user")
+        .increment(1);
+    let decision = checked.binding();
+    Err(ApiError::RateLimited {
+        retry_after: decision.retry_after.as_secs_f64().ceil().max(1.0) as u64,
+    })
+}
+
+/// The user's share of the database, in the same fair queue as tenants.
+async fn admit_db(state: &AppState, limits: &Limits, user: Uuid) -> Result<Permit, ApiError> {
+    let claim = Claim {
+        tenant: user,
+        limit: limits.db_concurrency,
+        weight: limits.weight,
+    };
+    let fairness = &state.fairness;
+    match fairness
+        .db_share
+        .acquire(claim, fairness.db_queue_budget)
+        .await
+    {
+        Ok(permit) => Ok(permit),
+        Err(Rejected::Timeout) => {
+            metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => "user").increment(1);
+            Err(ApiError::Overloaded { retry_after: 1 })
+        }
+    }
+}

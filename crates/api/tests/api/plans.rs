@@ -1,0 +1,425 @@
+//! The plans of the hot queries, on a data set big enough for the planner
+//! to care: each query exactly as the code sends it (the SQL builders of
+//! `tenantry_db`), with the parameters bound, as the app role inside the
+//! tenant context the server would set. Asserts index scans on the right
+//! index, no sequential scan of a tenant table, and partition pruning.
+
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+
+/// Tables whose rows belong to tenants (partitions are matched by prefix).
+const TENANT_TABLES: [&str; 7] = [
+    "memberships",
+    "posts",
+    "post_likes",
+    "comments",
+    "events",
+    "journeys",
+    "journey_activities",
+];
+
+/// 100 tenants; tenant 1 holds 30,000 posts, the others 700 each (99,300
+/// posts); 200 events and 10 journeys per tenant, 100,000 activities over
+/// the 13 months the partitions cover; one reader who belongs to all 100.
+const DATA_SET: &str = "
+    INSERT INTO users (id) SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(u), 12, '0'))::uuid
+        FROM generate_series(1, 2000) u;
+    INSERT INTO tenants (id, slug, name, tier, owner_user_id, member_count)
+        SELECT ('10000000-0000-0000-0000-' || lpad(to_hex(t), 12, '0'))::uuid, 'plan-' || t,
+               'Plan ' || t, 'free', '00000000-0000-0000-0000-000000000001', 21
+        FROM generate_series(1, 100) t;
+    -- Every tenant: user 1 (the reader) and 20 others.
+    INSERT INTO memberships (tenant_id, user_id, role)
+        SELECT t.id, ('00000000-0000-0000-0000-' || lpad(to_hex(u), 12, '0'))::uuid,
+               CASE WHEN u = 1 THEN 'owner' ELSE 'member' END
+        FROM tenants t, generate_series(1, 2000, 100) u;
+    INSERT INTO posts (tenant_id, id, author_id, content, created_at)
+        SELECT t.id, gen_random_uuid(), '00000000-0000-0000-0000-000000000001',
+               'post ' || n || ' about topic' || (n % 1000) || ' and climbing ' || (n % 7),
+               now() - (n || ' minutes')::interval
+        FROM tenants t,
+             LATERAL generate_series(1, CASE WHEN t.slug = 'plan-1' THEN 30000 ELSE 700 END) n;
+    INSERT INTO events (tenant_id, id, created_by, title, description, start_date)
+        SELECT t.id, gen_random_uuid(), '00000000-0000-0000-0000-000000000001',
+               'event ' || n, 'meetup number ' || n || ' topic' || (n % 1000),
+               now() + ((n - 100) || ' days')::interval
+        FROM tenants t, generate_series(1, 200) n;
+    INSERT INTO journeys (tenant_id, id, owner_id, title, is_public)
+        SELECT t.id, ('20000000-0000-0000-' || lpad(to_hex(n), 4, '0') || '-'
+                      || lpad(to_hex(t.tn), 12, '0'))::uuid,
+               '00000000-0000-0000-0000-000000000001', 'journey ' || n, true
+        FROM (SELECT id, row_number() OVER (ORDER BY id) AS tn FROM tenants) t,
+             generate_series(1, 10) n;
+    -- Activities spread over last month .. 11 months ahead (all in monthly
+    -- partitions), 100 per journey.
+    INSERT INTO journey_activities (tenant_id, journey_id, id, title, start_datetime)
+        SELECT j.tenant_id, j.id, gen_random_uuid(), 'activity ' || n,
+               date_trunc('month', now()) - interval '1 month'
+                   + (n * 3.9 || ' days')::interval
+        FROM journeys j, generate_series(1, 100) n;
+    UPDATE journeys j SET first_activity_at = a.first, last_activity_at = a.last
+        FROM (SELECT tenant_id, journey_id, min(start_datetime) AS first,
+                     max(start_datetime) AS last
+              FROM journey_activities GROUP BY 1, 2) a
+        WHERE a.tenant_id = j.tenant_id AND a.journey_id = j.id;
+    ANALYZE;
+";
+
+fn uuid(prefix: &str, n: u32) -> Uuid {
+    Uuid::parse_str(&format!("{prefix}-{n:012x}")).expect("uuid")
+}
+
+fn reader() -> Uuid {
+    uuid("00000000-0000-0000-0000", 1)
+}
+
+fn tenant(n: u32) -> Uuid {
+    uuid("10000000-0000-0000-0000", n)
+}
+
+/// Every node of a plan (init plans and subplans included).
+fn nodes(plan: &Value) -> Vec<&Value> {
+    let mut out = vec![plan];
+    if let Some(children) = plan["Plans"].as_array() {
+        for child in children {
+            out.extend(nodes(child));
+        }
+    }
+    out
+}
+
+fn is_tenant_table(relation: &str) -> bool {
+    TENANT_TABLES.iter().any(|t| {
+        relation == *t
+            || relation.starts_with(&format!("{t}_p"))
+            || relation == format!("{t}_default")
+    })
+}
+
+/// EXPLAIN (FORMAT JSON) of `sql` with `params`, as the app role with
+/// `tenants` as the tenant context. Returns the top plan node.
+async fn explain(
+    db: &mut tokio_postgres::Client,
+    analyze: bool,
+    tenants: &[Uuid],
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Value {
+    let tx = db.transaction().await.expect("begin");
+    let ids: Vec<String> = tenants.iter().map(Uuid::to_string).collect();
+    tx.batch_execute(&format!(
+        "SET LOCAL ROLE tenantry_app; SELECT set_config('tenantry.tenant_ids', '{{{}}}', true)",
+        ids.join(",")
+    ))
+    .await
+    .expect("tenant context");
+    let options = if analyze {
+        "ANALYZE, FORMAT JSON"
+    } else {
+        "FORMAT JSON"
+    };
+    let row = tx
+        .query_one(&format!("EXPLAIN ({options}) {sql}"), params)
+        .await
+        .expect("explain");
+    let plan: Value = row.get(0);
+    plan[0]["Plan"].clone()
+}
+
+/// Asserts no sequential scan of a tenant table, and returns the indexes
+/// the plan uses.
+fn assert_indexed(what: &str, plan: &Value) -> Vec<String> {
+    let all = nodes(plan);
+    for node in &all {
+        // A partition that run-time pruning skipped was never scanned (an
+        // empty partition's planned scan is a sequential one).
+        if node["Actual Loops"].as_u64() == Some(0) {
+            continue;
+        }
+        let relation = node["Relation Name"].as_str().unwrap_or_default();
+        assert!(
+            !(node["Node Type"] == "Seq Scan" && is_tenant_table(relation)),
+            "{what}: a sequential scan of {relation}:\n{plan:#}"
+        );
+    }
+    all.iter()
+        .filter_map(|n| n["Index Name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The relations a plan scans.
+fn relations(plan: &Value, executed_only: bool) -> Vec<String> {
+    nodes(plan)
+        .into_iter()
+        .filter(|n| !executed_only || n["Actual Loops"].as_u64().unwrap_or(0) > 0)
+        .filter_map(|n| n["Relation Name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn data_set(app: &TestApp) -> tokio_postgres::Client {
+    let db = app.raw_db().await;
+    db.batch_execute(DATA_SET).await.expect("the data set");
+    db
+}
+
+#[tokio::test]
+async fn hot_queries_walk_their_tenant_indexes_and_never_scan_a_tenant_table() {
+    let app = TestApp::spawn().await;
+    let mut db = data_set(&app).await;
+    let big = tenant(1);
+    let limit: i64 = 21;
+
+    // A posts page 10,000 rows deep in the 30,000-post tenant.
+    let deep = db
+        .query_one(
+            "SELECT created_at, id FROM posts WHERE tenant_id = $1
+             ORDER BY created_at DESC, id DESC OFFSET 10000 LIMIT 1",
+            &[&big],
+        )
+        .await
+        .expect("a deep position");
+    let (at, id): (chrono::DateTime<chrono::Utc>, Uuid) = (deep.get(0), deep.get(1));
+    let sql = tenantry_db::posts::list_sql(true);
+    let plan = explain(
+        &mut db,
+        false,
+        &[big],
+        &sql,
+        &[&big, &limit, &reader(), &at, &id],
+    )
+    .await;
+    let used = assert_indexed("posts page", &plan);
+    assert!(used.contains(&"posts_tenant_newest".to_owned()), "{plan:#}");
+    // Keyset, not OFFSET: a deep page reads no more rows than a first page.
+    let plan = explain(
+        &mut db,
+        true,
+        &[big],
+        &sql,
+        &[&big, &limit, &reader(), &at, &id],
+    )
+    .await;
+    let scanned: u64 = nodes(&plan)
+        .iter()
+        .filter(|n| n["Relation Name"] == "posts")
+        .map(|n| n["Actual Rows"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        scanned <= limit as u64,
+        "the deep page read {scanned} rows:\n{plan:#}"
+    );
+
+    // The feed over all 100 communities, from a position mid-way.
+    let tenants: Vec<Uuid> = (1..=100).map(tenant).collect();
+    let middle = chrono::Utc::now() - chrono::Duration::minutes(300);
+    let sql = tenantry_db::community::feed_posts_sql(true);
+    let plan = explain(
+        &mut db,
+        true,
+        &tenants,
+        &sql,
+        &[&tenants, &limit, &middle, &Uuid::max()],
+    )
+    .await;
+    let used = assert_indexed("feed", &plan);
+    assert!(used.contains(&"posts_tenant_newest".to_owned()), "{plan:#}");
+    // At most `limit` index entries per tenant, whatever each holds.
+    let read: u64 = nodes(&plan)
+        .iter()
+        .filter(|n| n["Index Name"] == "posts_tenant_newest")
+        .map(|n| n["Actual Rows"].as_u64().unwrap_or(0) * n["Actual Loops"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        read <= 100 * limit as u64,
+        "the feed read {read} index entries:\n{plan:#}"
+    );
+
+    // The events feed.
+    let now = chrono::Utc::now();
+    let sql = tenantry_db::community::feed_events_sql(false);
+    let plan = explain(&mut db, false, &tenants, &sql, &[&tenants, &limit, &now]).await;
+    let used = assert_indexed("events feed", &plan);
+    assert!(
+        used.contains(&"events_tenant_upcoming".to_owned()),
+        "{plan:#}"
+    );
+
+    // Upcoming events of one tenant.
+    let sql = tenantry_db::events::upcoming_sql(false, false);
+    let plan = explain(
+        &mut db,
+        false,
+        &[big],
+        &sql,
+        &[&big, &limit, &reader(), &now],
+    )
+    .await;
+    let used = assert_indexed("upcoming events", &plan);
+    assert!(
+        used.contains(&"events_tenant_upcoming".to_owned()),
+        "{plan:#}"
+    );
+
+    // Search: both GIN indexes, with the tenant in the index condition.
+    let sql = tenantry_db::search::search_sql(false);
+    let q = "topic17";
+    let plan = explain(&mut db, false, &[big], &sql, &[&big, &q, &limit, &reader()]).await;
+    let used = assert_indexed("search", &plan);
+    assert!(used.contains(&"posts_tenant_search".to_owned()), "{plan:#}");
+    assert!(
+        used.contains(&"events_tenant_search".to_owned()),
+        "{plan:#}"
+    );
+    let conds: Vec<String> = nodes(&plan)
+        .iter()
+        .filter(|n| n["Index Name"] == "posts_tenant_search")
+        .filter_map(|n| n["Index Cond"].as_str().map(str::to_owned))
+        .collect();
+    assert!(conds.iter().all(|c| c.contains("tenant_id")), "{conds:?}");
+}
+
+#[tokio::test]
+async fn journey_activity_reads_touch_only_the_partitions_of_their_range() {
+    let app = TestApp::spawn().await;
+    let mut db = data_set(&app).await;
+    let t = tenant(1);
+    let journey: Uuid = db
+        .query_one(
+            "SELECT id FROM journeys WHERE tenant_id = $1 LIMIT 1",
+            &[&t],
+        )
+        .await
+        .expect("a journey")
+        .get(0);
+    let partitions: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'journey_activities'::regclass",
+            &[],
+        )
+        .await
+        .expect("partitions")
+        .get(0);
+    assert!(
+        partitions >= 13,
+        "monthly partitions and the default: {partitions}"
+    );
+    let limit: i64 = 21;
+    let sql = tenantry_db::journeys::activities_sql(false);
+
+    // An explicit window within one month: pruned when planning.
+    let month = db
+        .query_one(
+            "SELECT date_trunc('month', now()) + interval '2 months' + interval '3 days',
+                    date_trunc('month', now()) + interval '2 months' + interval '20 days',
+                    'journey_activities_p' || to_char(now() + interval '2 months', 'YYYYMM')",
+            &[],
+        )
+        .await
+        .expect("a window");
+    let (from, to, partition): (
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        String,
+    ) = (month.get(0), month.get(1), month.get(2));
+    let (from, to) = (Some(from), Some(to));
+    let plan = explain(
+        &mut db,
+        false,
+        &[t],
+        &sql,
+        &[&t, &journey, &reader(), &from, &to, &limit],
+    )
+    .await;
+    assert_indexed("activities in a window", &plan);
+    let scanned: Vec<String> = relations(&plan, false)
+        .into_iter()
+        .filter(|r| r.starts_with("journey_activities"))
+        .collect();
+    assert!(!scanned.is_empty(), "{plan:#}");
+    assert!(scanned.iter().all(|r| *r == partition), "{scanned:?}");
+
+    // No window: the journey's own span, pruned at run time. Its activities
+    // lie in 13 of the months; a journey whose span is one month reads one.
+    let short: Uuid = db
+        .query_one(
+            "UPDATE journeys SET first_activity_at = date_trunc('month', now()) + interval '5 days',
+                                 last_activity_at = date_trunc('month', now()) + interval '9 days'
+             WHERE tenant_id = $1
+               AND id = (SELECT id FROM journeys WHERE tenant_id = $1 AND id <> $2 LIMIT 1)
+             RETURNING id",
+            &[&t, &journey],
+        )
+        .await
+        .expect("a journey with a one-month span")
+        .get(0);
+    let none: Option<chrono::DateTime<chrono::Utc>> = None;
+    let plan = explain(
+        &mut db,
+        true,
+        &[t],
+        &sql,
+        &[&t, &short, &reader(), &none, &none, &limit],
+    )
+    .await;
+    assert_indexed("activities of a journey", &plan);
+    let this_month: String = db
+        .query_one(
+            "SELECT 'journey_activities_p' || to_char(now(), 'YYYYMM')",
+            &[],
+        )
+        .await
+        .expect("name")
+        .get(0);
+    let executed: Vec<String> = relations(&plan, true)
+        .into_iter()
+        .filter(|r| r.starts_with("journey_activities"))
+        .collect();
+    assert_eq!(executed, [this_month], "{plan:#}");
+}
+
+#[tokio::test]
+async fn the_new_tenant_tables_have_forced_row_level_security_and_partitions_no_grants() {
+    let app = TestApp::spawn().await;
+    let db = app.raw_db().await;
+    for table in ["events", "journeys", "journey_activities"] {
+        let row = db
+            .query_one(
+                "SELECT relrowsecurity, relforcerowsecurity,
+                        has_table_privilege('tenantry_app', oid, 'SELECT')
+                 FROM pg_class WHERE relname = $1",
+                &[&table],
+            )
+            .await
+            .expect("pg_class row");
+        let (enabled, forced, granted): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        assert!(enabled && forced && granted, "{table}");
+    }
+    // Partitions are reached only through the parent (and its policy).
+    let direct: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_inherits i
+             WHERE i.inhparent = 'journey_activities'::regclass
+               AND has_table_privilege('tenantry_app', i.inhrelid, 'SELECT')",
+            &[],
+        )
+        .await
+        .expect("grants")
+        .get(0);
+    assert_eq!(direct, 0);
+    // The directory is read-only to the app role.
+    let row = db
+        .query_one(
+            "SELECT has_table_privilege('tenantry_app', 'user_communities', 'SELECT'),
+                    has_table_privilege('tenantry_app', 'user_communities', 'INSERT')",
+            &[],
+        )
+        .await
+        .expect("grants");
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, bool>(1)),
+        (true, false)
+    );
+}

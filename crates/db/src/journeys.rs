@@ -1,0 +1,386 @@
+//! Journeys and their activities.
+//!
+//! `journey_activities` is range-partitioned by month on `start_datetime`
+//! (partitions made ahead by [`crate::partitions`]' maintenance), so every
+//! read of activities carries a `start_datetime` range: the caller's
+//! `from`/`to`, or by default the span of the journey's activities that the
+//! journey row keeps, which prunes every partition outside it.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::{DbError, Keyset, Tx};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Journey {
+    pub id: Uuid,
+    pub owner_id: Uuid,
+    pub title: String,
+    pub description: Option<String>,
+    pub status: String,
+    pub is_public: bool,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+    pub locations: Value,
+    pub first_activity_at: Option<DateTime<Utc>>,
+    pub last_activity_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const JOURNEY_COLUMNS: &str = "id, owner_id, title, description, status, is_public, start_date, \
+     end_date, locations, first_activity_at, last_activity_at, created_at, updated_at";
+
+impl Journey {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            owner_id: row.get("owner_id"),
+            title: row.get("title"),
+            description: row.get("description"),
+            status: row.get("status"),
+            is_public: row.get("is_public"),
+            start_date: row.get("start_date"),
+            end_date: row.get("end_date"),
+            locations: row.get("locations"),
+            first_activity_at: row.get("first_activity_at"),
+            last_activity_at: row.get("last_activity_at"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+
+    pub fn keyset(&self) -> Keyset {
+        Keyset {
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// A new journey's fields, already validated.
+#[derive(Debug, Clone)]
+pub struct NewJourney {
+    pub title: String,
+    pub description: Option<String>,
+    pub status: String,
+    pub is_public: bool,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+    pub locations: Value,
+}
+
+pub async fn create_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    owner: Uuid,
+    new: &NewJourney,
+) -> Result<Journey, DbError> {
+    let sql = format!(
+        "INSERT INTO journeys (tenant_id, id, owner_id, title, description, status, is_public,
+                               start_date, end_date, locations)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         RETURNING {JOURNEY_COLUMNS}"
+    );
+    let rows = tx
+        .query_and_commit(
+            &sql,
+            &[
+                &tenant,
+                &crate::new_id(),
+                &owner,
+                &new.title,
+                &new.description,
+                &new.status,
+                &new.is_public,
+                &new.start_date,
+                &new.end_date,
+                &new.locations,
+            ],
+        )
+        .await?;
+    rows.first()
+        .map(Journey::from_row)
+        .ok_or_else(|| DbError::Other(anyhow::anyhow!("journey insert returned no row")))
+}
+
+/// A page of `owner`'s journeys, newest first, that `viewer` may see (all of
+/// them for the owner, the public ones for anyone else), if `viewer` is a
+/// member; the viewer's role (`None`: not a member) and the page, committed
+/// in one round trip. Walks `journeys_tenant_owner`.
+pub async fn list_for_member_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    viewer: Uuid,
+    owner: Uuid,
+    after: Option<Keyset>,
+    limit: i64,
+) -> Result<(Option<tenantry_core::Role>, Vec<Journey>), DbError> {
+    let keyset = if after.is_some() {
+        "AND (created_at, id) < ($5, $6)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $3)
+         SELECT r.role AS caller_role, j.* FROM r LEFT JOIN LATERAL (
+             SELECT {JOURNEY_COLUMNS} FROM journeys
+             WHERE tenant_id = $1 AND owner_id = $4 AND (is_public OR owner_id = $3) {keyset}
+             ORDER BY created_at DESC, id DESC LIMIT $2
+         ) j ON true"
+    );
+    let rows = match after {
+        None => {
+            tx.query_and_commit(&sql, &[&tenant, &limit, &viewer, &owner])
+                .await?
+        }
+        Some(k) => {
+            tx.query_and_commit(
+                &sql,
+                &[&tenant, &limit, &viewer, &owner, &k.created_at, &k.id],
+            )
+            .await?
+        }
+    };
+    let Some(first) = rows.first() else {
+        return Ok((None, Vec::new()));
+    };
+    let role = tenantry_core::Role::parse(first.get("caller_role"))
+        .map_err(|e| DbError::Other(e.into()))?;
+    let journeys = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+        .map(Journey::from_row)
+        .collect();
+    Ok((Some(role), journeys))
+}
+
+/// A journey `viewer` may see (public, or theirs), if `viewer` is a member.
+/// `(None, None)`: not a member; `(Some(role), None)`: no such journey for
+/// this viewer (a private journey of someone else reads as missing).
+pub async fn get_for_member_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    viewer: Uuid,
+    id: Uuid,
+) -> Result<(Option<tenantry_core::Role>, Option<Journey>), DbError> {
+    let sql = format!(
+        "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $3)
+         SELECT r.role AS caller_role, j.* FROM r LEFT JOIN LATERAL (
+             SELECT {JOURNEY_COLUMNS} FROM journeys
+             WHERE tenant_id = $1 AND id = $2 AND (is_public OR owner_id = $3)
+         ) j ON true"
+    );
+    let rows = tx.query_and_commit(&sql, &[&tenant, &id, &viewer]).await?;
+    let Some(row) = rows.first() else {
+        return Ok((None, None));
+    };
+    let role =
+        tenantry_core::Role::parse(row.get("caller_role")).map_err(|e| DbError::Other(e.into()))?;
+    let journey = row
+        .get::<_, Option<Uuid>>("id")
+        .is_some()
+        .then(|| Journey::from_row(row));
+    Ok((Some(role), journey))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    pub id: Uuid,
+    pub journey_id: Uuid,
+    pub title: String,
+    pub notes: Option<String>,
+    pub location: Option<Value>,
+    pub start_datetime: DateTime<Utc>,
+    pub end_datetime: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const ACTIVITY_COLUMNS: &str =
+    "id, journey_id, title, notes, location, start_datetime, end_datetime, created_at";
+
+impl Activity {
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            journey_id: row.get("journey_id"),
+            title: row.get("title"),
+            notes: row.get("notes"),
+            location: row.get("location"),
+            start_datetime: row.get("start_datetime"),
+            end_datetime: row.get("end_datetime"),
+            created_at: row.get("created_at"),
+        }
+    }
+
+    /// The keyset of a journey's activity list: `(start_datetime, id)`.
+    pub fn keyset(&self) -> (DateTime<Utc>, Uuid) {
+        (self.start_datetime, self.id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewActivity {
+    pub title: String,
+    pub notes: Option<String>,
+    pub location: Option<Value>,
+    pub start_datetime: DateTime<Utc>,
+    pub end_datetime: Option<DateTime<Utc>>,
+}
+
+/// What adding an activity found.
+#[derive(Debug)]
+pub enum Added {
+    NotAMember,
+    /// No journey the caller may see.
+    NoSuchJourney,
+    /// The journey is visible (public) but not the caller's.
+    NotTheOwner,
+    Added(Activity),
+}
+
+/// Adds an activity to `owner`'s journey and widens the journey's activity
+/// span, in one statement, and commits. The membership and ownership checks
+/// ride in the same statement.
+pub async fn add_activity_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    journey: Uuid,
+    user: Uuid,
+    new: &NewActivity,
+) -> Result<Added, DbError> {
+    let sql = format!(
+        "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $3),
+         j AS (
+             SELECT id, owner_id FROM journeys
+             WHERE tenant_id = $1 AND id = $2 AND (is_public OR owner_id = $3)
+               AND EXISTS (SELECT 1 FROM r)
+         ),
+         widened AS (
+             UPDATE journeys SET first_activity_at = least(first_activity_at, $6),
+                                 last_activity_at = greatest(last_activity_at, $6),
+                                 updated_at = now()
+             WHERE tenant_id = $1 AND id = $2 AND owner_id = $3 AND EXISTS (SELECT 1 FROM r)
+             RETURNING id
+         ),
+         a AS (
+             INSERT INTO journey_activities (tenant_id, journey_id, id, title, notes, location,
+                                             start_datetime, end_datetime)
+             SELECT $1, id, $4, $5, $7, $8, $6, $9 FROM widened
+             RETURNING {ACTIVITY_COLUMNS}
+         )
+         SELECT EXISTS (SELECT 1 FROM r) AS member, EXISTS (SELECT 1 FROM j) AS visible,
+                a.* FROM (SELECT 1) one LEFT JOIN a ON true"
+    );
+    let rows = tx
+        .query_and_commit(
+            &sql,
+            &[
+                &tenant,
+                &journey,
+                &user,
+                &crate::new_id(),
+                &new.title,
+                &new.start_datetime,
+                &new.notes,
+                &new.location,
+                &new.end_datetime,
+            ],
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| DbError::Other(anyhow::anyhow!("add activity returned no row")))?;
+    Ok(if !row.get::<_, bool>("member") {
+        Added::NotAMember
+    } else if row.get::<_, Option<Uuid>>("id").is_some() {
+        Added::Added(Activity::from_row(row))
+    } else if row.get::<_, bool>("visible") {
+        Added::NotTheOwner
+    } else {
+        Added::NoSuchJourney
+    })
+}
+
+/// Which activities of a journey to list.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivityQuery {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+/// The SQL of a page of a journey's activities, as
+/// [`list_activities_for_member_and_commit`] sends it: `$1` tenant, `$2`
+/// journey, `$3` viewer, `$4` from (nullable), `$5` to (nullable), `$6`
+/// limit, then the keyset if `after`. The `start_datetime` range is the
+/// caller's, or the journey's activity span (an init plan), so PostgreSQL
+/// prunes every partition outside it at run time.
+pub fn activities_sql(after: bool) -> String {
+    let keyset = if after {
+        "AND (start_datetime, id) > ($7, $8)"
+    } else {
+        ""
+    };
+    format!(
+        "WITH r AS (SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $3),
+         j AS (
+             SELECT first_activity_at, last_activity_at FROM journeys
+             WHERE tenant_id = $1 AND id = $2 AND (is_public OR owner_id = $3)
+         )
+         SELECT r.role AS caller_role, EXISTS (SELECT 1 FROM j) AS visible, a.*
+         FROM r LEFT JOIN LATERAL (
+             SELECT {ACTIVITY_COLUMNS} FROM journey_activities
+             WHERE tenant_id = $1 AND journey_id = $2
+               AND start_datetime >= coalesce($4::timestamptz, (SELECT first_activity_at FROM j))
+               AND start_datetime < coalesce($5::timestamptz,
+                                             (SELECT last_activity_at FROM j) + interval '1 microsecond')
+               {keyset}
+             ORDER BY start_datetime, id LIMIT $6
+         ) a ON true"
+    )
+}
+
+/// What a read of a journey's activities found.
+#[derive(Debug)]
+pub enum ActivitiesPage {
+    NotAMember,
+    NoSuchJourney,
+    Page(Vec<Activity>),
+}
+
+/// A page of a journey's activities, earliest first, with the membership and
+/// the journey's visibility checked in the same statement; commits in one
+/// round trip.
+pub async fn list_activities_for_member_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    journey: Uuid,
+    viewer: Uuid,
+    q: ActivityQuery,
+) -> Result<ActivitiesPage, DbError> {
+    let sql = activities_sql(q.after.is_some());
+    let mut params: Vec<&(dyn ToSql + Sync)> =
+        vec![&tenant, &journey, &viewer, &q.from, &q.to, &q.limit];
+    if let Some((at, id)) = &q.after {
+        params.push(at);
+        params.push(id);
+    }
+    let rows = tx.query_and_commit(&sql, &params).await?;
+    let Some(first) = rows.first() else {
+        return Ok(ActivitiesPage::NotAMember);
+    };
+    if !first.get::<_, bool>("visible") {
+        return Ok(ActivitiesPage::NoSuchJourney);
+    }
+    Ok(ActivitiesPage::Page(
+        rows.iter()
+            .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+            .map(Activity::from_row)
+            .collect(),
+    ))
+}

@@ -1,0 +1,226 @@
+//! Sharing a post or event of one community into another.
+//!
+//! A share is a snapshot row in the target tenant (a post or event with
+//! `origin_tenant_id`/`origin_id` set), so the target's lists, its feed and
+//! its search show shared content with no cross-tenant join, and row-level
+//! security never has to admit two tenants at read time. Writing a share is
+//! the only moment both tenants are in the transaction's context: the source
+//! row is read (it must exist and not be deleted or cancelled) and the copy
+//! inserted in one statement. A unique index on
+//! `(tenant_id, origin_tenant_id, origin_id)` makes a share idempotent per
+//! (target, original content); sharing a share points at the original.
+
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::events::{EVENT_COLUMNS, Event};
+use crate::posts::{POST_COLUMNS, Post, PostQuota};
+use crate::{DbError, Tx};
+
+/// Where shared content came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
+    /// Who shared it.
+    pub shared_by: Option<Uuid>,
+}
+
+impl Origin {
+    /// Reads `origin_tenant_id`, `origin_id` and `shared_by` of a row.
+    pub(crate) fn from_row(row: &Row) -> Option<Self> {
+        let tenant_id: Option<Uuid> = row.get("origin_tenant_id");
+        let id: Option<Uuid> = row.get("origin_id");
+        Some(Self {
+            tenant_id: tenant_id?,
+            id: id?,
+            shared_by: row.get("shared_by"),
+        })
+    }
+}
+
+/// What a share did.
+#[derive(Debug)]
+pub enum Shared<T> {
+    /// A new copy in the target.
+    Created(T),
+    /// The target already held a live copy of this content: that copy.
+    Existing(T),
+    /// The source holds no such live content (or is not the caller's to read).
+    NoSource,
+    /// The source exists but no copy was made: the target's quota is full
+    /// (`quota` says which), or a concurrent share of the same content won
+    /// the unique index (`quota` is `None`; looking again finds its copy).
+    NotCopied { quota: Option<&'static str> },
+}
+
+/// The statement both kinds share: `src` reads the source row, `existing` a
+/// live copy already in the target, `ins` inserts a copy unless one exists.
+/// For posts, `counted` first raises the target's usage within its quotas.
+/// Always one row: the outcome, and the copy's columns when there is one.
+/// Parameters: `$1` source tenant, `$2` content id, `$3` target tenant, `$4`
+/// new id, `$5` sharer, then (posts) `$6` max posts, `$7` max bytes.
+fn share_sql(kind: Kind) -> String {
+    let ctes = match kind {
+        Kind::Post => format!(
+            "src AS (
+                 SELECT coalesce(origin_tenant_id, tenant_id) AS o_tenant,
+                        coalesce(origin_id, id) AS o_id, author_id, content
+                 FROM posts WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+             ),
+             existing AS (
+                 SELECT {POST_COLUMNS} FROM posts
+                 WHERE tenant_id = $3 AND deleted_at IS NULL
+                   AND ((origin_tenant_id, origin_id) = (SELECT o_tenant, o_id FROM src)
+                        -- a share of a share back into the original's tenant
+                        OR (tenant_id, id) = (SELECT o_tenant, o_id FROM src))
+             ),
+             counted AS (
+                 UPDATE tenants SET post_count = post_count + 1,
+                        storage_bytes = storage_bytes + (SELECT octet_length(content) FROM src)
+                 WHERE id = $3 AND EXISTS (SELECT 1 FROM src)
+                   AND NOT EXISTS (SELECT 1 FROM existing)
+                   AND post_count < $6
+                   AND storage_bytes + (SELECT octet_length(content) FROM src) <= $7
+                 RETURNING id
+             ),
+             ins AS (
+                 INSERT INTO posts (tenant_id, id, author_id, content, origin_tenant_id,
+                                    origin_id, shared_by)
+                 SELECT $3, $4, author_id, content, o_tenant, o_id, $5 FROM src, counted
+                 ON CONFLICT DO NOTHING
+                 RETURNING {POST_COLUMNS}
+             )"
+        ),
+        Kind::Event => format!(
+            "src AS (
+                 SELECT coalesce(origin_tenant_id, tenant_id) AS o_tenant,
+                        coalesce(origin_id, id) AS o_id, created_by, title, description,
+                        start_date, end_date, location_name
+                 FROM events WHERE tenant_id = $1 AND id = $2 AND cancelled_at IS NULL
+             ),
+             existing AS (
+                 SELECT {EVENT_COLUMNS} FROM events
+                 WHERE tenant_id = $3 AND cancelled_at IS NULL
+                   AND ((origin_tenant_id, origin_id) = (SELECT o_tenant, o_id FROM src)
+                        OR (tenant_id, id) = (SELECT o_tenant, o_id FROM src))
+             ),
+             ins AS (
+                 INSERT INTO events (tenant_id, id, created_by, title, description, start_date,
+                                     end_date, location_name, origin_tenant_id, origin_id,
+                                     shared_by)
+                 SELECT $3, $4, created_by, title, description, start_date, end_date,
+                        location_name, o_tenant, o_id, $5
+                 FROM src WHERE NOT EXISTS (SELECT 1 FROM existing)
+                 ON CONFLICT DO NOTHING
+                 RETURNING {EVENT_COLUMNS}
+             )"
+        ),
+    };
+    format!(
+        "WITH {ctes}
+         SELECT CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 'created'
+                     WHEN EXISTS (SELECT 1 FROM existing) THEN 'existing'
+                     WHEN EXISTS (SELECT 1 FROM src) THEN 'not_copied'
+                     ELSE 'no_source' END AS outcome,
+                copy.*
+         FROM (SELECT 1) one
+         LEFT JOIN (SELECT * FROM ins UNION ALL SELECT * FROM existing) copy ON true"
+    )
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Post,
+    Event,
+}
+
+/// Runs the share statement; commits only when a copy was created.
+async fn share<T>(
+    mut tx: Tx,
+    kind: Kind,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    read: impl Fn(&Row) -> T,
+    full_quota: impl AsyncFnOnce(&mut Tx) -> Result<Option<&'static str>, DbError>,
+) -> Result<Shared<T>, DbError> {
+    let row = tx.query_one(&share_sql(kind), params).await?;
+    let outcome = match row.get::<_, &str>("outcome") {
+        "created" => Shared::Created(read(&row)),
+        "existing" => Shared::Existing(read(&row)),
+        "not_copied" => {
+            // Dropping the transaction rolls back whatever was counted.
+            let quota = full_quota(&mut tx).await?;
+            return Ok(Shared::NotCopied { quota });
+        }
+        _ => return Ok(Shared::NoSource),
+    };
+    if matches!(outcome, Shared::Created(_)) {
+        tx.commit().await?;
+    }
+    Ok(outcome)
+}
+
+/// Shares post `id` of `source` into `target` as `user`, counting the copy
+/// against the target's quotas, and commits. The transaction's context must
+/// admit both tenants.
+pub async fn share_post_and_commit(
+    tx: Tx,
+    source: Uuid,
+    id: Uuid,
+    target: Uuid,
+    user: Uuid,
+    quota: PostQuota,
+) -> Result<Shared<Post>, DbError> {
+    let max_posts = i64::try_from(quota.max_posts).unwrap_or(i64::MAX);
+    let max_bytes = i64::try_from(quota.max_storage_bytes).unwrap_or(i64::MAX);
+    share(
+        tx,
+        Kind::Post,
+        &[
+            &source,
+            &id,
+            &target,
+            &crate::new_id(),
+            &user,
+            &max_posts,
+            &max_bytes,
+        ],
+        Post::from_row,
+        async |tx: &mut Tx| {
+            let row = tx
+                .query_one(
+                    "SELECT post_count, storage_bytes FROM tenants WHERE id = $1",
+                    &[&target],
+                )
+                .await?;
+            let (posts, bytes): (i64, i64) = (row.get(0), row.get(1));
+            Ok(if posts >= max_posts {
+                Some("max_posts")
+            } else if bytes >= max_bytes {
+                Some("max_storage_mb")
+            } else {
+                None
+            })
+        },
+    )
+    .await
+}
+
+/// Shares event `id` of `source` into `target`, as
+/// [`share_post_and_commit`] (events count against no quota).
+pub async fn share_event_and_commit(
+    tx: Tx,
+    source: Uuid,
+    id: Uuid,
+    target: Uuid,
+    user: Uuid,
+) -> Result<Shared<Event>, DbError> {
+    share(
+        tx,
+        Kind::Event,
+        &[&source, &id, &target, &crate::new_id(), &user],
+        Event::from_row,
+        async |_: &mut Tx| Ok(None),
+    )
+    .await
+}
