@@ -5,8 +5,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::routes::{
-    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops,
-    posts, search, shares, tenant,
+    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops, posts,
+    search, shares, tenant,
 };
 
 #[derive(OpenApi)]

@@ -19,8 +19,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{Secrets, Settings};
 use crate::routes::{
-    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops,
-    posts, search, shares, tenant,
+    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops, posts,
+    search, shares, tenant,
 };
 use crate::state::AppState;
 use crate::telemetry;

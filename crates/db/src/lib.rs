@@ -12,8 +12,8 @@
 //!   SQL. Every tenant query says `WHERE tenant_id = $1` itself: row-level
 //!   security is the safety net, not the filter.
 
-pub mod community;
 pub mod audit;
+pub mod community;
 pub mod embedded;
 mod error;
 pub mod events;

@@ -31,7 +31,7 @@ const PENDING_POST_COLUMNS: &str = "id, author_id, content,
     comment_count + coalesce((SELECT sum(comments) FROM post_counter_deltas d
                               WHERE d.tenant_id = posts.tenant_id AND d.post_id = posts.id), 0)::int
         AS comment_count,
-    created_at, updated_at";
+    created_at, updated_at, origin_tenant_id, origin_id, shared_by";
 
 impl Post {
     pub(crate) fn from_row(row: &Row) -> Self {

@@ -1,12 +1,12 @@
 //! The HTTP routes, one module per capability.
 
 pub mod admin;
-pub mod community;
-pub mod events;
-pub mod journeys;
 pub mod analytics;
 pub mod audit;
+pub mod community;
+pub mod events;
 pub mod jobs;
+pub mod journeys;
 pub mod members;
 pub mod notifications;
 pub mod ops;
