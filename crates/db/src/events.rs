@@ -61,10 +61,19 @@ pub struct NewEvent {
 
 pub async fn create(tx: Tx, tenant: Uuid, creator: Uuid, new: &NewEvent) -> Result<Event, DbError> {
     let sql = format!(
-        "INSERT INTO events (tenant_id, id, created_by, title, description, start_date, end_date,
-                             location_name)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         RETURNING {EVENT_COLUMNS}"
+        "WITH e AS (
+             INSERT INTO events (tenant_id, id, created_by, title, description, start_date,
+                                 end_date, location_name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             RETURNING {EVENT_COLUMNS}
+         ),
+         -- Counted in the day's statistics in the same statement.
+         counted AS (
+             INSERT INTO tenant_daily_stats AS s (tenant_id, day, events)
+             SELECT $1, (now() AT TIME ZONE 'UTC')::date, count(*) FROM e
+             ON CONFLICT (tenant_id, day) DO UPDATE SET events = s.events + excluded.events
+         )
+         SELECT * FROM e"
     );
     let rows = tx
         .query_and_commit(

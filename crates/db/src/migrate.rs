@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "counter_deltas",
         include_str!("../migrations/V34__counter_deltas.sql"),
     ),
+    (
+        35,
+        "daily_events",
+        include_str!("../migrations/V35__daily_events.sql"),
+    ),
 ];
 
 /// Months of partitions made ahead when migrating (the server's maintenance

@@ -11,6 +11,7 @@ use crate::{DbError, Tx};
 pub struct DailyStats {
     pub day: Option<NaiveDate>,
     pub posts: i64,
+    pub events: i64,
     pub comments: i64,
     pub likes: i64,
     pub active_users: i64,
@@ -27,7 +28,7 @@ pub async fn daily_and_commit(
 ) -> Result<Vec<DailyStats>, DbError> {
     let rows = tx
         .query_and_commit(
-            "SELECT day, posts, comments, likes, active_users, analytics_events
+            "SELECT day, posts, comments, likes, active_users, analytics_events, events
              FROM tenant_daily_stats
              WHERE tenant_id = $1 AND day BETWEEN $2 AND $3
              ORDER BY day",
@@ -43,6 +44,7 @@ pub async fn daily_and_commit(
             likes: r.get(3),
             active_users: r.get(4),
             analytics_events: r.get(5),
+            events: r.get(6),
         })
         .collect())
 }

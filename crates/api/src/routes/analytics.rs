@@ -146,6 +146,8 @@ pub struct DayView {
     #[schema(value_type = String, example = "2026-11-24")]
     pub day: NaiveDate,
     pub posts: i64,
+    /// Community events created.
+    pub events: i64,
     pub comments: i64,
     pub likes: i64,
     pub active_users: i64,
@@ -167,7 +169,7 @@ fn day(field: &str, raw: &str) -> Result<NaiveDate, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("{field} must be a date (YYYY-MM-DD)")))
 }
 
-/// Daily posts, comments, likes, active users and analytics events, read
+/// Daily posts, events, comments, likes, active users and analytics events, read
 /// from summaries kept incrementally by the writes (admin+).
 #[utoipa::path(get, path = "/v1/stats/daily", tag = "analytics", params(StatsParams),
     responses((status = 200, body = DailyStats), (status = 400, body = crate::problem::Problem),
@@ -204,6 +206,7 @@ pub async fn daily(
             Some(r) => DayView {
                 day: d,
                 posts: r.posts,
+                events: r.events,
                 comments: r.comments,
                 likes: r.likes,
                 active_users: r.active_users,
@@ -212,6 +215,7 @@ pub async fn daily(
             None => DayView {
                 day: d,
                 posts: 0,
+                events: 0,
                 comments: 0,
                 likes: 0,
                 active_users: 0,

@@ -64,6 +64,7 @@ async fn analytics_events_are_committed_before_the_202_and_counted_by_day() {
     assert_eq!(days[1]["active_users"], 1);
     assert_eq!(days[0]["analytics_events"], 0);
 
+    crate::events::event(&app, &owner, "Bouldering night", 48).await;
     let today = assert_json(
         app.as_user(&owner, Method::GET, "/v1/stats/daily")
             .fetch()
@@ -75,6 +76,7 @@ async fn analytics_events_are_committed_before_the_202_and_counted_by_day() {
     assert_eq!(days.len(), 30);
     assert_eq!(days[29]["analytics_events"], 2);
     assert_eq!(days[29]["active_users"], 1);
+    assert_eq!(days[29]["events"], 1, "community events created today");
 }
 
 #[tokio::test]
