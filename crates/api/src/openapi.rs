@@ -23,6 +23,7 @@ use crate::routes::{
         events::create_event, events::list_events, events::get_event, events::edit_event,
         events::cancel_event,
         journeys::create_journey, journeys::list_journeys, journeys::get_journey,
+        journeys::edit_journey,
         journeys::add_activity, journeys::list_activities,
         search::search,
         community::my_communities, community::feed, shares::share,

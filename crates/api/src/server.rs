@@ -86,7 +86,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/journeys",
             post(journeys::create_journey).get(journeys::list_journeys),
         )
-        .route("/v1/journeys/{id}", get(journeys::get_journey))
+        .route(
+            "/v1/journeys/{id}",
+            get(journeys::get_journey).patch(journeys::edit_journey),
+        )
         .route(
             "/v1/journeys/{id}/activities",
             post(journeys::add_activity).get(journeys::list_activities),

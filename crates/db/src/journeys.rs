@@ -384,3 +384,68 @@ pub async fn list_activities_for_member_and_commit(
             .collect(),
     ))
 }
+
+/// Reads a journey `viewer` may see (public, or theirs) and locks it until
+/// the transaction ends, so the edit that follows sees no concurrent one.
+pub async fn get_for_update(
+    tx: &mut Tx,
+    tenant: Uuid,
+    viewer: Uuid,
+    id: Uuid,
+) -> Result<Option<Journey>, DbError> {
+    let sql = format!(
+        "SELECT {JOURNEY_COLUMNS} FROM journeys
+         WHERE tenant_id = $1 AND id = $2 AND (is_public OR owner_id = $3)
+         FOR UPDATE"
+    );
+    Ok(tx
+        .query_opt(&sql, &[&tenant, &id, &viewer])
+        .await?
+        .as_ref()
+        .map(Journey::from_row))
+}
+
+/// A journey's fields after an edit (the caller merges the patch into the
+/// locked row and validates the result).
+#[derive(Debug, Clone)]
+pub struct JourneyEdit {
+    pub title: String,
+    pub description: Option<String>,
+    pub status: String,
+    pub is_public: bool,
+    pub start_date: Option<NaiveDate>,
+    pub end_date: Option<NaiveDate>,
+    pub locations: Value,
+}
+
+/// Writes an edited journey and commits.
+pub async fn update_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    id: Uuid,
+    edit: &JourneyEdit,
+) -> Result<Option<Journey>, DbError> {
+    let sql = format!(
+        "UPDATE journeys SET title = $3, description = $4, status = $5, is_public = $6,
+                             start_date = $7, end_date = $8, locations = $9, updated_at = now()
+         WHERE tenant_id = $1 AND id = $2
+         RETURNING {JOURNEY_COLUMNS}"
+    );
+    let rows = tx
+        .query_and_commit(
+            &sql,
+            &[
+                &tenant,
+                &id,
+                &edit.title,
+                &edit.description,
+                &edit.status,
+                &edit.is_public,
+                &edit.start_date,
+                &edit.end_date,
+                &edit.locations,
+            ],
+        )
+        .await?;
+    Ok(rows.first().map(Journey::from_row))
+}

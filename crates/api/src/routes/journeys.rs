@@ -6,12 +6,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenantry_db::journeys::{
-    self, ActivitiesPage, Activity, ActivityQuery, Added, Journey, NewActivity, NewJourney,
+    self, ActivitiesPage, Activity, ActivityQuery, Added, Journey, JourneyEdit, NewActivity,
+    NewJourney,
 };
 use uuid::Uuid;
 
 use super::events::instant;
-use super::{Checks, no_nul, text};
+use super::{Checks, double_option, no_nul, text};
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, FieldError, Json, Path, Query};
 use crate::tenancy::{Scope, not_a_member};
@@ -104,14 +105,7 @@ pub async fn create_journey(
         Some(d) => checks.check(text("description", d, MAX_TEXT_CHARS)),
     };
     let status = body.status.unwrap_or_else(|| "planned".to_owned());
-    checks.check(if STATUSES.contains(&status.as_str()) {
-        Ok(())
-    } else {
-        Err(FieldError::new(
-            "status",
-            "must be planned, active, completed or cancelled",
-        ))
-    });
+    checks.check(status_check(&status));
     if let (Some(start), Some(end)) = (body.start_date, body.end_date) {
         checks.check(if end < start {
             Err(FieldError::new("end_date", "must not be before start_date"))
@@ -211,6 +205,102 @@ pub async fn get_journey(
         return Err(not_a_member());
     }
     Ok(Json(journey.ok_or_else(journey_not_found)?.into()))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchJourney {
+    pub title: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// planned, active, completed or cancelled.
+    pub status: Option<String>,
+    pub is_public: Option<bool>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<NaiveDate>)]
+    pub start_date: Option<Option<NaiveDate>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<NaiveDate>)]
+    pub end_date: Option<Option<NaiveDate>>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub locations: Option<Value>,
+}
+
+fn status_check(status: &str) -> Result<(), FieldError> {
+    if STATUSES.contains(&status) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "status",
+            "must be planned, active, completed or cancelled",
+        ))
+    }
+}
+
+/// The owner edits their journey (status as it progresses, the public flag,
+/// dates, locations); `null` clears an optional field.
+#[utoipa::path(patch, path = "/v1/journeys/{id}", tag = "journeys", request_body = PatchJourney,
+    responses((status = 200, body = JourneyView), (status = 403, body = crate::problem::Problem),
+              (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn edit_journey(
+    mut scope: Scope,
+    Path(id): Path<Uuid>,
+    Json(body): Json<PatchJourney>,
+) -> Result<Json<JourneyView>, ApiError> {
+    scope.member().await?;
+    let (tenant, user) = (scope.tenant.id, scope.user.id);
+    let current = journeys::get_for_update(&mut scope.tx, tenant, user, id)
+        .await?
+        .ok_or_else(journey_not_found)?;
+    if current.owner_id != user {
+        return Err(ApiError::Forbidden(
+            "only the journey's owner may change it".to_owned(),
+        ));
+    }
+    let mut checks = Checks::default();
+    let title = match body.title.as_deref() {
+        None => Some(current.title),
+        Some(t) => checks.check(text("title", t, MAX_TITLE_CHARS)),
+    };
+    let description = match body.description {
+        None => current.description,
+        Some(None) => None,
+        Some(Some(d)) => checks.check(text("description", &d, MAX_TEXT_CHARS)),
+    };
+    let status = body.status.unwrap_or(current.status);
+    checks.check(status_check(&status));
+    let start_date = body.start_date.unwrap_or(current.start_date);
+    let end_date = body.end_date.unwrap_or(current.end_date);
+    if let (Some(start), Some(end)) = (start_date, end_date)
+        && end < start
+    {
+        checks.check::<()>(Err(FieldError::new(
+            "end_date",
+            "must not be before start_date",
+        )));
+    }
+    let locations = body.locations.unwrap_or(current.locations);
+    checks.check(if locations.is_array() {
+        json_size("locations", &locations)
+    } else {
+        Err(FieldError::new("locations", "must be a JSON array"))
+    });
+    checks.finish()?;
+    let edit = JourneyEdit {
+        title: title.unwrap_or_default(),
+        description,
+        status,
+        is_public: body.is_public.unwrap_or(current.is_public),
+        start_date,
+        end_date,
+        locations,
+    };
+    let journey = journeys::update_and_commit(scope.tx, tenant, id, &edit)
+        .await?
+        .ok_or_else(journey_not_found)?;
+    Ok(Json(journey.into()))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

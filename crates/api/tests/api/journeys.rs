@@ -204,3 +204,62 @@ async fn another_tenants_journey_answers_404_and_bad_bodies_422() {
         assert_eq!(p["errors"][0]["field"], field, "{p}");
     }
 }
+
+#[tokio::test]
+async fn the_owner_edits_a_journeys_status_flag_dates_and_locations_and_nobody_else_does() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.tenant("acme").await;
+    let member = app.member(&owner, "member").await;
+    let id = journey(&app, &owner, "Alps", true).await;
+    let path = format!("/v1/journeys/{id}");
+    let edited = assert_json(
+        app.as_user(&owner, Method::PATCH, &path)
+            .json(
+                &json!({"status": "completed", "is_public": false, "end_date": null,
+                          "locations": [{"name": "Zermatt"}]}),
+            )
+            .fetch()
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(edited["status"], "completed");
+    assert_eq!(edited["is_public"], false);
+    assert_eq!(edited["end_date"], serde_json::Value::Null);
+    assert_eq!(edited["start_date"], "2026-03-01");
+    assert_eq!(edited["locations"][0]["name"], "Zermatt");
+    assert_eq!(edited["title"], "Alps");
+
+    // Now private: another member cannot see it, so cannot edit it either.
+    let res = app
+        .as_user(&member, Method::PATCH, &path)
+        .json(&json!({"title": "mine"}))
+        .fetch()
+        .await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    // Public again: visible, but still not theirs to change.
+    app.as_user(&owner, Method::PATCH, &path)
+        .json(&json!({"is_public": true}))
+        .fetch()
+        .await;
+    let res = app
+        .as_user(&member, Method::PATCH, &path)
+        .json(&json!({"title": "mine"}))
+        .fetch()
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+
+    for (body, field) in [
+        (json!({"status": "lost"}), "status"),
+        (json!({"end_date": "2026-02-01"}), "end_date"),
+        (json!({"locations": "Zermatt"}), "locations"),
+    ] {
+        let res = app
+            .as_user(&owner, Method::PATCH, &path)
+            .json(&body)
+            .fetch()
+            .await;
+        let p = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(p["errors"][0]["field"], field, "{p}");
+    }
+}
