@@ -15,3 +15,4 @@ pub mod gcra;
 pub mod rate;
 pub mod share;
 pub mod shed;
+pub mod testing;

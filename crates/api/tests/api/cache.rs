@@ -2,13 +2,13 @@
 //! node and across nodes (LISTEN/NOTIFY, Redis pub/sub), the token cache,
 //! and a Redis that dies mid-test.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tenantry_api::AppState;
 use tenantry_cache::{Cache, CacheOptions, L2};
+use tenantry_fairness::testing::RedisServer;
 
 use crate::helpers::{Fetch, TestApp, User, assert_json, assert_problem, eventually};
 
@@ -277,64 +277,6 @@ async fn a_change_on_one_node_is_seen_on_another_through_notify() {
             == StatusCode::FORBIDDEN
     })
     .await;
-}
-
-/// A `redis-server` of the test's own on a free port, so it can be stopped
-/// mid-test.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start_on(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (apt-get install redis-server)");
-        let server = RedisServer { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        Self::start_on(port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A state whose cache uses `redis` (L2 and pub/sub), with NOTIFY as the
