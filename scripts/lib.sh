@@ -31,6 +31,15 @@ ensure_postgres_binaries() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib >/dev/null
 }
 
+# The Redis tests start their own redis-server on a free port (so they can
+# stop it mid-test): they need the binary, not a running service.
+ensure_redis_server() {
+    if command -v redis-server >/dev/null; then return 0; fi
+    say "installing Redis (apt-get install redis-server)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+}
+
 ensure_nextest() {
     if cargo nextest --version >/dev/null 2>&1; then return 0; fi
     say "installing cargo-nextest"
