@@ -175,21 +175,6 @@ impl Db {
         })
     }
 
-    /// A new connection outside the pool, as the connecting user, for a
-    /// session that outlives transactions (LISTEN). The caller polls the
-    /// returned connection (it carries the notifications).
-    pub async fn connect_unpooled(
-        &self,
-    ) -> Result<
-        (
-            tokio_postgres::Client,
-            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-        ),
-        DbError,
-    > {
-        Ok(self.config.connect(NoTls).await?)
-    }
-
     /// A connection as the connecting user (the schema owner): for migrations
     /// and maintenance only, never for request work.
     pub async fn owner_connection(&self) -> Result<Object, DbError> {

@@ -335,52 +335,22 @@ async fn run_job(registry: &Registry, job: &Job, ctx: &JobContext) -> Result<Don
 /// so a notification lost while reconnecting only costs latency.
 pub async fn listen(db: Db, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     loop {
-        match db.connect_unpooled().await {
-            Ok((client, mut connection)) => {
-                let (notes_tx, mut notes_rx) = tokio::sync::mpsc::unbounded_channel();
-                let driver = tokio::spawn(async move {
-                    let mut messages =
-                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    while let Some(message) = messages.next().await {
-                        match message {
-                            Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
-                                if notes_tx.send(()).is_err() {
-                                    return;
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(error = %e, "job listener connection failed");
-                                return;
-                            }
-                        }
-                    }
-                });
-                if let Err(e) = client
-                    .batch_execute(&format!("LISTEN {}", queue::CHANNEL))
-                    .await
-                {
-                    tracing::warn!(error = %e, "LISTEN failed");
-                } else {
-                    // A wake-up at (re)connect covers notifications missed
-                    // while disconnected.
-                    wake_all(&wake);
-                    loop {
-                        tokio::select! {
-                            _ = stop.changed() => {
-                                driver.abort();
-                                return;
-                            }
-                            note = notes_rx.recv() => match note {
-                                Some(()) => wake_all(&wake),
-                                None => break,
-                            },
-                        }
+        match db.listen(queue::CHANNEL).await {
+            Ok(mut notes) => {
+                // A wake-up at (re)connect covers notifications missed while
+                // disconnected.
+                wake_all(&wake);
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        note = notes.recv() => match note {
+                            Some(_) => wake_all(&wake),
+                            None => break,
+                        },
                     }
                 }
-                driver.abort();
             }
-            Err(e) => tracing::warn!(error = %e, "job listener could not connect"),
+            Err(e) => tracing::warn!(error = %e, "job listener could not LISTEN"),
         }
         tokio::select! {
             _ = stop.changed() => return,
