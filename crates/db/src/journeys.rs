@@ -61,7 +61,9 @@ impl Journey {
     }
 }
 
-/// A new journey's fields, already validated.
+/// A journey's fields, already validated: a new journey's, or an edited
+/// one's (the caller merges the patch into the locked row and validates the
+/// result).
 #[derive(Debug, Clone)]
 pub struct NewJourney {
     pub title: String,
@@ -405,25 +407,12 @@ pub async fn get_for_update(
         .map(Journey::from_row))
 }
 
-/// A journey's fields after an edit (the caller merges the patch into the
-/// locked row and validates the result).
-#[derive(Debug, Clone)]
-pub struct JourneyEdit {
-    pub title: String,
-    pub description: Option<String>,
-    pub status: String,
-    pub is_public: bool,
-    pub start_date: Option<NaiveDate>,
-    pub end_date: Option<NaiveDate>,
-    pub locations: Value,
-}
-
 /// Writes an edited journey and commits.
 pub async fn update_and_commit(
     tx: Tx,
     tenant: Uuid,
     id: Uuid,
-    edit: &JourneyEdit,
+    edit: &NewJourney,
 ) -> Result<Option<Journey>, DbError> {
     let sql = format!(
         "UPDATE journeys SET title = $3, description = $4, status = $5, is_public = $6,

@@ -6,8 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenantry_db::journeys::{
-    self, ActivitiesPage, Activity, ActivityQuery, Added, Journey, JourneyEdit, NewActivity,
-    NewJourney,
+    self, ActivitiesPage, Activity, ActivityQuery, Added, Journey, NewActivity, NewJourney,
 };
 use uuid::Uuid;
 
@@ -288,7 +287,7 @@ pub async fn edit_journey(
         Err(FieldError::new("locations", "must be a JSON array"))
     });
     checks.finish()?;
-    let edit = JourneyEdit {
+    let edit = NewJourney {
         title: title.unwrap_or_default(),
         description,
         status,
