@@ -249,28 +249,36 @@ async fn a_change_on_one_node_is_seen_on_another_through_notify() {
     let res = b.as_user(&member, Method::GET, "/v1/posts").fetch().await;
     assert_eq!(res.status(), StatusCode::OK);
 
+    peer_sees_removal_then_suspension(&a, &b, &id(&tenant), &owner, &member).await;
+}
+
+/// Node A removes `member`, then suspends the tenant; node B must see each
+/// change within [`BOUND`].
+async fn peer_sees_removal_then_suspension(
+    a: &TestApp,
+    b: &TestApp,
+    tenant: &str,
+    owner: &User,
+    member: &User,
+) {
     let res = a
-        .as_user(
-            &owner,
-            Method::DELETE,
-            &format!("/v1/members/{}", member.id),
-        )
+        .as_user(owner, Method::DELETE, &format!("/v1/members/{}", member.id))
         .fetch()
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     eventually(&format!("node B sees the removal {BOUND}"), || async {
-        b.as_user(&member, Method::GET, "/v1/posts")
+        b.as_user(member, Method::GET, "/v1/posts")
             .fetch()
             .await
             .status()
             == StatusCode::FORBIDDEN
     })
     .await;
-    assert_eq!(b.tenant_view(&member).await["membership"], Value::Null);
+    assert_eq!(b.tenant_view(member).await["membership"], Value::Null);
 
-    patch_tenant(&a, &id(&tenant), json!({"status": "suspended"})).await;
+    patch_tenant(a, tenant, json!({"status": "suspended"})).await;
     eventually(&format!("node B sees the suspension {BOUND}"), || async {
-        b.as_user(&owner, Method::GET, "/v1/tenant")
+        b.as_user(owner, Method::GET, "/v1/tenant")
             .fetch()
             .await
             .status()
@@ -328,32 +336,7 @@ async fn nodes_sharing_redis_share_entries_and_see_each_others_changes() {
         b.tenant_view(&member).await["membership"]["role"] == "admin"
     })
     .await;
-    let res = a
-        .as_user(
-            &owner,
-            Method::DELETE,
-            &format!("/v1/members/{}", member.id),
-        )
-        .fetch()
-        .await;
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    eventually(&format!("node B sees the removal {BOUND}"), || async {
-        b.as_user(&member, Method::GET, "/v1/posts")
-            .fetch()
-            .await
-            .status()
-            == StatusCode::FORBIDDEN
-    })
-    .await;
-    patch_tenant(&a, &id(&tenant), json!({"status": "suspended"})).await;
-    eventually(&format!("node B sees the suspension {BOUND}"), || async {
-        b.as_user(&owner, Method::GET, "/v1/tenant")
-            .fetch()
-            .await
-            .status()
-            == StatusCode::FORBIDDEN
-    })
-    .await;
+    peer_sees_removal_then_suspension(&a, &b, &id(&tenant), &owner, &member).await;
 }
 
 #[tokio::test]
