@@ -30,6 +30,8 @@ use crate::routes::{
         jobs::overview, jobs::retry, jobs::discard,
         analytics::ingest, analytics::daily,
         notifications::announce, notifications::list, notifications::mark_read,
+        notifications::get_preferences, notifications::put_preferences,
+        notifications::patch_preferences,
         audit::list,
         ops::healthz, ops::readyz, ops::metrics,
     ),

@@ -63,6 +63,9 @@ pub enum ApiError {
     RequestTimeout,
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
+    /// An `Idempotency-Key` already used for a different request (422).
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     #[error("too many requests; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
     #[error("the server is overloaded; retry in {retry_after} s")]
@@ -109,7 +112,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation(_) | Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. } | Self::QueryTimeout => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,6 +134,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation(_) => "validation_failed",
+            Self::IdempotencyKeyReused(_) => "idempotency_key_reused",
             Self::RateLimited { .. } => "rate_limited",
             Self::Overloaded { .. } => "overloaded",
             Self::QueryTimeout => "query_timeout",
@@ -152,6 +156,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "Payload too large",
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::Validation(_) => "Validation failed",
+            Self::IdempotencyKeyReused(_) => "Idempotency key reused",
             Self::RateLimited { .. } => "Rate limited",
             Self::Overloaded { .. } => "Overloaded",
             Self::QueryTimeout => "Query timeout",

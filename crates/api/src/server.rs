@@ -106,6 +106,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/announcements", post(notifications::announce))
         .route("/v1/notifications", get(notifications::list))
         .route("/v1/notifications/read", post(notifications::mark_read))
+        .route(
+            "/v1/notifications/preferences",
+            get(notifications::get_preferences)
+                .put(notifications::put_preferences)
+                .patch(notifications::patch_preferences),
+        )
         .route("/v1/audit-log", get(audit::list))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

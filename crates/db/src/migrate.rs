@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "daily_events",
         include_str!("../migrations/V35__daily_events.sql"),
     ),
+    (
+        50,
+        "announcement_idempotency",
+        include_str!("../migrations/V50__announcement_idempotency.sql"),
+    ),
 ];
 
 /// Months of partitions made ahead when migrating (the server's maintenance

@@ -117,3 +117,49 @@ pub async fn mark_read_and_commit(
     }
     Ok(Some(row.get("changed")))
 }
+
+/// The kinds of notification a member can turn off in a tenant. Each is on
+/// unless the member's `memberships.notification_prefs` holds `false` under
+/// its name (the fan-out in crates/jobs reads the same key).
+pub const KINDS: [&str; 1] = ["announcements"];
+
+/// `user`'s stored notification preferences in the tenant (a JSON object,
+/// `{}` when never set), or `None` for a non-member; commits. One primary-key
+/// probe of `memberships`.
+pub async fn preferences_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    user: Uuid,
+) -> Result<Option<serde_json::Value>, DbError> {
+    let rows = tx
+        .query_and_commit(
+            "SELECT notification_prefs FROM memberships WHERE tenant_id = $1 AND user_id = $2",
+            &[&tenant, &user],
+        )
+        .await?;
+    Ok(rows.first().map(|r| r.get(0)))
+}
+
+/// Changes `user`'s notification preferences in one statement (no lost
+/// update between concurrent changes): removes the kinds in `reset` (back to
+/// their default), then sets the keys of `set` (an object of booleans).
+/// Other keys stored in the object are kept. Returns the stored result, or
+/// `None` for a non-member; commits.
+pub async fn set_preferences_and_commit(
+    tx: Tx,
+    tenant: Uuid,
+    user: Uuid,
+    reset: &[&str],
+    set: &serde_json::Value,
+) -> Result<Option<serde_json::Value>, DbError> {
+    let rows = tx
+        .query_and_commit(
+            "UPDATE memberships
+             SET notification_prefs = (notification_prefs - $3::text[]) || $4::jsonb
+             WHERE tenant_id = $1 AND user_id = $2
+             RETURNING notification_prefs",
+            &[&tenant, &user, &reset, set],
+        )
+        .await?;
+    Ok(rows.first().map(|r| r.get(0)))
+}

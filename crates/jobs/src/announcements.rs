@@ -38,28 +38,153 @@ pub async fn create(
     title: &str,
     message: &str,
 ) -> Result<Announcement, DbError> {
+    let draft = Draft {
+        author,
+        title,
+        message,
+    };
     let id = tenantry_db::new_id();
-    let job = queue::enqueue(
-        tx,
-        tenant,
-        &NewJob::new(FANOUT, json!({ "announcement_id": id }))
-            .queue("announcements")
-            .max_attempts(10),
-    )
-    .await?;
+    let job = queue::enqueue(tx, tenant, &fanout_job(id, None)).await?;
+    insert(tx, tenant, id, &draft, job.id, None).await
+}
+
+/// What [`create_once`] did.
+#[derive(Debug, Clone)]
+pub enum Once {
+    /// A new announcement (and its fan-out job).
+    Created(Announcement),
+    /// The key's announcement, created earlier by the same author with the
+    /// same title and message: nothing new was written or enqueued.
+    Replayed(Announcement),
+    /// The key names an announcement with another author, title or message.
+    KeyReused,
+}
+
+/// [`create`] under an idempotency key: the first call with `key` in the
+/// tenant creates the announcement; a later one by the same author with the
+/// same title and message answers it again, without a second announcement
+/// or fan-out; any other use of the key is [`Once::KeyReused`].
+///
+/// Concurrent calls with one key are serialised by the queue's unique
+/// (tenant, idempotency key) index: the fan-out job is enqueued first under
+/// `announcement:<key>`, and a second enqueue of that key waits for the
+/// first transaction to end and then finds its job, so exactly one of them
+/// inserts. The key is also stored on the announcement, which outlives its
+/// job row (done jobs may be pruned), and is looked up there first.
+pub async fn create_once(
+    tx: &mut Tx,
+    tenant: Uuid,
+    author: Uuid,
+    title: &str,
+    message: &str,
+    key: &str,
+) -> Result<Once, DbError> {
+    let draft = Draft {
+        author,
+        title,
+        message,
+    };
+    let same = |found: Keyed| {
+        if found.author == author && found.title == title && found.message == message {
+            Once::Replayed(found.announcement)
+        } else {
+            Once::KeyReused
+        }
+    };
+    if let Some(found) = by_key(tx, tenant, key).await? {
+        return Ok(same(found));
+    }
+    let id = tenantry_db::new_id();
+    let job = queue::enqueue(tx, tenant, &fanout_job(id, Some(key))).await?;
+    if !job.created {
+        // A concurrent request with this key committed first (a new
+        // statement sees its rows), or the key's job outlived an
+        // announcement that is gone: either way the key is taken.
+        return Ok(by_key(tx, tenant, key).await?.map_or(Once::KeyReused, same));
+    }
+    let a = insert(tx, tenant, id, &draft, job.id, Some(key)).await?;
+    Ok(Once::Created(a))
+}
+
+/// The fan-out job of announcement `id`.
+fn fanout_job(id: Uuid, key: Option<&str>) -> NewJob {
+    let job = NewJob::new(FANOUT, json!({ "announcement_id": id }))
+        .queue("announcements")
+        .max_attempts(10);
+    match key {
+        // Job keys are per tenant across every kind of job: namespaced.
+        Some(key) => job.idempotency_key(&format!("announcement:{key}")),
+        None => job,
+    }
+}
+
+/// What an announcement says, and who says it.
+struct Draft<'a> {
+    author: Uuid,
+    title: &'a str,
+    message: &'a str,
+}
+
+async fn insert(
+    tx: &mut Tx,
+    tenant: Uuid,
+    id: Uuid,
+    draft: &Draft<'_>,
+    job: Uuid,
+    key: Option<&str>,
+) -> Result<Announcement, DbError> {
     let row = tx
         .query_one(
-            "INSERT INTO announcements (tenant_id, id, author_id, title, message, job_id)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO announcements (tenant_id, id, author_id, title, message, job_id,
+                                        idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              RETURNING created_at",
-            &[&tenant, &id, &author, &title, &message, &job.id],
+            &[
+                &tenant,
+                &id,
+                &draft.author,
+                &draft.title,
+                &draft.message,
+                &job,
+                &key,
+            ],
         )
         .await?;
     Ok(Announcement {
         id,
-        job_id: job.id,
+        job_id: job,
         created_at: row.get(0),
     })
+}
+
+/// An announcement found by its idempotency key, with what it says.
+struct Keyed {
+    announcement: Announcement,
+    author: Uuid,
+    title: String,
+    message: String,
+}
+
+/// The announcement created with `key` in the tenant (a probe of
+/// `announcements_idempotency`).
+async fn by_key(tx: &mut Tx, tenant: Uuid, key: &str) -> Result<Option<Keyed>, DbError> {
+    let row = tx
+        .query_opt(
+            "SELECT id, job_id, created_at, author_id, title, message FROM announcements
+             WHERE tenant_id = $1 AND idempotency_key = $2",
+            &[&tenant, &key],
+        )
+        .await?;
+    Ok(row.map(|r| Keyed {
+        announcement: Announcement {
+            id: r.get("id"),
+            job_id: r.get("job_id"),
+            created_at: r.get("created_at"),
+        },
+        author: r.get("author_id"),
+        title: r.get("title"),
+        message: r.get("message"),
+    }))
 }
 
 /// One chunk: the next `$4` members after user `$3`; notifications for those

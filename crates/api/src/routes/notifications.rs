@@ -1,17 +1,19 @@
 //! Announcements (fanned out to members by a job) and each member's
 //! notifications.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use tenantry_core::Role;
 use tenantry_db::notifications::{self, Notification};
+use tenantry_jobs::announcements::Once;
 use uuid::Uuid;
 
 use super::{Checks, text};
 use crate::pagination::{Page, TimeKey};
-use crate::problem::{ApiError, Json, Query};
+use crate::problem::{ApiError, FieldError, Json, Query};
 use crate::tenancy::{Scope, not_a_member};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -30,18 +32,57 @@ pub struct AnnouncementAccepted {
     pub job_id: Uuid,
 }
 
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request's `Idempotency-Key`, if it sends one: 1 to 255 printable
+/// ASCII characters (space to `~`), once. Anything else is 400: a header is
+/// not a body field.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = |why: &str| ApiError::BadRequest(format!("Idempotency-Key {why}"));
+    if values.next().is_some() {
+        return Err(bad("must be sent once"));
+    }
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(bad("must be 1 to 255 characters"));
+    }
+    if !bytes.iter().all(|b| (b' '..=b'~').contains(b)) {
+        return Err(bad("must be printable ASCII characters"));
+    }
+    // Checked above: every byte is ASCII.
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
 /// Announces to every member whose notification preferences allow it
 /// (admin+). The fan-out runs as a job: 202 once the announcement and its
 /// job are committed.
+///
+/// With an `Idempotency-Key` header (1 to 255 printable ASCII characters),
+/// a retry with the same key in this tenant, by the same caller with the
+/// same title and message, answers the same `{id, job_id}` (202, with
+/// `Idempotent-Replayed: true`) and announces nothing again; the same key
+/// with a different request is 422 `idempotency_key_reused`. Keys are per
+/// tenant and last as long as the announcement.
 #[utoipa::path(post, path = "/v1/announcements", tag = "notifications",
     request_body = AnnouncementBody,
-    responses((status = 202, body = AnnouncementAccepted), (status = 403, body = crate::problem::Problem),
-              (status = 422, body = crate::problem::Problem)),
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "1 to 255 printable ASCII characters: a retry with the same key answers the first announcement")),
+    responses((status = 202, body = AnnouncementAccepted), (status = 400, body = crate::problem::Problem),
+              (status = 403, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem,
+               description = "validation_failed, or idempotency_key_reused")),
     security(("user_jwt" = [])))]
 pub async fn announce(
     mut scope: Scope,
+    headers: HeaderMap,
     Json(body): Json<AnnouncementBody>,
-) -> Result<(StatusCode, Json<AnnouncementAccepted>), ApiError> {
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let mut checks = Checks::default();
     let title = checks.check(text("title", &body.title, 200));
     let message = checks.check(text("message", &body.message, 5_000));
@@ -51,8 +92,44 @@ pub async fn announce(
     };
     scope.require(Role::Admin).await?;
     let (tenant, user) = (scope.tenant.id, scope.user.id);
-    let a =
-        tenantry_jobs::announcements::create(&mut scope.tx, tenant, user, &title, &message).await?;
+    let a = match key.as_deref() {
+        None => {
+            tenantry_jobs::announcements::create(&mut scope.tx, tenant, user, &title, &message)
+                .await?
+        }
+        Some(key) => match tenantry_jobs::announcements::create_once(
+            &mut scope.tx,
+            tenant,
+            user,
+            &title,
+            &message,
+            key,
+        )
+        .await?
+        {
+            Once::Created(a) => a,
+            Once::Replayed(a) => {
+                // Nothing was written (no audit entry either): the
+                // transaction only read.
+                scope.tx.commit().await?;
+                let accepted = Json(AnnouncementAccepted {
+                    id: a.id,
+                    job_id: a.job_id,
+                });
+                return Ok((
+                    StatusCode::ACCEPTED,
+                    [("idempotent-replayed", "true")],
+                    accepted,
+                )
+                    .into_response());
+            }
+            Once::KeyReused => {
+                return Err(ApiError::IdempotencyKeyReused(
+                    "this Idempotency-Key was already used for a different announcement".to_owned(),
+                ));
+            }
+        },
+    };
     tenantry_db::audit::record(
         &mut scope.tx,
         tenant,
@@ -69,7 +146,8 @@ pub async fn announce(
             id: a.id,
             job_id: a.job_id,
         }),
-    ))
+    )
+        .into_response())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -194,4 +272,131 @@ pub async fn mark_read(
         .await?
         .ok_or_else(not_a_member)?;
     Ok(Json(ReadResult { marked }))
+}
+
+/// The caller's notification preferences in this tenant: one switch per kind
+/// of notification, on unless turned off. Today there is one kind,
+/// `announcements` (`POST /v1/announcements`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Preferences {
+    /// Announcements of the tenant's admins. Default true.
+    pub announcements: bool,
+}
+
+impl Preferences {
+    /// The effective switches of a stored `notification_prefs` object: a
+    /// kind is off only when it holds `false` (what the fan-out checks).
+    fn from_stored(stored: &Value) -> Self {
+        let on = |kind: &str| stored.get(kind) != Some(&Value::Bool(false));
+        Self {
+            announcements: on("announcements"),
+        }
+    }
+}
+
+/// A body of `PUT` or `PATCH /v1/notifications/preferences`: a JSON object
+/// with a switch per kind (`true`/`false`), or `null` for the kind's default
+/// (on). A kind left out: `PUT` puts it back to its default, `PATCH` (JSON
+/// merge patch) leaves it. Unknown kinds and other values are 422.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // The schema of a body parsed by `parse_switches`.
+pub struct PreferencesChange {
+    #[schema(nullable)]
+    pub announcements: Option<bool>,
+}
+
+/// The switches a body sets, and the kinds it resets to their default.
+type Switches = (serde_json::Map<String, Value>, Vec<&'static str>);
+
+fn parse_switches(body: serde_json::Map<String, Value>) -> Result<Switches, ApiError> {
+    let mut checks = Checks::default();
+    let mut set = serde_json::Map::new();
+    let mut reset = Vec::new();
+    for (name, value) in body {
+        let Some(kind) = notifications::KINDS.iter().find(|k| **k == name) else {
+            checks.check::<()>(Err(FieldError::new(
+                name,
+                format!(
+                    "is not a kind of notification (kinds: {})",
+                    notifications::KINDS.join(", ")
+                ),
+            )));
+            continue;
+        };
+        match value {
+            Value::Bool(_) => {
+                set.insert(name, value);
+            }
+            Value::Null => reset.push(*kind),
+            _ => {
+                checks.check::<()>(Err(FieldError::new(name, "must be true, false or null")));
+            }
+        }
+    }
+    checks.finish()?;
+    Ok((set, reset))
+}
+
+/// The caller's notification preferences in this tenant.
+#[utoipa::path(get, path = "/v1/notifications/preferences", tag = "notifications",
+    responses((status = 200, body = Preferences), (status = 403, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn get_preferences(scope: Scope) -> Result<Json<Preferences>, ApiError> {
+    let (tenant, user) = (scope.tenant.id, scope.user.id);
+    let stored = notifications::preferences_and_commit(scope.tx, tenant, user)
+        .await?
+        .ok_or_else(not_a_member)?;
+    Ok(Json(Preferences::from_stored(&stored)))
+}
+
+/// Replaces the caller's notification preferences in this tenant: a kind
+/// left out (or `null`) is back on.
+#[utoipa::path(put, path = "/v1/notifications/preferences", tag = "notifications",
+    request_body = PreferencesChange,
+    responses((status = 200, body = Preferences), (status = 403, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn put_preferences(
+    scope: Scope,
+    Json(body): Json<serde_json::Map<String, Value>>,
+) -> Result<Json<Preferences>, ApiError> {
+    // Every kind back to its default, then the ones given.
+    let (set, _) = parse_switches(body)?;
+    store_preferences(scope, &notifications::KINDS, set).await
+}
+
+/// Changes some of the caller's notification preferences in this tenant
+/// (JSON merge patch: `{"announcements": false}` mutes announcements,
+/// `null` turns them back on, a kind left out is unchanged).
+#[utoipa::path(patch, path = "/v1/notifications/preferences", tag = "notifications",
+    request_body = PreferencesChange,
+    responses((status = 200, body = Preferences), (status = 403, body = crate::problem::Problem),
+              (status = 422, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn patch_preferences(
+    scope: Scope,
+    Json(body): Json<serde_json::Map<String, Value>>,
+) -> Result<Json<Preferences>, ApiError> {
+    let (set, reset) = parse_switches(body)?;
+    store_preferences(scope, &reset, set).await
+}
+
+async fn store_preferences(
+    scope: Scope,
+    reset: &[&str],
+    set: serde_json::Map<String, Value>,
+) -> Result<Json<Preferences>, ApiError> {
+    let (tenant, user) = (scope.tenant.id, scope.user.id);
+    // The fan-out reads preferences straight from `memberships`, and the
+    // cached membership does not hold them: nothing to invalidate.
+    let stored = notifications::set_preferences_and_commit(
+        scope.tx,
+        tenant,
+        user,
+        reset,
+        &Value::Object(set),
+    )
+    .await?
+    .ok_or_else(not_a_member)?;
+    Ok(Json(Preferences::from_stored(&stored)))
 }

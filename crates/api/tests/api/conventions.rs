@@ -413,6 +413,20 @@ async fn the_openapi_document_describes_the_routes() {
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }
+    // Notification preferences, and the announcements' Idempotency-Key.
+    let prefs = &paths["/v1/notifications/preferences"];
+    for method in ["get", "put", "patch"] {
+        assert!(prefs[method].is_object(), "preferences {method}");
+    }
+    let params = paths["/v1/announcements"]["post"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    assert!(
+        params
+            .iter()
+            .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"),
+        "{params:?}"
+    );
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod feed;
 mod isolation;
 mod journeys;
 mod members;
+mod notifications;
 mod plans;
 mod posts;
 mod rls;
