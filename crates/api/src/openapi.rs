@@ -24,7 +24,7 @@ use crate::routes::{
         events::cancel_event,
         journeys::create_journey, journeys::list_journeys, journeys::get_journey,
         journeys::edit_journey,
-        journeys::add_activity, journeys::list_activities,
+        journeys::add_activity, journeys::list_activities, journeys::edit_activity,
         search::search,
         community::my_communities, community::feed, shares::share,
         jobs::overview, jobs::retry, jobs::discard,

@@ -94,6 +94,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/journeys/{id}/activities",
             post(journeys::add_activity).get(journeys::list_activities),
         )
+        .route(
+            "/v1/journeys/{id}/activities/{activity_id}",
+            patch(journeys::edit_activity),
+        )
         .route("/v1/search", get(search::search))
         .route("/v1/me/communities", get(community::my_communities))
         .route("/v1/feed", get(community::feed))

@@ -438,3 +438,112 @@ pub async fn update_and_commit(
         .await?;
     Ok(rows.first().map(Journey::from_row))
 }
+
+/// The SQL that reads one activity of a journey and locks it, as
+/// [`get_activity_for_update`] sends it: `$1` tenant, `$2` journey, `$3`
+/// activity, `$4`..=`$5` the journey's activity span. The activity's id
+/// alone does not say which month holds it; the span bounds the partition
+/// key, so only the months the journey's activities lie in are read (pruned
+/// when planning, or at executor start-up for a generic plan).
+pub fn activity_for_update_sql() -> String {
+    format!(
+        "SELECT {ACTIVITY_COLUMNS} FROM journey_activities
+         WHERE tenant_id = $1 AND journey_id = $2 AND id = $3
+           AND start_datetime >= $4 AND start_datetime <= $5
+         FOR UPDATE"
+    )
+}
+
+/// The activity `id` of `journey`, locked until the transaction ends;
+/// `None` if the journey has no such activity. Lock the journey first
+/// ([`get_for_update`]): its span is the partition range searched.
+pub async fn get_activity_for_update(
+    tx: &mut Tx,
+    tenant: Uuid,
+    journey: &Journey,
+    id: Uuid,
+) -> Result<Option<Activity>, DbError> {
+    // No span: the journey has no activities at all.
+    let (Some(first), Some(last)) = (journey.first_activity_at, journey.last_activity_at) else {
+        return Ok(None);
+    };
+    let row = tx
+        .query_opt(
+            &activity_for_update_sql(),
+            &[&tenant, &journey.id, &id, &first, &last],
+        )
+        .await?;
+    Ok(row.as_ref().map(Activity::from_row))
+}
+
+/// The SQL of an activity's edit, as [`update_activity`] sends it: `$1`
+/// tenant, `$2` activity, `$3` its current `start_datetime` (the partition
+/// key: one partition is read), then the new title, notes, location, start
+/// and end. A new start in another month moves the row to that month's
+/// partition.
+pub fn update_activity_sql() -> String {
+    format!(
+        "UPDATE journey_activities
+         SET title = $4, notes = $5, location = $6, start_datetime = $7, end_datetime = $8
+         WHERE tenant_id = $1 AND id = $2 AND start_datetime = $3
+         RETURNING {ACTIVITY_COLUMNS}"
+    )
+}
+
+/// The SQL that recomputes a journey's activity span after an activity
+/// moved: `$1` tenant, `$2` journey, `$3`..=`$4` a range holding every one
+/// of its activities (the old span widened by the new start). Each bound is
+/// the first entry of `journey_activities_by_journey` in that range, so
+/// it reads one index entry per end, and only the range's partitions.
+pub fn respan_sql() -> String {
+    "UPDATE journeys
+     SET first_activity_at = (SELECT min(start_datetime) FROM journey_activities
+                              WHERE tenant_id = $1 AND journey_id = $2
+                                AND start_datetime >= $3 AND start_datetime <= $4),
+         last_activity_at = (SELECT max(start_datetime) FROM journey_activities
+                             WHERE tenant_id = $1 AND journey_id = $2
+                               AND start_datetime >= $3 AND start_datetime <= $4),
+         updated_at = now()
+     WHERE tenant_id = $1 AND id = $2"
+        .to_owned()
+}
+
+/// Writes an edited activity of `journey` (locked by [`get_for_update`]),
+/// and when its start moved, the journey's activity span: widened to the
+/// new start and narrowed if the activity was the first or last, so list
+/// reads keep pruning to exactly the months that hold activities.
+pub async fn update_activity(
+    tx: &mut Tx,
+    tenant: Uuid,
+    journey: &Journey,
+    current: &Activity,
+    edit: &NewActivity,
+) -> Result<Activity, DbError> {
+    let row = tx
+        .query_opt(
+            &update_activity_sql(),
+            &[
+                &tenant,
+                &current.id,
+                &current.start_datetime,
+                &edit.title,
+                &edit.notes,
+                &edit.location,
+                &edit.start_datetime,
+                &edit.end_datetime,
+            ],
+        )
+        .await?
+        .ok_or_else(|| DbError::Other(anyhow::anyhow!("the locked activity was not updated")))?;
+    if edit.start_datetime != current.start_datetime {
+        let first = journey
+            .first_activity_at
+            .map_or(edit.start_datetime, |f| f.min(edit.start_datetime));
+        let last = journey
+            .last_activity_at
+            .map_or(edit.start_datetime, |l| l.max(edit.start_datetime));
+        tx.execute(&respan_sql(), &[&tenant, &journey.id, &first, &last])
+            .await?;
+    }
+    Ok(Activity::from_row(&row))
+}

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tenantry_core::Role;
 use tenantry_db::journeys::{
     self, ActivitiesPage, Activity, ActivityQuery, Added, Journey, NewActivity, NewJourney,
 };
@@ -446,4 +447,148 @@ pub async fn list_activities(
         },
         ActivityView::from,
     )))
+}
+
+/// A JSON merge patch of an activity: the fields given replace the
+/// activity's; `null` clears an optional one (`notes`, `location`,
+/// `end_datetime`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchActivity {
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub notes: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Object>)]
+    pub location: Option<Option<Value>>,
+    /// RFC 3339; a start in another month moves the activity to that
+    /// month's partition.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub start_datetime: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub end_datetime: Option<Option<DateTime<Utc>>>,
+}
+
+impl PatchActivity {
+    /// The names of the fields the patch sets (for the audit log).
+    fn fields(&self) -> Vec<&'static str> {
+        [
+            ("title", self.title.is_some()),
+            ("notes", self.notes.is_some()),
+            ("location", self.location.is_some()),
+            ("start_datetime", self.start_datetime.is_some()),
+            ("end_datetime", self.end_datetime.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
+fn activity_not_found() -> ApiError {
+    ApiError::not_found("activity")
+}
+
+/// Edits an activity: the journey's owner, or a moderator+ on a journey
+/// they can see (public). Someone else's private journey, or an activity
+/// not in this journey, is 404; a visible journey of someone else is 403
+/// for a plain member. The activity is found within the journey's activity
+/// span, so only those months' partitions are read. Recorded in the audit
+/// log (`activity.update`).
+#[utoipa::path(patch, path = "/v1/journeys/{id}/activities/{activity_id}", tag = "journeys",
+    request_body = PatchActivity,
+    params(("id" = Uuid, Path, description = "The journey"),
+           ("activity_id" = Uuid, Path, description = "The activity")),
+    responses((status = 200, body = ActivityView), (status = 403, body = crate::problem::Problem),
+              (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)),
+    security(("user_jwt" = [])))]
+pub async fn edit_activity(
+    mut scope: Scope,
+    Path((journey_id, activity_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<PatchActivity>,
+) -> Result<Json<ActivityView>, ApiError> {
+    let role = scope.member().await?;
+    let (tenant, user) = (scope.tenant.id, scope.user.id);
+    // Locks the journey: its span (read next, and maybe moved) cannot
+    // change under this edit, nor can a concurrent edit or addition.
+    let journey = journeys::get_for_update(&mut scope.tx, tenant, user, journey_id)
+        .await?
+        .ok_or_else(journey_not_found)?;
+    let moderated = journey.owner_id != user;
+    if moderated && role < Role::Moderator {
+        return Err(ApiError::Forbidden(
+            "only the journey's owner or a moderator may change its activities".to_owned(),
+        ));
+    }
+    let current = journeys::get_activity_for_update(&mut scope.tx, tenant, &journey, activity_id)
+        .await?
+        .ok_or_else(activity_not_found)?;
+
+    let mut checks = Checks::default();
+    let title = match body.title.as_ref() {
+        None => Some(current.title.clone()),
+        Some(None) => checks.check(Err(FieldError::new("title", "must not be null"))),
+        Some(Some(t)) => checks.check(text("title", t, MAX_TITLE_CHARS)),
+    };
+    let notes = match body.notes.as_ref() {
+        None => current.notes.clone(),
+        Some(None) => None,
+        Some(Some(n)) => checks.check(text("notes", n, MAX_TEXT_CHARS)),
+    };
+    let location = match body.location.as_ref() {
+        None => current.location.clone(),
+        Some(None) => None,
+        Some(Some(l)) => checks.check(json_size("location", l)).map(|()| l.clone()),
+    };
+    let start_datetime = match body.start_datetime {
+        None => current.start_datetime,
+        Some(None) => {
+            checks.check::<()>(Err(FieldError::new("start_datetime", "must not be null")));
+            current.start_datetime
+        }
+        Some(Some(s)) => s,
+    };
+    let end_datetime = body.end_datetime.unwrap_or(current.end_datetime);
+    if let Some(end) = end_datetime
+        && end < start_datetime
+    {
+        checks.check::<()>(Err(FieldError::new(
+            "end_datetime",
+            "must not be before start_datetime",
+        )));
+    }
+    checks.finish()?;
+    let edit = NewActivity {
+        title: title.unwrap_or_default(),
+        notes,
+        location,
+        start_datetime,
+        end_datetime,
+    };
+    let activity =
+        journeys::update_activity(&mut scope.tx, tenant, &journey, &current, &edit).await?;
+    // In the edit's transaction: the entry exists iff the edit committed.
+    tenantry_db::audit::record(
+        &mut scope.tx,
+        tenant,
+        Some(user),
+        "activity.update",
+        Some(&activity.id.to_string()),
+        &serde_json::json!({
+            "journey_id": journey.id,
+            "fields": body.fields(),
+            "moderated": moderated,
+        }),
+    )
+    .await?;
+    // No cache holds journeys or activities (the cached data is tenants,
+    // names, memberships, the first posts page and platform settings), so
+    // there is no generation to bump: the next read goes to the database.
+    scope.tx.commit().await?;
+    Ok(Json(activity.into()))
 }

@@ -413,11 +413,12 @@ async fn the_openapi_document_describes_the_routes() {
     ] {
         assert!(paths.contains_key(path), "{path} is documented");
     }
-    // Notification preferences, and the announcements' Idempotency-Key.
+    // The routes of branch api-gaps, with their methods and the header.
     let prefs = &paths["/v1/notifications/preferences"];
     for method in ["get", "put", "patch"] {
         assert!(prefs[method].is_object(), "preferences {method}");
     }
+    assert!(paths["/v1/journeys/{id}/activities/{activity_id}"]["patch"].is_object());
     let params = paths["/v1/announcements"]["post"]["parameters"]
         .as_array()
         .expect("parameters");

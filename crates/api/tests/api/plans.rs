@@ -282,7 +282,7 @@ async fn hot_queries_walk_their_tenant_indexes_and_never_scan_a_tenant_table() {
 }
 
 #[tokio::test]
-async fn journey_activity_reads_touch_only_the_partitions_of_their_range() {
+async fn journey_activity_reads_and_edits_touch_only_the_partitions_of_their_range() {
     let app = TestApp::spawn().await;
     let mut db = data_set(&app).await;
     let t = tenant(1);
@@ -378,6 +378,119 @@ async fn journey_activity_reads_touch_only_the_partitions_of_their_range() {
         .filter(|r| r.starts_with("journey_activities"))
         .collect();
     assert_eq!(executed, [this_month], "{plan:#}");
+
+    // Editing an activity (same data set: building it is the slow part).
+    edits_touch_only_the_partitions_of_the_journeys_span(&mut db).await;
+}
+
+/// The journey_activities partitions (not the parent) a plan names.
+fn activity_partitions(plan: &Value, executed_only: bool) -> Vec<String> {
+    relations(plan, executed_only)
+        .into_iter()
+        .filter(|r| r.starts_with("journey_activities_"))
+        .collect()
+}
+
+/// `PATCH /v1/journeys/{id}/activities/{activity_id}`'s statements, on the
+/// plan data set.
+async fn edits_touch_only_the_partitions_of_the_journeys_span(db: &mut tokio_postgres::Client) {
+    let t = tenant(1);
+    // A journey whose two activities lie in the month after next: its span
+    // is in one partition, while the tenant's other journeys fill 13.
+    let journey = Uuid::now_v7();
+    let activity = Uuid::now_v7();
+    let row = db
+        .query_one(
+            "WITH j AS (
+                 INSERT INTO journeys (tenant_id, id, owner_id, title, is_public,
+                                       first_activity_at, last_activity_at)
+                 VALUES ($1, $2, $3, 'edited', true,
+                         date_trunc('month', now()) + interval '2 months' + interval '1 day',
+                         date_trunc('month', now()) + interval '2 months' + interval '10 days')
+                 RETURNING first_activity_at, last_activity_at
+             ), a AS (
+                 INSERT INTO journey_activities (tenant_id, journey_id, id, title, start_datetime)
+                 SELECT $1, $2, $4, 'first', first_activity_at FROM j
+                 UNION ALL
+                 SELECT $1, $2, gen_random_uuid(), 'last', last_activity_at FROM j
+             )
+             SELECT first_activity_at, last_activity_at,
+                    'journey_activities_p' || to_char(first_activity_at, 'YYYYMM') FROM j",
+            &[&t, &journey, &reader(), &activity],
+        )
+        .await
+        .expect("a journey with a one-month span");
+    let (first, last, partition): (
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        String,
+    ) = (row.get(0), row.get(1), row.get(2));
+
+    // Finding (and locking) the activity: its id alone names no month; the
+    // journey's span does. With the values bound (a custom plan) the other
+    // months are pruned when planning...
+    let sql = tenantry_db::journeys::activity_for_update_sql();
+    let params: [&(dyn ToSql + Sync); 5] = [&t, &journey, &activity, &first, &last];
+    let plan = explain(db, true, &[t], &sql, &params).await;
+    assert_indexed("the activity to edit", &plan);
+    assert_eq!(
+        activity_partitions(&plan, false),
+        std::slice::from_ref(&partition),
+        "{plan:#}"
+    );
+    let found: u64 = nodes(&plan)
+        .iter()
+        .filter(|n| n["Relation Name"] == partition.as_str())
+        .map(|n| n["Actual Rows"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(found, 1, "{plan:#}");
+    // ...and with a generic plan (a statement the pool has prepared and
+    // run often), at executor start-up: the same single partition runs.
+    db.batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .expect("generic plans");
+    let plan = explain(db, true, &[t], &sql, &params).await;
+    assert_eq!(
+        activity_partitions(&plan, true),
+        std::slice::from_ref(&partition),
+        "{plan:#}"
+    );
+    db.batch_execute("RESET plan_cache_mode")
+        .await
+        .expect("reset");
+
+    // The edit names the row's partition key: one partition.
+    let sql = tenantry_db::journeys::update_activity_sql();
+    let (notes, location, end): (
+        Option<String>,
+        Option<Value>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = (None, None, None);
+    let moved = first + chrono::Duration::days(2);
+    let plan = explain(
+        db,
+        false,
+        &[t],
+        &sql,
+        &[
+            &t, &activity, &first, &"renamed", &notes, &location, &moved, &end,
+        ],
+    )
+    .await;
+    assert_indexed("the activity's edit", &plan);
+    assert_eq!(
+        activity_partitions(&plan, false),
+        std::slice::from_ref(&partition),
+        "{plan:#}"
+    );
+
+    // Recomputing the span after a move reads the range's partitions only.
+    let sql = tenantry_db::journeys::respan_sql();
+    let plan = explain(db, true, &[t], &sql, &[&t, &journey, &first, &last]).await;
+    assert_indexed("the journey's new span", &plan);
+    let scanned = activity_partitions(&plan, false);
+    assert!(!scanned.is_empty(), "{plan:#}");
+    assert!(scanned.iter().all(|r| *r == partition), "{scanned:?}");
 }
 
 #[tokio::test]
