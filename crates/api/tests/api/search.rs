@@ -168,3 +168,72 @@ async fn a_word_in_hundreds_of_posts_pages_every_match_once_best_first() {
     ids.dedup();
     assert_eq!(ids.len(), 301, "every match once across the pages");
 }
+
+#[tokio::test]
+async fn a_large_community_ranks_common_words_in_its_newest_posts_and_rare_ones_everywhere() {
+    let app = TestApp::spawn().await;
+    let (a, owner_a) = app.tenant("acme").await;
+    let (_, owner_b) = app.tenant("bravo").await;
+    let db = app.raw_db().await;
+    let acme = uuid::Uuid::parse_str(a["id"].as_str().expect("id")).expect("uuid");
+    let window = tenantry_db::search::WINDOW;
+    // acme: WINDOW + 100 posts saying "rope", one a minute, and an older
+    // one that says it three times (it would rank first) next to a rare
+    // word.
+    db.execute(
+        "INSERT INTO posts (tenant_id, id, author_id, content, created_at)
+         SELECT $1, gen_random_uuid(), $2, 'a rope number ' || n, now() - (n || ' minutes')::interval
+         FROM generate_series(1, $3::int + 100) n",
+        &[&acme, &owner_a.id, &(window as i32)],
+    )
+    .await
+    .expect("posts");
+    let old: uuid::Uuid = db
+        .query_one(
+            "INSERT INTO posts (tenant_id, id, author_id, content, created_at)
+             VALUES ($1, gen_random_uuid(), $2, 'rope rope rope by the glacier', now() - interval '30 days')
+             RETURNING id",
+            &[&acme, &owner_a.id],
+        )
+        .await
+        .expect("the old post")
+        .get(0);
+    // bravo: the same words, ranked higher than anything in acme.
+    let theirs = app
+        .post(&owner_b, "rope rope rope rope: glacier glacier glacier")
+        .await;
+
+    // A common word: the best of acme's newest WINDOW posts, every one of
+    // them exactly once across the pages, none of bravo's, and not the old
+    // post (the documented bound).
+    let (_, all) = app.walk(&owner_a, "/v1/search?q=rope", 100).await;
+    let mut ids: Vec<&str> = all.iter().map(|h| h["id"].as_str().expect("id")).collect();
+    assert_eq!(ids.len(), window as usize);
+    assert!(!ids.contains(&theirs.as_str()));
+    assert!(!ids.contains(&old.to_string().as_str()));
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), window as usize, "every hit once");
+
+    // A rare word (or a rare combination) is found however old its post.
+    for q in ["glacier", "rope glacier"] {
+        let page = assert_json(search(&app, &owner_a, q).await, StatusCode::OK).await;
+        let hits = items(&page);
+        assert_eq!(hits.len(), 1, "{q}: {page:#}");
+        assert_eq!(hits[0]["id"], old.to_string().as_str());
+    }
+    // And bravo sees only its own, whichever way its query is answered.
+    for q in ["glacier", "rope", "rope glacier"] {
+        let page = assert_json(search(&app, &owner_b, q).await, StatusCode::OK).await;
+        let hits = items(&page);
+        assert_eq!(hits.len(), 1, "{q}: {page:#}");
+        assert_eq!(hits[0]["id"], theirs.as_str());
+    }
+    // A member of acme only is refused bravo's search.
+    let in_bravo = User {
+        tenant: "bravo".to_owned(),
+        ..owner_a
+    };
+    let res = search(&app, &in_bravo, "glacier").await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+}
