@@ -55,7 +55,7 @@ impl TenantRegistry {
         let db = &self.db;
         let found = self
             .cache
-            .get_or_load(id, "tenant", "", METADATA_TTL, async {
+            .get_or_load(id, "tenant", "", METADATA_TTL, || async {
                 let found =
                     tenants::find(db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS).await?;
                 Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
@@ -74,7 +74,7 @@ impl TenantRegistry {
         let db = &self.db;
         let (id, _) = self
             .cache
-            .get_or_load_ttl(PLATFORM, ns, name, async {
+            .get_or_load_ttl(PLATFORM, ns, name, || async {
                 let found = tenants::find(db, lookup, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
                 let ttl = if found.is_some() {
                     METADATA_TTL
@@ -302,7 +302,7 @@ impl Scope {
         let found = self
             .state
             .cache
-            .get_or_load(tenant, "member", &user.to_string(), METADATA_TTL, async {
+            .get_or_load(tenant, "member", &user.to_string(), METADATA_TTL, || async {
                 let found = tenantry_db::members::get(tx, tenant, user).await?;
                 Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
             })

@@ -111,7 +111,7 @@ pub async fn list_posts(
                 "posts:first",
                 &(limit + 1).to_string(),
                 ttl,
-                async move {
+                move || async move {
                     posts::list_for_member_and_commit(tx, tenant, user, None, limit + 1)
                         .await
                         .map(|(_, rows)| rows)
