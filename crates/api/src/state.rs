@@ -35,14 +35,14 @@ pub struct AppState {
     pub cache: Arc<Cache>,
     /// Verified tokens, keyed by the whole token (two tokens never share an
     /// entry), each kept no longer than its `exp`; weighed by length.
-    tokens: moka::sync::Cache<Box<str>, VerifiedToken>,
+    tokens: moka::sync::Cache<Box<str>, VerifiedToken, foldhash::fast::RandomState>,
     pub jwt: JwtKeys,
     pub admin_token: String,
     pub base_domain: Option<String>,
     pub metrics: PrometheusHandle,
     /// Users already provisioned with the email and name their token carries
     /// (keyed by a hash of all three), so a request costs no write for it.
-    provisioned: moka::sync::Cache<u64, ()>,
+    provisioned: moka::sync::Cache<u64, (), foldhash::fast::RandomState>,
     /// Wakes the purge worker after a tenant is deleted.
     pub purge_wakeup: Notify,
     pub fairness: Fairness,
@@ -134,6 +134,12 @@ const TOKEN_ENTRY_OVERHEAD: usize = 160;
 
 struct UntilExp;
 
+/// A verified token's weight in the cache: its bytes and the entry's.
+#[allow(clippy::borrowed_box)] // moka's weigher takes `&K`
+fn token_weight(token: &Box<str>, _: &VerifiedToken) -> u32 {
+    u32::try_from(token.len() + TOKEN_ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+}
+
 impl moka::Expiry<Box<str>, VerifiedToken> for UntilExp {
     fn expire_after_create(
         &self,
@@ -167,11 +173,9 @@ impl AppState {
             cache,
             tokens: moka::sync::Cache::builder()
                 .max_capacity(TOKEN_CACHE_BYTES)
-                .weigher(|token: &Box<str>, _: &VerifiedToken| {
-                    u32::try_from(token.len() + TOKEN_ENTRY_OVERHEAD).unwrap_or(u32::MAX)
-                })
+                .weigher(token_weight)
                 .expire_after(UntilExp)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             jwt: JwtKeys::new(jwt_secret.as_bytes()),
             admin_token,
             base_domain: base_domain.map(|d| d.to_ascii_lowercase()),
@@ -179,7 +183,7 @@ impl AppState {
             provisioned: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3_600))
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             purge_wakeup: Notify::new(),
             batch: crate::batch::Batch::new(&db, tenantry_jobs::ingest::IngestConfig::default()),
             fairness: Fairness::new(

@@ -49,9 +49,13 @@ async fn prime(state: &AppState, found: Vec<Tenant>) -> usize {
             .await;
         let _ = state
             .cache
-            .get_or_load(PLATFORM, "names:slug", &slug, METADATA_TTL, move || async move {
-                Ok::<_, ()>(Some(id))
-            })
+            .get_or_load(
+                PLATFORM,
+                "names:slug",
+                &slug,
+                METADATA_TTL,
+                move || async move { Ok::<_, ()>(Some(id)) },
+            )
             .await;
     }
     n

@@ -102,7 +102,7 @@ type Lists = Vec<(Box<str>, Gen)>;
 /// Each tenant's generations, by list.
 #[derive(Default)]
 struct Generations {
-    map: std::sync::RwLock<std::collections::HashMap<Uuid, Lists>>,
+    map: std::sync::RwLock<std::collections::HashMap<Uuid, Lists, foldhash::fast::RandomState>>,
 }
 
 impl Generations {
@@ -162,7 +162,7 @@ impl Default for CacheOptions {
 pub struct Cache {
     /// Tells this node's announcements from the others'.
     node: Uuid,
-    l1: moka::future::Cache<Key, Entry>,
+    l1: moka::future::Cache<Key, Entry, foldhash::fast::RandomState>,
     /// Read several times per request: a plain map under a read lock (a
     /// fraction of a cache lookup's cost, no allocation). It holds a few
     /// entries per tenant seen, and is emptied by [`Cache::reset`].
@@ -196,7 +196,7 @@ impl Cache {
             .eviction_listener(move |key: Arc<Key>, _, cause| {
                 listener_stats.removed(key.ns, cause.was_evicted());
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         let gens = Generations::default();
         Self {
             node: Uuid::new_v4(),

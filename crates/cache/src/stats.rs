@@ -2,6 +2,8 @@
 //! tenant (the tenant performance view), mirrored into `/metrics`.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
@@ -52,8 +54,8 @@ impl TenantStats {
 /// of a cache lookup's cost). One small entry per tenant seen since start.
 #[derive(Default)]
 pub struct Stats {
-    by_ns: RwLock<HashMap<&'static str, Arc<NsStats>>>,
-    tenants: RwLock<HashMap<Uuid, Arc<TenantStats>>>,
+    by_ns: RwLock<HashMap<&'static str, Arc<NsStats>, RandomState>>,
+    tenants: RwLock<HashMap<Uuid, Arc<TenantStats>, RandomState>>,
 }
 
 impl Stats {

@@ -172,7 +172,9 @@ async fn two_types_under_one_key_never_mix() {
         })
         .await;
     let n = cache
-        .get_or_load(t, "x", "k", Duration::from_secs(30), || async { R::Ok(5u8) })
+        .get_or_load(t, "x", "k", Duration::from_secs(30), || async {
+            R::Ok(5u8)
+        })
         .await;
     assert_eq!(
         (s.as_deref().map(String::as_str), n.as_deref()),

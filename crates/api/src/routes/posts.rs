@@ -24,7 +24,9 @@ pub struct PostView {
     pub content: String,
     pub like_count: i32,
     pub comment_count: i32,
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub updated_at: DateTime<Utc>,
     /// Set when the post was shared from another community.
     pub origin: Option<super::shares::OriginView>,

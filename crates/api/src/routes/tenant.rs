@@ -30,6 +30,7 @@ pub struct TenantSummary {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MembershipView {
     pub role: String,
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub joined_at: DateTime<Utc>,
     pub display_in_feed: bool,
 }
