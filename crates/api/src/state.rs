@@ -30,6 +30,8 @@ pub struct AppState {
     /// Read on every request, replaced whole on reload.
     pub tiers: ArcSwap<TierTable>,
     pub registry: TenantRegistry,
+    /// `GET /v1/tenant`'s tenant part, serialized once per tenant version.
+    pub views: crate::routes::tenant::TenantViews,
     /// Tenant-namespaced L1 (+ L2 Redis) cache: tenants, memberships, hot
     /// query results (`tenantry_cache`).
     pub cache: Arc<Cache>,
@@ -170,6 +172,7 @@ impl AppState {
             db: db.clone(),
             tiers: ArcSwap::from_pointee(tiers),
             registry: TenantRegistry::new(db.clone(), cache.clone()),
+            views: crate::routes::tenant::TenantViews::default(),
             cache,
             tokens: moka::sync::Cache::builder()
                 .max_capacity(TOKEN_CACHE_BYTES)

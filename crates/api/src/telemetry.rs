@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -131,6 +131,9 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     response
 }
 
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
 /// `RateLimit` and `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers):
 /// the burst is the limit, refilled at the steady rate. Written with `itoa`
 /// rather than `format!`: these two headers go on every tenant response.
@@ -152,10 +155,10 @@ fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
     policy.push_str(";w=");
     policy.push_str(n.format(window));
     if let Ok(v) = HeaderValue::try_from(limit) {
-        headers.insert("ratelimit", v);
+        headers.insert(RATELIMIT, v);
     }
     if let Ok(v) = HeaderValue::try_from(policy) {
-        headers.insert("ratelimit-policy", v);
+        headers.insert(RATELIMIT_POLICY, v);
     }
 }
 

@@ -302,15 +302,26 @@ impl Scope {
         let found = self
             .state
             .cache
-            .get_or_load(tenant, "member", &user.to_string(), METADATA_TTL, || async {
-                let found = tenantry_db::members::get(tx, tenant, user).await?;
-                Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
-            })
+            .get_or_load(
+                tenant,
+                "member",
+                &user.to_string(),
+                METADATA_TTL,
+                || async {
+                    let found = tenantry_db::members::get(tx, tenant, user).await?;
+                    Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
+                },
+            )
             .await
             .map_err(|e| ApiError::from(unshare(e)))?;
         let member = found.as_ref().clone();
         self.member = Some(member.clone());
         Ok(member)
+    }
+
+    /// Memoized views of tenants (see [`crate::routes::tenant::TenantViews`]).
+    pub fn views(&self) -> &crate::routes::tenant::TenantViews {
+        &self.state.views
     }
 
     /// The platform's default settings (cached once for every tenant).
