@@ -209,15 +209,17 @@ fn host_of(parts: &Parts) -> Option<String> {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    // IP literals and single labels (localhost) are never tenant domains.
-    if host.is_empty() || !host.contains('.') || host.parse::<std::net::IpAddr>().is_ok() {
+    let host = host.trim_end_matches('.');
+    // IP literals and single labels (localhost) are never tenant domains;
+    // checked before lowercasing, which allocates.
+    if host.is_empty()
+        || !host.contains('.')
+        || host.starts_with('[')
+        || host.parse::<std::net::IpAddr>().is_ok()
+    {
         return None;
     }
-    if host.starts_with('[') {
-        return None;
-    }
-    Some(host)
+    Some(host.to_ascii_lowercase())
 }
 
 fn subdomain_slug<'a>(host: &'a str, base: Option<&str>) -> Option<&'a str> {
