@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod batch;
 pub mod config;
+pub mod json_time;
 pub mod maintenance;
 pub mod openapi;
 pub mod pagination;

@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -131,23 +131,34 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     response
 }
 
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
 /// `RateLimit` and `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers):
-/// the burst is the limit, refilled at the steady rate.
+/// the burst is the limit, refilled at the steady rate. Written with `itoa`
+/// rather than `format!`: these two headers go on every tenant response.
 fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
     let window = (f64::from(d.quota.burst) / f64::from(d.quota.per_sec.max(1)))
         .ceil()
         .max(1.0) as u64;
     let reset = d.reset.as_secs_f64().ceil() as u64;
-    let limit = format!(
-        "limit={}, remaining={}, reset={reset}",
-        d.quota.burst, d.remaining
-    );
-    let policy = format!("{};w={window}", d.quota.burst);
-    if let Ok(v) = HeaderValue::from_str(&limit) {
-        headers.insert("ratelimit", v);
+    let mut n = itoa::Buffer::new();
+    let mut limit = String::with_capacity(48);
+    limit.push_str("limit=");
+    limit.push_str(n.format(d.quota.burst));
+    limit.push_str(", remaining=");
+    limit.push_str(n.format(d.remaining));
+    limit.push_str(", reset=");
+    limit.push_str(n.format(reset));
+    let mut policy = String::with_capacity(24);
+    policy.push_str(n.format(d.quota.burst));
+    policy.push_str(";w=");
+    policy.push_str(n.format(window));
+    if let Ok(v) = HeaderValue::try_from(limit) {
+        headers.insert(RATELIMIT, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&policy) {
-        headers.insert("ratelimit-policy", v);
+    if let Ok(v) = HeaderValue::try_from(policy) {
+        headers.insert(RATELIMIT_POLICY, v);
     }
 }
 

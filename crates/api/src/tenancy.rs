@@ -55,7 +55,7 @@ impl TenantRegistry {
         let db = &self.db;
         let found = self
             .cache
-            .get_or_load(id, "tenant", "", METADATA_TTL, async {
+            .get_or_load(id, "tenant", "", METADATA_TTL, || async {
                 let found =
                     tenants::find(db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS).await?;
                 Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
@@ -74,7 +74,7 @@ impl TenantRegistry {
         let db = &self.db;
         let (id, _) = self
             .cache
-            .get_or_load_ttl(PLATFORM, ns, name, async {
+            .get_or_load_ttl(PLATFORM, ns, name, || async {
                 let found = tenants::find(db, lookup, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
                 let ttl = if found.is_some() {
                     METADATA_TTL
@@ -209,15 +209,17 @@ fn host_of(parts: &Parts) -> Option<String> {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    // IP literals and single labels (localhost) are never tenant domains.
-    if host.is_empty() || !host.contains('.') || host.parse::<std::net::IpAddr>().is_ok() {
+    let host = host.trim_end_matches('.');
+    // IP literals and single labels (localhost) are never tenant domains;
+    // checked before lowercasing, which allocates.
+    if host.is_empty()
+        || !host.contains('.')
+        || host.starts_with('[')
+        || host.parse::<std::net::IpAddr>().is_ok()
+    {
         return None;
     }
-    if host.starts_with('[') {
-        return None;
-    }
-    Some(host)
+    Some(host.to_ascii_lowercase())
 }
 
 fn subdomain_slug<'a>(host: &'a str, base: Option<&str>) -> Option<&'a str> {
@@ -302,15 +304,26 @@ impl Scope {
         let found = self
             .state
             .cache
-            .get_or_load(tenant, "member", &user.to_string(), METADATA_TTL, async {
-                let found = tenantry_db::members::get(tx, tenant, user).await?;
-                Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
-            })
+            .get_or_load(
+                tenant,
+                "member",
+                &user.to_string(),
+                METADATA_TTL,
+                || async {
+                    let found = tenantry_db::members::get(tx, tenant, user).await?;
+                    Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
+                },
+            )
             .await
             .map_err(|e| ApiError::from(unshare(e)))?;
         let member = found.as_ref().clone();
         self.member = Some(member.clone());
         Ok(member)
+    }
+
+    /// Memoized views of tenants (see [`crate::routes::tenant::TenantViews`]).
+    pub fn views(&self) -> &crate::routes::tenant::TenantViews {
+        &self.state.views
     }
 
     /// The platform's default settings (cached once for every tenant).

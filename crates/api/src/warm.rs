@@ -43,15 +43,19 @@ async fn prime(state: &AppState, found: Vec<Tenant>) -> usize {
         let (id, slug) = (tenant.id, tenant.slug.clone());
         let _ = state
             .cache
-            .get_or_load(id, "tenant", "", METADATA_TTL, async move {
+            .get_or_load(id, "tenant", "", METADATA_TTL, move || async move {
                 Ok::<_, ()>(Some(Arc::new(tenant)))
             })
             .await;
         let _ = state
             .cache
-            .get_or_load(PLATFORM, "names:slug", &slug, METADATA_TTL, async move {
-                Ok::<_, ()>(Some(id))
-            })
+            .get_or_load(
+                PLATFORM,
+                "names:slug",
+                &slug,
+                METADATA_TTL,
+                move || async move { Ok::<_, ()>(Some(id)) },
+            )
             .await;
     }
     n

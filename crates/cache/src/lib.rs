@@ -102,7 +102,7 @@ type Lists = Vec<(Box<str>, Gen)>;
 /// Each tenant's generations, by list.
 #[derive(Default)]
 struct Generations {
-    map: std::sync::RwLock<std::collections::HashMap<Uuid, Lists>>,
+    map: std::sync::RwLock<std::collections::HashMap<Uuid, Lists, foldhash::fast::RandomState>>,
 }
 
 impl Generations {
@@ -162,7 +162,7 @@ impl Default for CacheOptions {
 pub struct Cache {
     /// Tells this node's announcements from the others'.
     node: Uuid,
-    l1: moka::future::Cache<Key, Entry>,
+    l1: moka::future::Cache<Key, Entry, foldhash::fast::RandomState>,
     /// Read several times per request: a plain map under a read lock (a
     /// fraction of a cache lookup's cost, no allocation). It holds a few
     /// entries per tenant seen, and is emptied by [`Cache::reset`].
@@ -196,7 +196,7 @@ impl Cache {
             .eviction_listener(move |key: Arc<Key>, _, cause| {
                 listener_stats.removed(key.ns, cause.was_evicted());
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         let gens = Generations::default();
         Self {
             node: Uuid::new_v4(),
@@ -277,39 +277,46 @@ impl Cache {
     /// kept for `ttl` (a zero TTL caches nothing). Concurrent misses of one
     /// key share one load. Loads are not retried: an error is returned to
     /// every waiter and nothing is cached.
-    pub async fn get_or_load<T, E, F>(
+    pub async fn get_or_load<T, E, L, F>(
         &self,
         tenant: Uuid,
         ns: &'static str,
         key: &str,
         ttl: Duration,
-        load: F,
+        load: L,
     ) -> Result<Arc<T>, Arc<E>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         E: Send + Sync + 'static,
+        L: FnOnce() -> F,
         F: Future<Output = Result<T, E>>,
     {
         if ttl.is_zero() {
-            return load.await.map(Arc::new).map_err(Arc::new);
+            return Box::pin(load()).await.map(Arc::new).map_err(Arc::new);
         }
-        self.get_or_load_ttl(tenant, ns, key, async move { load.await.map(|v| (v, ttl)) })
-            .await
-            .map(|(v, _)| v)
+        self.get_or_load_ttl(tenant, ns, key, move || async move {
+            load().await.map(|v| (v, ttl))
+        })
+        .await
+        .map(|(v, _)| v)
     }
 
     /// Like [`Cache::get_or_load`], with the TTL chosen by the loader (short
     /// for negative entries, say). Also says where the value came from.
-    pub async fn get_or_load_ttl<T, E, F>(
+    ///
+    /// `load` makes the loading future only on a miss: a future passed by
+    /// value would sit, unpolled but full size, inside every hit's future.
+    pub async fn get_or_load_ttl<T, E, L, F>(
         &self,
         tenant: Uuid,
         ns: &'static str,
         key: &str,
-        load: F,
+        load: L,
     ) -> Result<(Arc<T>, Source), Arc<E>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         E: Send + Sync + 'static,
+        L: FnOnce() -> F,
         F: Future<Output = Result<(T, Duration), E>>,
     {
         let tenant_gen = self.generation(tenant, TENANT).await;
@@ -340,15 +347,16 @@ impl Cache {
         Box::pin(self.load_into_l1(k, (tenant_gen, list_gen), load)).await
     }
 
-    async fn load_into_l1<T, E, F>(
+    async fn load_into_l1<T, E, L, F>(
         &self,
         k: Key,
         (tenant_gen, list_gen): (Gen, Gen),
-        load: F,
+        load: L,
     ) -> Result<(Arc<T>, Source), Arc<E>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         E: Send + Sync + 'static,
+        L: FnOnce() -> F,
         F: Future<Output = Result<(T, Duration), E>>,
     {
         let (tenant, ns) = (k.tenant, k.ns);
@@ -378,7 +386,7 @@ impl Cache {
                         ttl,
                     });
                 }
-                let (value, ttl) = load.await?;
+                let (value, ttl) = load().await?;
                 *source.lock().unwrap_or_else(|e| e.into_inner()) = Source::Loaded;
                 if let (Some(l2), Some(l2_key)) = (redis, &l2_key) {
                     let stored = Stored {

@@ -2,6 +2,8 @@
 //! tenant (the tenant performance view), mirrored into `/metrics`.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
@@ -52,8 +54,8 @@ impl TenantStats {
 /// of a cache lookup's cost). One small entry per tenant seen since start.
 #[derive(Default)]
 pub struct Stats {
-    by_ns: RwLock<HashMap<&'static str, Arc<NsStats>>>,
-    tenants: RwLock<HashMap<Uuid, Arc<TenantStats>>>,
+    by_ns: RwLock<HashMap<&'static str, Arc<NsStats>, RandomState>>,
+    tenants: RwLock<HashMap<Uuid, Arc<TenantStats>, RandomState>>,
 }
 
 impl Stats {
@@ -87,6 +89,26 @@ impl Stats {
     }
 
     pub(crate) fn hit(&self, ns: &'static str, tenant: Uuid, source: Source) {
+        // Counted under the read lock when the namespace is known (every
+        // request counts several hits: no `Arc` clone, no allocation).
+        let known = self
+            .by_ns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(ns)
+            .map(|s| {
+                match source {
+                    Source::L1 => s.hits_l1.fetch_add(1, Relaxed),
+                    Source::L2 => s.hits_l2.fetch_add(1, Relaxed),
+                    Source::Loaded => s.misses.fetch_add(1, Relaxed),
+                };
+            });
+        if known.is_some() {
+            if !tenant.is_nil() {
+                self.count_tenant(tenant, source);
+            }
+            return;
+        }
         let s = self.ns(ns);
         match source {
             Source::L1 => {
@@ -105,6 +127,27 @@ impl Stats {
         }
         if !tenant.is_nil() {
             self.tenant(tenant).hits.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn count_tenant(&self, tenant: Uuid, source: Source) {
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        match tenants.get(&tenant) {
+            Some(t) if source == Source::Loaded => {
+                t.misses.fetch_add(1, Relaxed);
+            }
+            Some(t) => {
+                t.hits.fetch_add(1, Relaxed);
+            }
+            None => {
+                drop(tenants);
+                let t = self.tenant(tenant);
+                if source == Source::Loaded {
+                    t.misses.fetch_add(1, Relaxed);
+                } else {
+                    t.hits.fetch_add(1, Relaxed);
+                }
+            }
         }
     }
 

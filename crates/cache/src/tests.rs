@@ -14,7 +14,7 @@ async fn load_counted(
 ) -> String {
     let v = value.to_owned();
     let got = cache
-        .get_or_load(tenant, ns, key, Duration::from_secs(30), async {
+        .get_or_load(tenant, ns, key, Duration::from_secs(30), || async {
             loads.fetch_add(1, SeqCst);
             R::Ok(v)
         })
@@ -99,7 +99,7 @@ async fn an_entry_is_reloaded_once_its_ttl_is_over() {
             "posts:first",
             "20",
             Duration::from_secs(30),
-            async move { R::Ok(v.to_owned()) },
+            move || async move { R::Ok(v.to_owned()) },
         )
     };
     assert_eq!(*get("a").await.expect("a"), "a");
@@ -113,7 +113,7 @@ async fn an_entry_is_reloaded_once_its_ttl_is_over() {
 async fn the_loader_chooses_the_ttl_of_negative_entries() {
     let cache = Cache::local();
     let get = |found: Option<u32>| {
-        cache.get_or_load_ttl(PLATFORM, "names:slug", "acme", async move {
+        cache.get_or_load_ttl(PLATFORM, "names:slug", "acme", move || async move {
             let ttl = if found.is_some() { 300 } else { 5 };
             R::Ok((found, Duration::from_secs(ttl)))
         })
@@ -132,7 +132,7 @@ async fn concurrent_misses_share_one_load() {
     let t = Uuid::now_v7();
     let one = || async {
         cache
-            .get_or_load(t, "tenant", "", Duration::from_secs(30), async {
+            .get_or_load(t, "tenant", "", Duration::from_secs(30), || async {
                 loads.fetch_add(1, SeqCst);
                 tokio::task::yield_now().await;
                 R::Ok(7u32)
@@ -149,13 +149,13 @@ async fn a_failed_load_caches_nothing() {
     let cache = Cache::local();
     let t = Uuid::now_v7();
     let failed = cache
-        .get_or_load(t, "tenant", "", Duration::from_secs(30), async {
+        .get_or_load(t, "tenant", "", Duration::from_secs(30), || async {
             R::<u32>::Err("down".to_owned())
         })
         .await;
     assert_eq!(failed.err().as_deref().map(String::as_str), Some("down"));
     let loaded = cache
-        .get_or_load(t, "tenant", "", Duration::from_secs(30), async {
+        .get_or_load(t, "tenant", "", Duration::from_secs(30), || async {
             R::Ok(1u32)
         })
         .await;
@@ -167,12 +167,14 @@ async fn two_types_under_one_key_never_mix() {
     let cache = Cache::local();
     let t = Uuid::now_v7();
     let s = cache
-        .get_or_load(t, "x", "k", Duration::from_secs(30), async {
+        .get_or_load(t, "x", "k", Duration::from_secs(30), || async {
             R::Ok("s".to_owned())
         })
         .await;
     let n = cache
-        .get_or_load(t, "x", "k", Duration::from_secs(30), async { R::Ok(5u8) })
+        .get_or_load(t, "x", "k", Duration::from_secs(30), || async {
+            R::Ok(5u8)
+        })
         .await;
     assert_eq!(
         (s.as_deref().map(String::as_str), n.as_deref()),
@@ -252,7 +254,7 @@ async fn size_and_evictions_are_counted_by_namespace() {
                 "member",
                 &i.to_string(),
                 Duration::from_secs(30),
-                async { R::Ok(i) },
+                || async { R::Ok(i) },
             )
             .await;
     }

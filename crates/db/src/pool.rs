@@ -195,7 +195,7 @@ impl Db {
         Ok(Tx {
             pool: self.pool.clone(),
             conn: Some(conn),
-            prelude: Some(ctx.prelude()),
+            prelude: Some(ctx.clone()),
             mode: self.mode,
             admission: std::sync::Mutex::new(None),
             _admitted: None,
@@ -211,7 +211,7 @@ impl Db {
         Tx {
             pool: self.pool.clone(),
             conn: None,
-            prelude: Some(ctx.prelude()),
+            prelude: Some(ctx.clone()),
             mode: self.mode,
             admission: std::sync::Mutex::new(admission),
             _admitted: None,
@@ -288,8 +288,10 @@ pub struct Tx {
     pool: Pool,
     /// Taken on the first statement (or at `begin`).
     conn: Option<Object>,
-    /// The prelude not yet sent: it goes out with the first statement.
-    prelude: Option<String>,
+    /// The context whose prelude is not yet sent: it goes out with the first
+    /// statement (formatted only then, so a request served from the cache
+    /// never formats it).
+    prelude: Option<TenantContext>,
     mode: StatementMode,
     /// Waited for before the connection is taken. In a mutex only so that
     /// `Tx` stays `Sync` (the future is not); never contended.
@@ -342,7 +344,7 @@ impl Tx {
     }
 
     async fn send_prelude(&mut self) -> Result<(), DbError> {
-        if let Some(prelude) = self.prelude.take() {
+        if let Some(prelude) = self.prelude.take().map(|ctx| ctx.prelude()) {
             counted(1);
             self.conn().batch_execute(&prelude).await?;
         }
@@ -362,7 +364,7 @@ impl Tx {
             .as_ref()
             .expect("a Tx holds its connection until it ends");
         counted(1 + u64::from(self.prelude.is_some()));
-        match self.prelude.take() {
+        match self.prelude.take().map(|ctx| ctx.prelude()) {
             Some(prelude) => {
                 let (begun, rows) =
                     futures::join!(conn.batch_execute(&prelude), conn.query(&stmt, params));
@@ -385,7 +387,7 @@ impl Tx {
             .as_ref()
             .expect("a Tx holds its connection until it ends");
         counted(1 + u64::from(self.prelude.is_some()));
-        match self.prelude.take() {
+        match self.prelude.take().map(|ctx| ctx.prelude()) {
             Some(prelude) => {
                 let (begun, n) =
                     futures::join!(conn.batch_execute(&prelude), conn.execute(&stmt, params));
@@ -429,7 +431,7 @@ impl Tx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
         let stmt = self.statement(sql).await?;
-        let prelude = self.prelude.take();
+        let prelude = self.prelude.take().map(|ctx| ctx.prelude());
         counted(2 + u64::from(prelude.is_some()));
         let conn = self
             .conn

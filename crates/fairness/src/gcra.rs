@@ -8,7 +8,9 @@
 //! forget it.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
+
+use foldhash::fast::RandomState;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -50,7 +52,7 @@ const SHARDS: usize = 16;
 
 /// A keyed GCRA limiter. Each key may have its own quota (a tenant's tier).
 pub struct Gcra<K> {
-    shards: Vec<Mutex<HashMap<K, Instant>>>,
+    shards: Vec<Mutex<HashMap<K, Instant, RandomState>>>,
     hasher: RandomState,
 }
 
@@ -63,12 +65,14 @@ impl<K: Hash + Eq + Clone> Default for Gcra<K> {
 impl<K: Hash + Eq + Clone> Gcra<K> {
     pub fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+            hasher: RandomState::default(),
         }
     }
 
-    fn shard(&self, key: &K) -> &Mutex<HashMap<K, Instant>> {
+    fn shard(&self, key: &K) -> &Mutex<HashMap<K, Instant, RandomState>> {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
         &self.shards[index]
     }

@@ -24,7 +24,9 @@ pub struct PostView {
     pub content: String,
     pub like_count: i32,
     pub comment_count: i32,
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::json_time::serialize")]
     pub updated_at: DateTime<Utc>,
     /// Set when the post was shared from another community.
     pub origin: Option<super::shares::OriginView>,
@@ -111,7 +113,7 @@ pub async fn list_posts(
                 "posts:first",
                 &(limit + 1).to_string(),
                 ttl,
-                async move {
+                move || async move {
                     posts::list_for_member_and_commit(tx, tenant, user, None, limit + 1)
                         .await
                         .map(|(_, rows)| rows)
