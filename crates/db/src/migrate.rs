@@ -64,6 +64,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "daily_events",
         include_str!("../migrations/V35__daily_events.sql"),
     ),
+    (
+        45,
+        "jobs_churn",
+        include_str!("../migrations/V45__jobs_churn.sql"),
+    ),
 ];
 
 /// Months of partitions made ahead when migrating (the server's maintenance
