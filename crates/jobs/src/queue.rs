@@ -6,9 +6,18 @@
 //! now + lease, and a running job whose lease ran out is put back to `ready`
 //! by the next claim's rescue step (and claimed again). The claim counts an
 //! attempt, and that count is the job's fencing token: a worker completes,
-//! fails or extends a job only while it is still `running` with the attempt
-//! it claimed, so a worker that lost its lease (it stalled, its job was
-//! rescued and re-claimed) can no longer change it.
+//! fails or extends a job only while `attempts` is still the number it
+//! claimed (and the job is not dead), so a worker that lost its lease (it
+//! stalled, another worker re-claimed the job) can no longer change it. A
+//! job whose lease ran out but that nobody re-claimed yet may still be
+//! finished by its late worker, as before.
+//!
+//! Why the fence does not say `state = 'running'`: that predicate lets the
+//! planner read the `jobs_leases` partial index for a batch completion, and
+//! that index holds a dead entry for every job completed since the last
+//! vacuum (all of them, while an old transaction anywhere in the cluster
+//! holds vacuum back). `state <> 'dead'` matches no partial index, so the
+//! fenced statements always go by primary key.
 //!
 //! A completed job is deleted: the table holds only what is waiting, running
 //! or dead, so the claim's index never fills up with finished work (see
@@ -340,7 +349,10 @@ ORDER BY c.round, c.tenant_id";
 /// lease's end, so they are due at once). It reads `jobs_leases`, which holds
 /// only the jobs in flight, and skips rows a worker is completing right now.
 /// It runs in the claim's transaction just before the claim statement (which
-/// then sees its rows), in the same round trip.
+/// then sees its rows), in the same round trip, when the caller asks for it:
+/// the left end of `jobs_leases` also holds the dead entries of jobs
+/// completed more than a lease ago and not vacuumed yet, so a worker rescues
+/// at most every [`crate::WorkerConfig::rescue_every`], not on every claim.
 const RESCUE_SQL: &str = "
 UPDATE jobs j SET state = 'ready', locked_by = NULL
 FROM (SELECT tenant_id, id FROM jobs
@@ -351,7 +363,7 @@ WHERE j.tenant_id = e.tenant_id AND j.id = e.id";
 
 /// Claims up to `batch` due jobs, fairly across tenants, starting below
 /// tenant `cursor` ([`FIRST_CURSOR`] for the top), leased for `lease` to
-/// `worker`.
+/// `worker`, after rescuing the jobs whose lease ran out.
 pub async fn claim(
     db: &Db,
     cursor: Uuid,
@@ -359,10 +371,22 @@ pub async fn claim(
     lease: Duration,
     worker: &str,
 ) -> Result<Claimed, DbError> {
+    claim_with(db, cursor, batch, lease, worker, true).await
+}
+
+/// [`claim`], rescuing expired leases first only if `rescue`.
+pub async fn claim_with(
+    db: &Db,
+    cursor: Uuid,
+    batch: i64,
+    lease: Duration,
+    worker: &str,
+    rescue: bool,
+) -> Result<Claimed, DbError> {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let rows = as_worker_after(
         db,
-        RESCUE_SQL,
+        if rescue { RESCUE_SQL } else { "" },
         CLAIM_SQL,
         &[&cursor, &batch, &lease_ms, &worker],
     )
@@ -396,7 +420,7 @@ pub async fn complete(db: &Db, jobs: &[&Job]) -> Result<u64, DbError> {
              DELETE FROM jobs j
              USING unnest($1::uuid[], $2::uuid[], $3::int4[]) AS f(tenant_id, id, attempts)
              WHERE j.tenant_id = f.tenant_id AND j.id = f.id AND j.attempts = f.attempts
-               AND j.state = 'running'
+               AND j.state <> 'dead'
              RETURNING 1
          )
          SELECT count(*) FROM d",
@@ -414,7 +438,7 @@ pub async fn complete_in(tx: &mut Tx, job: &Job) -> Result<bool, DbError> {
     let n = tx
         .execute(
             "DELETE FROM jobs
-             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state = 'running'",
+             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state <> 'dead'",
             &[&job.tenant_id, &job.id, &job.attempt],
         )
         .await?;
@@ -433,8 +457,9 @@ pub async fn checkpoint_in(
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let n = tx
         .execute(
-            "UPDATE jobs SET progress = $4, run_at = now() + $5::int8 * interval '1 millisecond'
-             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state = 'running'",
+            "UPDATE jobs SET progress = $4, state = 'running',
+                             run_at = now() + $5::int8 * interval '1 millisecond'
+             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state <> 'dead'",
             &[&job.tenant_id, &job.id, &job.attempt, progress, &lease_ms],
         )
         .await?;
@@ -481,7 +506,7 @@ pub async fn fail(db: &Db, failures: &[Failure<'_>]) -> Result<u64, DbError> {
              FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::int8[])
                   AS f(tenant_id, id, attempts, error, delay_ms)
              WHERE j.tenant_id = f.tenant_id AND j.id = f.id AND j.attempts = f.attempts
-               AND j.state = 'running'
+               AND j.state <> 'dead'
              RETURNING j.state
          )
          SELECT count(*) FILTER (WHERE state = 'dead') FROM f",
@@ -561,7 +586,7 @@ pub async fn depth(db: &Db) -> Result<Vec<QueueDepth>, DbError> {
                     extract(epoch FROM now() - min(created_at)
                         FILTER (WHERE state = 'ready' AND run_at <= now()))::float8 AS oldest,
                     count(*) FILTER (WHERE state = 'ready' AND last_error IS NOT NULL) AS retrying
-             FROM jobs WHERE state IN ('ready', 'running', 'dead')
+             FROM jobs
              GROUP BY queue, tenant_id
          ) q LEFT JOIN tenants t ON t.id = q.tenant_id
          ORDER BY q.ready + q.running DESC, q.queue, q.tenant_id

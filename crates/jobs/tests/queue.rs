@@ -111,6 +111,7 @@ impl Handler for AlwaysFails {
 fn config(batch: i64) -> WorkerConfig {
     WorkerConfig {
         batch_size: batch,
+        rescue_every: Duration::ZERO,
         ..WorkerConfig::default()
     }
 }
