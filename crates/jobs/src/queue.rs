@@ -285,6 +285,11 @@ pub struct Claimed {
 ///
 /// So a tenant with a million queued jobs takes at most `k` of a batch, and
 /// another tenant's job waits for no more than the next batch.
+///
+/// The UPDATE finds its rows by the `ctid` the locking scan returned (a TID
+/// scan), not by joining on the key: a queue table swings between empty and
+/// full, and with statistics from an empty moment the planner hash-joined
+/// the whole table on every claim.
 const CLAIM_SQL: &str = "
 WITH RECURSIVE tenants_ready AS (
     (SELECT tenant_id FROM jobs
@@ -305,11 +310,11 @@ share AS (
     FROM picked
 ),
 candidates AS (
-    SELECT c.tenant_id, c.id, c.rn
+    SELECT c.ctid, c.tenant_id, c.id, c.rn
     FROM picked p CROSS JOIN share
     CROSS JOIN LATERAL (
-        SELECT l.tenant_id, l.id, row_number() OVER () AS rn FROM (
-            SELECT j.tenant_id, j.id FROM jobs j
+        SELECT l.ctid, l.tenant_id, l.id, row_number() OVER () AS rn FROM (
+            SELECT j.ctid, j.tenant_id, j.id FROM jobs j
             WHERE j.tenant_id = p.tenant_id AND j.state = 'ready' AND j.run_at <= now()
             ORDER BY j.priority DESC, j.run_at, j.id
             LIMIT share.k
@@ -329,7 +334,7 @@ claimed AS (
         last_error = CASE WHEN j.attempts >= j.max_attempts
                           THEN 'lease expired on the last attempt' ELSE j.last_error END
     FROM candidates c
-    WHERE j.tenant_id = c.tenant_id AND j.id = c.id
+    WHERE j.ctid = c.ctid AND j.tenant_id = c.tenant_id AND j.id = c.id
     RETURNING j.*
 )
 SELECT s.n AS tenants_seen,
@@ -416,11 +421,17 @@ pub async fn complete(db: &Db, jobs: &[&Job]) -> Result<u64, DbError> {
     let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
     let rows = as_worker(
         db,
+        // One primary-key probe per job, then a TID scan: never a join the
+        // planner could turn into a scan of the whole table (see CLAIM_SQL).
+        // A row changed since the probe (re-claimed) has a new ctid, and
+        // the DELETE's recheck skips it: the fence holds.
         "WITH d AS (
              DELETE FROM jobs j
-             USING unnest($1::uuid[], $2::uuid[], $3::int4[]) AS f(tenant_id, id, attempts)
-             WHERE j.tenant_id = f.tenant_id AND j.id = f.id AND j.attempts = f.attempts
-               AND j.state <> 'dead'
+             WHERE j.ctid = ANY (ARRAY(
+                 SELECT (SELECT x.ctid FROM jobs x
+                         WHERE x.tenant_id = f.tenant_id AND x.id = f.id
+                           AND x.attempts = f.attempts AND x.state <> 'dead')
+                 FROM unnest($1::uuid[], $2::uuid[], $3::int4[]) AS f(tenant_id, id, attempts)))
              RETURNING 1
          )
          SELECT count(*) FROM d",
