@@ -2,10 +2,14 @@
 //! a throwaway database, side by side in one run:
 //!
 //! - `ingest`: analytics events written one INSERT (and one commit) per
-//!   event, against the same events through the group-commit collector,
-//!   with one event per request and with many per request;
-//! - `jobs`: no-op jobs through the queue (enqueue, claim, run, complete),
-//!   drained by a few workers.
+//!   event — by one writer (what a handler does per request, one after the
+//!   other) and by many concurrent writers (where PostgreSQL groups their
+//!   commits itself) — against the same events through the group-commit
+//!   collector, with one event per request and with many per request;
+//! - `jobs`: no-op jobs through the queue (claim, run, complete), drained by
+//!   a few workers from a backlog enqueued beforehand;
+//! - `steady`: the same while producers enqueue (the queue stays short if
+//!   the workers keep up).
 //!
 //! The database is created in the PostgreSQL server at
 //! `TENANTRY_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
@@ -30,20 +34,31 @@ use uuid::Uuid;
 pub enum BatchScenario {
     Ingest,
     Jobs,
+    Steady,
 }
 
 /// `tenantry bench-batch` flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BatchBenchArgs {
     /// Scenarios, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "ingest,jobs")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ingest,jobs,steady"
+    )]
     pub scenario: Vec<BatchScenario>,
     /// Tenants the events and jobs are spread over.
     #[arg(long, default_value_t = 20)]
     pub tenants: usize,
-    /// Events written one INSERT per event (the baseline).
+    /// Events written one INSERT per event by `--concurrency` writers (the
+    /// concurrent baseline).
     #[arg(long, default_value_t = 5_000)]
     pub baseline_events: usize,
+    /// Events written one INSERT per event by a single writer (the
+    /// sequential baseline).
+    #[arg(long, default_value_t = 1_000)]
+    pub single_writer_events: usize,
     /// Events written through the collector, per group-commit run.
     #[arg(long, default_value_t = 500_000)]
     pub events: usize,
@@ -53,9 +68,18 @@ pub struct BatchBenchArgs {
     /// Concurrent writers (requests in flight).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// No-op jobs through the queue.
+    /// No-op jobs through the queue (the backlog enqueued before draining).
     #[arg(long, default_value_t = 200_000)]
     pub jobs: usize,
+    /// No-op jobs enqueued while the workers drain (`steady`).
+    #[arg(long, default_value_t = 200_000)]
+    pub steady_jobs: usize,
+    /// Concurrent producers in `steady`, each enqueueing `--steady-chunk`
+    /// jobs per transaction.
+    #[arg(long, default_value_t = 2)]
+    pub producers: usize,
+    #[arg(long, default_value_t = 500)]
+    pub steady_chunk: usize,
     /// Queue workers (more overlap one worker's round trips with another's
     /// database work).
     #[arg(long, default_value_t = 4)]
@@ -104,6 +128,7 @@ pub async fn run(args: BatchBenchArgs) -> anyhow::Result<()> {
         match scenario {
             BatchScenario::Ingest => ingest_bench(&db, &tenants, &args).await?,
             BatchScenario::Jobs => jobs_bench(&db, &fresh, &tenants, &args).await?,
+            BatchScenario::Steady => steady_bench(&db, &fresh, &tenants, &args).await?,
         }
     }
     Ok(())
@@ -149,23 +174,17 @@ async fn ingest_bench(
     args: &BatchBenchArgs,
 ) -> anyhow::Result<()> {
     let c = args.concurrency.max(1);
-    // Baseline: one INSERT and one commit per event.
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..c {
-        let (db, (t, u)) = (db.clone(), tenants[i % tenants.len()]);
-        let n = share(args.baseline_events, c, i);
-        tasks.push(tokio::spawn(async move {
-            ingest::write_one_by_one(&db, t, u, &events(n)).await
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let baseline = args.baseline_events as f64 / started.elapsed().as_secs_f64();
+    // Baselines: one INSERT and one commit per event, by one writer and by
+    // `c` writers at once.
+    let single = one_by_one(db, tenants, 1, args.single_writer_events).await?;
     println!(
-        "ingest  one INSERT per event      {:>9} events  {:>10.0} events/s",
-        args.baseline_events, baseline
+        "ingest  one INSERT per event,  1 writer  {:>9} events  {single:>10.0} events/s",
+        args.single_writer_events
+    );
+    let baseline = one_by_one(db, tenants, c, args.baseline_events).await?;
+    println!(
+        "ingest  one INSERT per event, {c:>2} writers {:>9} events  {baseline:>10.0} events/s",
+        args.baseline_events
     );
 
     for per_request in [1, args.events_per_request.max(1)] {
@@ -205,11 +224,35 @@ async fn ingest_bench(
         let written = done.load(Ordering::Relaxed);
         let rate = written as f64 / elapsed;
         println!(
-            "ingest  group commit, {per_request:>4}/request {written:>9} events  {rate:>10.0} events/s  ({:.0}x the baseline)",
+            "ingest  group commit, {per_request:>4}/request {written:>9} events  {rate:>10.0} events/s  ({:.0}x 1 writer, {:.0}x {c} writers)",
+            rate / single,
             rate / baseline
         );
     }
     Ok(())
+}
+
+/// Writes `total` events one INSERT and one commit each, from `writers`
+/// tasks at once; returns events per second.
+async fn one_by_one(
+    db: &Db,
+    tenants: &[(Uuid, Uuid)],
+    writers: usize,
+    total: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..writers {
+        let (db, (t, u)) = (db.clone(), tenants[i % tenants.len()]);
+        let n = share(total, writers, i);
+        tasks.push(tokio::spawn(async move {
+            ingest::write_one_by_one(&db, t, u, &events(n)).await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
 async fn jobs_bench(
@@ -219,28 +262,14 @@ async fn jobs_bench(
     args: &BatchBenchArgs,
 ) -> anyhow::Result<()> {
     let ids: Vec<Uuid> = tenants.iter().map(|(t, _)| *t).collect();
+    vacuum_jobs(fresh).await?;
     let started = Instant::now();
     let chunk = 10_000;
     let mut left = args.jobs;
     let mut i = 0usize;
     while left > 0 {
         let n = left.min(chunk);
-        let jobs: Vec<(Uuid, NewJob)> = (0..n)
-            .map(|k| {
-                (
-                    ids[(i + k) % ids.len()],
-                    NewJob::new("noop", serde_json::json!({})),
-                )
-            })
-            .collect();
-        let mut tx = db
-            .begin(&TenantContext {
-                tenant_ids: ids.clone(),
-                statement_timeout_ms: 60_000,
-            })
-            .await?;
-        queue::enqueue_many(&mut tx, &jobs).await?;
-        tx.commit().await?;
+        enqueue_noops(db, &ids, i, n).await?;
         left -= n;
         i += n;
     }
@@ -250,12 +279,7 @@ async fn jobs_bench(
         args.jobs
     );
 
-    let config = WorkerConfig {
-        batch_size: args.batch_size,
-        concurrency: 64,
-        poll_interval: Duration::from_millis(50),
-        ..WorkerConfig::default()
-    };
+    let config = worker_config(args);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.workers.max(1) {
@@ -280,19 +304,149 @@ async fn jobs_bench(
         completed += t.await??;
     }
     let rate = completed as f64 / started.elapsed().as_secs_f64();
-    let raw = fresh.connect().await;
-    let done: i64 = raw
-        .query_one("SELECT count(*) FROM jobs WHERE state = 'done'", &[])
+    ensure_drained(fresh, completed, args.jobs).await?;
+    println!(
+        "jobs    no-op, {} workers, batches of {} {completed:>9} jobs  {rate:>10.0} jobs/s  (backlog of {} enqueued first)",
+        args.workers, args.batch_size, args.jobs
+    );
+    Ok(())
+}
+
+/// Starts a jobs scenario from a vacuumed table, so it does not inherit the
+/// previous scenario's dead rows. (VACUUM removes them only if no
+/// transaction anywhere in the cluster is older than they are: check
+/// `pg_stat_activity.backend_xmin` when a figure looks off.)
+async fn vacuum_jobs(fresh: &FreshDatabase) -> anyhow::Result<()> {
+    fresh
+        .connect()
+        .await
+        .batch_execute("VACUUM (ANALYZE) jobs")
+        .await
+        .context("Failed to vacuum jobs")
+}
+
+fn worker_config(args: &BatchBenchArgs) -> WorkerConfig {
+    WorkerConfig {
+        batch_size: args.batch_size,
+        concurrency: 64,
+        poll_interval: Duration::from_millis(50),
+        ..WorkerConfig::default()
+    }
+}
+
+/// Enqueues `n` no-op jobs in one transaction, spread over the tenants
+/// round-robin from `first`.
+async fn enqueue_noops(db: &Db, ids: &[Uuid], first: usize, n: usize) -> anyhow::Result<()> {
+    let jobs: Vec<(Uuid, NewJob)> = (0..n)
+        .map(|k| {
+            (
+                ids[(first + k) % ids.len()],
+                NewJob::new("noop", serde_json::json!({})),
+            )
+        })
+        .collect();
+    let mut tx = db
+        .begin(&TenantContext {
+            tenant_ids: ids.to_vec(),
+            statement_timeout_ms: 60_000,
+        })
+        .await?;
+    queue::enqueue_many(&mut tx, &jobs).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Every job completed exactly once, and none is left (a completed job is
+/// deleted).
+async fn ensure_drained(fresh: &FreshDatabase, completed: u64, jobs: usize) -> anyhow::Result<()> {
+    let left: i64 = fresh
+        .connect()
+        .await
+        .query_one("SELECT count(*) FROM jobs", &[])
         .await?
         .get(0);
     anyhow::ensure!(
-        done as usize == args.jobs,
-        "{done} of {} jobs done after draining",
-        args.jobs
+        completed as usize == jobs && left == 0,
+        "{completed} of {jobs} jobs completed, {left} left after draining"
     );
+    Ok(())
+}
+
+/// No-op jobs enqueued by producers while workers drain them: the rate at
+/// which jobs went through (enqueue to completion), and how far the workers
+/// were behind when the last job was enqueued.
+async fn steady_bench(
+    db: &Db,
+    fresh: &FreshDatabase,
+    tenants: &[(Uuid, Uuid)],
+    args: &BatchBenchArgs,
+) -> anyhow::Result<()> {
+    let ids: Vec<Uuid> = tenants.iter().map(|(t, _)| *t).collect();
+    vacuum_jobs(fresh).await?;
+    let producers = args.producers.max(1);
+    let chunk = args.steady_chunk.max(1);
+    let completed = Arc::new(AtomicU64::new(0));
+    let (enqueued_tx, enqueued_rx) = tokio::sync::watch::channel(false);
+    let config = worker_config(args);
+    let started = Instant::now();
+
+    let mut workers = Vec::new();
+    for _ in 0..args.workers.max(1) {
+        let worker = Worker::new(
+            db.clone(),
+            Registry::new().register("noop", NoOp),
+            config.clone(),
+        );
+        let (completed, enqueued) = (completed.clone(), enqueued_rx.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                // Read before claiming: once every job is enqueued, a claim
+                // that finds nothing means the queue is empty.
+                let all_enqueued = *enqueued.borrow();
+                let report = worker.run_one_batch().await?;
+                completed.fetch_add(report.completed, Ordering::Relaxed);
+                if report.claimed == 0 {
+                    if all_enqueued {
+                        return anyhow::Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }));
+    }
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let (db, ids) = (db.clone(), ids.clone());
+        let mine = share(args.steady_jobs, producers, p);
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            while done < mine {
+                let n = (mine - done).min(chunk);
+                enqueue_noops(&db, &ids, p + done, n).await?;
+                done += n;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let enqueue_secs = started.elapsed().as_secs_f64();
+    let behind = args.steady_jobs as u64
+        - completed
+            .load(Ordering::Relaxed)
+            .min(args.steady_jobs as u64);
+    let _ = enqueued_tx.send(true);
+    for w in workers {
+        w.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let done = completed.load(Ordering::Relaxed);
+    ensure_drained(fresh, done, args.steady_jobs).await?;
     println!(
-        "jobs    no-op, {} workers, batches of {} {completed:>9} jobs  {rate:>10.0} jobs/s",
-        args.workers, args.batch_size
+        "jobs    steady, {producers} producers x {chunk}/tx {done:>9} jobs  {:>10.0} jobs/s  (enqueued at {:.0}/s; {behind} waiting when the last was enqueued)",
+        done as f64 / elapsed,
+        args.steady_jobs as f64 / enqueue_secs
     );
     Ok(())
 }

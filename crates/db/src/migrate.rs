@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/V35__daily_events.sql"),
     ),
     (
+        45,
+        "jobs_churn",
+        include_str!("../migrations/V45__jobs_churn.sql"),
+    ),
+    (
         50,
         "announcement_idempotency",
         include_str!("../migrations/V50__announcement_idempotency.sql"),

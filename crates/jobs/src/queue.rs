@@ -3,11 +3,26 @@
 //! the admin operations on dead letters.
 //!
 //! A job's lease is its `run_at` while it is `running`: a claim sets it to
-//! now + lease, and a running job whose lease ran out is claimable again. The
-//! claim counts an attempt, and that count is the job's fencing token: a
-//! worker completes, fails or extends a job only while `attempts` is still the
-//! number it claimed, so a worker that lost its lease (it stalled, another
-//! worker re-claimed the job) can no longer change it.
+//! now + lease, and a running job whose lease ran out is put back to `ready`
+//! by the next claim's rescue step (and claimed again). The claim counts an
+//! attempt, and that count is the job's fencing token: a worker completes,
+//! fails or extends a job only while `attempts` is still the number it
+//! claimed (and the job is not dead), so a worker that lost its lease (it
+//! stalled, another worker re-claimed the job) can no longer change it. A
+//! job whose lease ran out but that nobody re-claimed yet may still be
+//! finished by its late worker, as before.
+//!
+//! Why the fence does not say `state = 'running'`: that predicate lets the
+//! planner read the `jobs_leases` partial index for a batch completion, and
+//! that index holds a dead entry for every job completed since the last
+//! vacuum (all of them, while an old transaction anywhere in the cluster
+//! holds vacuum back). `state <> 'dead'` matches no partial index, so the
+//! fenced statements always go by primary key.
+//!
+//! A completed job is deleted: the table holds only what is waiting, running
+//! or dead, so the claim's index never fills up with finished work (see
+//! migration V45 for what that cost). Idempotency keys outlive their jobs in
+//! `job_keys`.
 
 use std::time::Duration;
 
@@ -35,7 +50,8 @@ pub struct NewJob {
     /// After this many attempts a failing job becomes a dead letter.
     pub max_attempts: i32,
     /// One job per tenant and key: enqueueing the same key again returns the
-    /// existing job.
+    /// existing job's id, also after that job finished (the key is kept in
+    /// `job_keys`; discarding the job as a dead letter frees it).
     pub idempotency_key: Option<String>,
     /// Not before this time (default: now).
     pub run_at: Option<DateTime<Utc>>,
@@ -88,21 +104,28 @@ pub struct Enqueued {
 /// delivered at commit).
 pub async fn enqueue(tx: &mut Tx, tenant: Uuid, job: &NewJob) -> Result<Enqueued, DbError> {
     let id = tenantry_db::new_id();
+    // The key (if any) is taken first: the job is inserted only if this
+    // statement took it, else the key's job is answered.
     let rows = tx
         .query(
-            "WITH ins AS (
+            "WITH key AS (
+                 INSERT INTO job_keys (tenant_id, key, job_id)
+                 SELECT $1, $8, $2 WHERE $8::text IS NOT NULL
+                 ON CONFLICT (tenant_id, key) DO NOTHING
+                 RETURNING job_id
+             ),
+             ins AS (
                  INSERT INTO jobs (tenant_id, id, queue, kind, payload, priority, max_attempts,
                                    idempotency_key, run_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, now()))
-                 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-                 DO NOTHING
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, now())
+                 WHERE $8::text IS NULL OR EXISTS (SELECT 1 FROM key)
                  RETURNING id
              )
              SELECT ins.id, true AS created
              FROM ins CROSS JOIN LATERAL (SELECT pg_notify('tenantry_jobs', '')) n
              UNION ALL
-             SELECT id, false FROM jobs
-             WHERE tenant_id = $1 AND idempotency_key = $8 AND NOT EXISTS (SELECT 1 FROM ins)",
+             SELECT job_id, false FROM job_keys
+             WHERE tenant_id = $1 AND key = $8 AND NOT EXISTS (SELECT 1 FROM ins)",
             &[
                 &tenant,
                 &id,
@@ -126,7 +149,7 @@ pub async fn enqueue(tx: &mut Tx, tenant: Uuid, job: &NewJob) -> Result<Enqueued
     // statement's snapshot: a new statement sees it.
     let row = tx
         .query_one(
-            "SELECT id FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2",
+            "SELECT job_id FROM job_keys WHERE tenant_id = $1 AND key = $2",
             &[&tenant, &job.idempotency_key],
         )
         .await?;
@@ -160,13 +183,22 @@ pub async fn enqueue_many(tx: &mut Tx, jobs: &[(Uuid, NewJob)]) -> Result<u64, D
     }
     let rows = tx
         .query(
-            "WITH ins AS (
-                 INSERT INTO jobs (tenant_id, id, queue, kind, payload, priority, max_attempts,
-                                   idempotency_key)
+            "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[],
                                       $5::jsonb[], $6::int2[], $7::int4[], $8::text[])
-                 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-                 DO NOTHING
+                          AS x(tenant_id, id, queue, kind, payload, priority, max_attempts, key)
+             ),
+             keyed AS (
+                 INSERT INTO job_keys (tenant_id, key, job_id)
+                 SELECT tenant_id, key, id FROM input WHERE key IS NOT NULL
+                 ON CONFLICT (tenant_id, key) DO NOTHING
+                 RETURNING job_id
+             ),
+             ins AS (
+                 INSERT INTO jobs (tenant_id, id, queue, kind, payload, priority, max_attempts,
+                                   idempotency_key)
+                 SELECT * FROM input
+                 WHERE key IS NULL OR id IN (SELECT job_id FROM keyed)
                  RETURNING 1
              )
              SELECT count(*) FROM ins CROSS JOIN LATERAL (SELECT pg_notify('tenantry_jobs', '')) n",
@@ -236,32 +268,36 @@ pub struct Claimed {
 
 /// The tenant-fair claim.
 ///
-/// 1. `tenants_ready` is a skip scan of `jobs_claimable`: each step is one
-///    index probe for the next tenant id below the last, so finding the
-///    tenants with work costs one probe per tenant, not a scan of anyone's
-///    backlog. It walks downwards because a backward probe lands on a
-///    tenant's newest entries (live: just enqueued or leased), while the
-///    oldest end is where finished jobs leave dead index entries until
-///    vacuum. It starts below `$1` (the rotating cursor) and stops after
-///    `$2` tenants.
+/// 1. `tenants_ready` is a skip scan of `jobs_claimable` (ready jobs only):
+///    each step is one index probe for the next tenant id below the last, so
+///    finding the tenants with work costs one probe per tenant, not a scan
+///    of anyone's backlog. It walks downwards because a backward probe lands
+///    on a tenant's newest entries (live: just enqueued), while the oldest
+///    end is where claimed jobs leave dead index entries until vacuum. It
+///    starts below `$1` (the rotating cursor) and stops after `$2` tenants.
 /// 2. Each of those tenants gets an equal share `k` of the batch, and a
 ///    LATERAL takes at most `k` of its due jobs (priority, then due time),
 ///    locking them with `SKIP LOCKED` so concurrent workers never wait on or
 ///    double-claim each other's jobs. The batch is ordered round by round:
 ///    every tenant's first job, then every tenant's second, and so on.
 /// 3. The claimed rows start their lease; a job whose lease ran out on its
-///    last allowed attempt becomes dead instead.
+///    last allowed attempt (rescued by [`RESCUE_SQL`]) becomes dead instead.
 ///
 /// So a tenant with a million queued jobs takes at most `k` of a batch, and
 /// another tenant's job waits for no more than the next batch.
+///
+/// The UPDATE finds its rows by the `ctid` the locking scan returned (a TID
+/// scan), not by joining on the key: a queue table swings between empty and
+/// full, and with statistics from an empty moment the planner hash-joined
+/// the whole table on every claim.
 const CLAIM_SQL: &str = "
 WITH RECURSIVE tenants_ready AS (
     (SELECT tenant_id FROM jobs
-     WHERE state IN ('ready', 'running') AND tenant_id < $1
+     WHERE state = 'ready' AND tenant_id < $1
      ORDER BY tenant_id DESC LIMIT 1)
     UNION ALL
     SELECT (SELECT j.tenant_id FROM jobs j
-            WHERE j.state IN ('ready', 'running') AND j.tenant_id < t.tenant_id
+            WHERE j.state = 'ready' AND j.tenant_id < t.tenant_id
             ORDER BY j.tenant_id DESC LIMIT 1)
     FROM tenants_ready t WHERE t.tenant_id IS NOT NULL
 ),
@@ -274,13 +310,12 @@ share AS (
     FROM picked
 ),
 candidates AS (
-    SELECT c.tenant_id, c.id, c.rn
+    SELECT c.ctid, c.tenant_id, c.id, c.rn
     FROM picked p CROSS JOIN share
     CROSS JOIN LATERAL (
-        SELECT l.tenant_id, l.id, row_number() OVER () AS rn FROM (
-            SELECT j.tenant_id, j.id FROM jobs j
-            WHERE j.tenant_id = p.tenant_id AND j.state IN ('ready', 'running')
-              AND j.run_at <= now()
+        SELECT l.ctid, l.tenant_id, l.id, row_number() OVER () AS rn FROM (
+            SELECT j.ctid, j.tenant_id, j.id FROM jobs j
+            WHERE j.tenant_id = p.tenant_id AND j.state = 'ready' AND j.run_at <= now()
             ORDER BY j.priority DESC, j.run_at, j.id
             LIMIT share.k
             FOR UPDATE SKIP LOCKED
@@ -299,7 +334,7 @@ claimed AS (
         last_error = CASE WHEN j.attempts >= j.max_attempts
                           THEN 'lease expired on the last attempt' ELSE j.last_error END
     FROM candidates c
-    WHERE j.tenant_id = c.tenant_id AND j.id = c.id
+    WHERE j.ctid = c.ctid AND j.tenant_id = c.tenant_id AND j.id = c.id
     RETURNING j.*
 )
 SELECT s.n AS tenants_seen,
@@ -314,9 +349,26 @@ LEFT JOIN (
 ) c ON true
 ORDER BY c.round, c.tenant_id";
 
+/// The claim's rescue step: running jobs whose lease ran out go back to
+/// `ready`, keeping their attempt count (the fence) and their `run_at` (the
+/// lease's end, so they are due at once). It reads `jobs_leases`, which holds
+/// only the jobs in flight, and skips rows a worker is completing right now.
+/// It runs in the claim's transaction just before the claim statement (which
+/// then sees its rows), in the same round trip, when the caller asks for it:
+/// the left end of `jobs_leases` also holds the dead entries of jobs
+/// completed more than a lease ago and not vacuumed yet, so a worker rescues
+/// at most every [`crate::WorkerConfig::rescue_every`], not on every claim.
+const RESCUE_SQL: &str = "
+UPDATE jobs j SET state = 'ready', locked_by = NULL
+FROM (SELECT tenant_id, id FROM jobs
+      WHERE state = 'running' AND run_at <= now()
+      ORDER BY run_at LIMIT 1000
+      FOR UPDATE SKIP LOCKED) e
+WHERE j.tenant_id = e.tenant_id AND j.id = e.id";
+
 /// Claims up to `batch` due jobs, fairly across tenants, starting below
 /// tenant `cursor` ([`FIRST_CURSOR`] for the top), leased for `lease` to
-/// `worker`.
+/// `worker`, after rescuing the jobs whose lease ran out.
 pub async fn claim(
     db: &Db,
     cursor: Uuid,
@@ -324,8 +376,26 @@ pub async fn claim(
     lease: Duration,
     worker: &str,
 ) -> Result<Claimed, DbError> {
+    claim_with(db, cursor, batch, lease, worker, true).await
+}
+
+/// [`claim`], rescuing expired leases first only if `rescue`.
+pub async fn claim_with(
+    db: &Db,
+    cursor: Uuid,
+    batch: i64,
+    lease: Duration,
+    worker: &str,
+    rescue: bool,
+) -> Result<Claimed, DbError> {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    let rows = as_worker(db, CLAIM_SQL, &[&cursor, &batch, &lease_ms, &worker]).await?;
+    let rows = as_worker_after(
+        db,
+        if rescue { RESCUE_SQL } else { "" },
+        CLAIM_SQL,
+        &[&cursor, &batch, &lease_ms, &worker],
+    )
+    .await?;
     let mut claimed = Claimed::default();
     if let Some(first) = rows.first() {
         claimed.tenants_seen = first.get::<_, i64>("tenants_seen") as usize;
@@ -340,8 +410,8 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// Marks jobs done, each only if it is still this claim's (fenced by its
-/// attempt). Returns how many were.
+/// Completes jobs (deletes them), each only if it is still this claim's
+/// (fenced by its attempt). Returns how many were.
 pub async fn complete(db: &Db, jobs: &[&Job]) -> Result<u64, DbError> {
     if jobs.is_empty() {
         return Ok(0);
@@ -351,11 +421,17 @@ pub async fn complete(db: &Db, jobs: &[&Job]) -> Result<u64, DbError> {
     let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
     let rows = as_worker(
         db,
+        // One primary-key probe per job, then a TID scan: never a join the
+        // planner could turn into a scan of the whole table (see CLAIM_SQL).
+        // A row changed since the probe (re-claimed) has a new ctid, and
+        // the DELETE's recheck skips it: the fence holds.
         "WITH d AS (
-             UPDATE jobs j SET state = 'done', finished_at = now(), locked_by = NULL
-             FROM unnest($1::uuid[], $2::uuid[], $3::int4[]) AS f(tenant_id, id, attempts)
-             WHERE j.tenant_id = f.tenant_id AND j.id = f.id AND j.attempts = f.attempts
-               AND j.state = 'running'
+             DELETE FROM jobs j
+             WHERE j.ctid = ANY (ARRAY(
+                 SELECT (SELECT x.ctid FROM jobs x
+                         WHERE x.tenant_id = f.tenant_id AND x.id = f.id
+                           AND x.attempts = f.attempts AND x.state <> 'dead')
+                 FROM unnest($1::uuid[], $2::uuid[], $3::int4[]) AS f(tenant_id, id, attempts)))
              RETURNING 1
          )
          SELECT count(*) FROM d",
@@ -365,15 +441,15 @@ pub async fn complete(db: &Db, jobs: &[&Job]) -> Result<u64, DbError> {
     Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
 }
 
-/// Completes `job` inside the tenant transaction that did its work, so the
+/// Completes (deletes) `job` inside the tenant transaction that did its work, so the
 /// work and the completion commit together or not at all. False if the job
 /// is no longer this claim's (its lease ran out and another worker has it):
 /// the caller must then roll back.
 pub async fn complete_in(tx: &mut Tx, job: &Job) -> Result<bool, DbError> {
     let n = tx
         .execute(
-            "UPDATE jobs SET state = 'done', finished_at = now(), locked_by = NULL
-             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state = 'running'",
+            "DELETE FROM jobs
+             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state <> 'dead'",
             &[&job.tenant_id, &job.id, &job.attempt],
         )
         .await?;
@@ -392,8 +468,9 @@ pub async fn checkpoint_in(
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let n = tx
         .execute(
-            "UPDATE jobs SET progress = $4, run_at = now() + $5::int8 * interval '1 millisecond'
-             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state = 'running'",
+            "UPDATE jobs SET progress = $4, state = 'running',
+                             run_at = now() + $5::int8 * interval '1 millisecond'
+             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state <> 'dead'",
             &[&job.tenant_id, &job.id, &job.attempt, progress, &lease_ms],
         )
         .await?;
@@ -440,7 +517,7 @@ pub async fn fail(db: &Db, failures: &[Failure<'_>]) -> Result<u64, DbError> {
              FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::int8[])
                   AS f(tenant_id, id, attempts, error, delay_ms)
              WHERE j.tenant_id = f.tenant_id AND j.id = f.id AND j.attempts = f.attempts
-               AND j.state = 'running'
+               AND j.state <> 'dead'
              RETURNING j.state
          )
          SELECT count(*) FILTER (WHERE state = 'dead') FROM f",
@@ -458,11 +535,22 @@ pub(crate) async fn as_worker(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, DbError> {
+    as_worker_after(db, "", sql, params).await
+}
+
+/// [`as_worker`], with `before` (parameterless SQL, may be empty) run first
+/// in the same transaction and round trip.
+async fn as_worker_after(
+    db: &Db,
+    before: &str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, DbError> {
     let conn = db.owner_connection().await?;
     let stmt = conn.prepare_cached(sql).await?;
     let prelude = format!(
         "BEGIN; SELECT set_config('role', 'tenantry_worker', true), \
-         set_config('statement_timeout', '{QUEUE_STATEMENT_TIMEOUT_MS}', true)"
+         set_config('statement_timeout', '{QUEUE_STATEMENT_TIMEOUT_MS}', true); {before}"
     );
     let (begun, rows, committed) = futures::join!(
         conn.batch_execute(&prelude),
@@ -495,8 +583,8 @@ pub struct QueueDepth {
 }
 
 /// Queue depth by queue and tenant (waiting, running, dead), the oldest
-/// waiting job's age and the jobs retrying after a failure. Walks the
-/// claimable and dead partial indexes: done jobs are not read.
+/// waiting job's age and the jobs retrying after a failure. Finished jobs are
+/// not in the table, so this reads only what is waiting, running or dead.
 pub async fn depth(db: &Db) -> Result<Vec<QueueDepth>, DbError> {
     let rows = as_worker(
         db,
@@ -509,7 +597,7 @@ pub async fn depth(db: &Db) -> Result<Vec<QueueDepth>, DbError> {
                     extract(epoch FROM now() - min(created_at)
                         FILTER (WHERE state = 'ready' AND run_at <= now()))::float8 AS oldest,
                     count(*) FILTER (WHERE state = 'ready' AND last_error IS NOT NULL) AS retrying
-             FROM jobs WHERE state IN ('ready', 'running', 'dead')
+             FROM jobs
              GROUP BY queue, tenant_id
          ) q LEFT JOIN tenants t ON t.id = q.tenant_id
          ORDER BY q.ready + q.running DESC, q.queue, q.tenant_id
@@ -586,34 +674,22 @@ pub async fn retry_dead(db: &Db, id: Uuid) -> Result<bool, DbError> {
     Ok(rows.first().is_some_and(|r| r.get::<_, i64>(0) > 0))
 }
 
-/// Discards a dead letter. False if there is no dead job with that id.
+/// Discards a dead letter, and frees its idempotency key. False if there is
+/// no dead job with that id.
 pub async fn discard_dead(db: &Db, id: Uuid) -> Result<bool, DbError> {
     let rows = as_worker(
         db,
-        "WITH d AS (DELETE FROM jobs WHERE id = $1 AND state = 'dead' RETURNING 1)
+        "WITH d AS (
+             DELETE FROM jobs WHERE id = $1 AND state = 'dead'
+             RETURNING tenant_id, id, idempotency_key
+         ),
+         k AS (
+             DELETE FROM job_keys k USING d
+             WHERE k.tenant_id = d.tenant_id AND k.key = d.idempotency_key AND k.job_id = d.id
+         )
          SELECT count(*) FROM d",
         &[&id],
     )
     .await?;
     Ok(rows.first().is_some_and(|r| r.get::<_, i64>(0) > 0))
-}
-
-/// Removes finished jobs older than `keep` (their idempotency keys go with
-/// them). Returns how many.
-pub async fn prune_done(db: &Db, keep: Duration) -> Result<u64, DbError> {
-    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-    let rows = as_worker(
-        db,
-        "WITH d AS (
-             DELETE FROM jobs WHERE ctid = ANY (ARRAY(
-                 SELECT ctid FROM jobs
-                 WHERE state = 'done' AND finished_at < now() - $1::int8 * interval '1 millisecond'
-                 LIMIT 10000))
-             RETURNING 1
-         )
-         SELECT count(*) FROM d",
-        &[&keep_ms],
-    )
-    .await?;
-    Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
 }

@@ -132,6 +132,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// The longest an idle worker sleeps without a NOTIFY.
     pub poll_interval: Duration,
+    /// How often a worker's claim first puts jobs whose lease ran out back
+    /// in the queue (at most; an expired job waits up to this long more).
+    pub rescue_every: Duration,
     /// First retry delay; doubles per attempt, with jitter, up to `max_backoff`.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
@@ -144,6 +147,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(60),
             concurrency: 32,
             poll_interval: Duration::from_secs(1),
+            rescue_every: Duration::from_secs(1),
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(3_600),
         }
@@ -189,6 +193,8 @@ pub struct Worker {
     /// Where the next claim starts its walk over tenants (round-robin when
     /// more tenants have work than a batch can take).
     cursor: Mutex<Uuid>,
+    /// When this worker last rescued expired leases.
+    rescued_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Worker {
@@ -199,6 +205,7 @@ impl Worker {
             config,
             name: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()),
             cursor: Mutex::new(queue::FIRST_CURSOR),
+            rescued_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -209,12 +216,21 @@ impl Worker {
     /// Claims one batch, runs it and records the outcomes.
     pub async fn run_one_batch(&self) -> Result<BatchReport, DbError> {
         let mut cursor = self.cursor.lock().await;
-        let claimed = queue::claim(
+        let rescue = {
+            let mut at = self.rescued_at.lock().unwrap_or_else(|e| e.into_inner());
+            let due = at.is_none_or(|t| t.elapsed() >= self.config.rescue_every);
+            if due {
+                *at = Some(std::time::Instant::now());
+            }
+            due
+        };
+        let claimed = queue::claim_with(
             &self.db,
             *cursor,
             self.config.batch_size,
             self.config.lease,
             &self.name,
+            rescue,
         )
         .await?;
         // Saw as many tenants as a batch takes: others may be waiting beyond

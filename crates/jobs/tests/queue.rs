@@ -72,13 +72,15 @@ impl Fixture {
         tx.commit().await.expect("commit");
     }
 
-    async fn job_state(&self, id: Uuid) -> (String, i32) {
+    /// The job's state and attempts; `None` once it completed (a completed
+    /// job is deleted).
+    async fn job_state(&self, id: Uuid) -> Option<(String, i32)> {
         let raw = self.fresh.connect().await;
         let row = raw
-            .query_one("SELECT state, attempts FROM jobs WHERE id = $1", &[&id])
+            .query_opt("SELECT state, attempts FROM jobs WHERE id = $1", &[&id])
             .await
             .expect("job");
-        (row.get(0), row.get(1))
+        row.map(|r| (r.get(0), r.get(1)))
     }
 }
 
@@ -109,6 +111,7 @@ impl Handler for AlwaysFails {
 fn config(batch: i64) -> WorkerConfig {
     WorkerConfig {
         batch_size: batch,
+        rescue_every: Duration::ZERO,
         ..WorkerConfig::default()
     }
 }
@@ -168,6 +171,40 @@ async fn an_idempotency_key_names_one_job() {
     tx.commit().await.expect("commit");
     assert_eq!(again.id, first);
     assert!(!again.created);
+
+    // The key still names its job after the job ran and left the queue.
+    let worker = Worker::new(
+        f.db.clone(),
+        Registry::new().register("noop", Counting::default()),
+        config(10),
+    );
+    assert_eq!(worker.run_one_batch().await.expect("batch").completed, 1);
+    assert_eq!(f.job_state(first).await, None);
+    let mut tx =
+        f.db.begin(&TenantContext::tenant(t, 5_000))
+            .await
+            .expect("begin");
+    let many = queue::enqueue_many(
+        &mut tx,
+        &[
+            (t, NewJob::new("noop", json!({})).idempotency_key("k1")),
+            (t, NewJob::new("noop", json!({})).idempotency_key("k2")),
+            (t, NewJob::new("noop", json!({})).idempotency_key("k2")),
+        ],
+    )
+    .await
+    .expect("enqueue many");
+    let after = queue::enqueue(
+        &mut tx,
+        t,
+        &NewJob::new("noop", json!({})).idempotency_key("k1"),
+    )
+    .await
+    .expect("enqueue");
+    tx.commit().await.expect("commit");
+    assert_eq!(many, 1, "only k2 is new, and only once");
+    assert_eq!(after.id, first);
+    assert!(!after.created);
 }
 
 #[tokio::test]
@@ -222,9 +259,10 @@ async fn more_tenants_than_a_batch_are_served_in_rotation() {
     }
     assert_eq!(served, vec![2, 2, 2, 2]);
     let raw = f.fresh.connect().await;
+    // Completed jobs are deleted: ten were queued per tenant.
     let rows = raw
         .query(
-            "SELECT tenant_id, count(*) FROM jobs WHERE state = 'done' GROUP BY 1 ORDER BY 1",
+            "SELECT tenant_id, 10 - count(*) FROM jobs GROUP BY 1 ORDER BY 1",
             &[],
         )
         .await
@@ -302,7 +340,7 @@ async fn an_abandoned_lease_is_claimed_again_and_the_job_completes_once() {
         .expect("expire");
     let report = worker.run_one_batch().await.expect("batch");
     assert_eq!((report.claimed, report.completed), (1, 1));
-    assert_eq!(f.job_state(id).await, ("done".to_owned(), 2));
+    assert_eq!(f.job_state(id).await, None, "completed");
     // The dead worker comes back and tries to finish: fenced off.
     assert_eq!(
         queue::complete(&f.db, &[&stale.jobs[0]])
@@ -312,6 +350,85 @@ async fn an_abandoned_lease_is_claimed_again_and_the_job_completes_once() {
     );
     assert_eq!(worker.run_one_batch().await.expect("batch").claimed, 0);
     assert_eq!(counting.runs.lock().expect("lock").get(&id), Some(&1));
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_ran_out_cannot_complete_the_job_another_worker_holds() {
+    let f = fixture().await;
+    let [t] = f.tenants(1).await[..] else {
+        unreachable!()
+    };
+    let id = f.enqueue(t, NewJob::new("noop", json!({}))).await;
+    let lease = Duration::from_secs(30);
+    let stale = queue::claim(&f.db, queue::FIRST_CURSOR, 10, lease, "slow")
+        .await
+        .expect("claim");
+    f.fresh
+        .connect()
+        .await
+        .execute(
+            "UPDATE jobs SET run_at = now() - interval '1 second' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("expire");
+    // The next claim rescues the job and takes it, as attempt 2.
+    let fresh = queue::claim(&f.db, queue::FIRST_CURSOR, 10, lease, "alive")
+        .await
+        .expect("claim");
+    assert_eq!(fresh.jobs.len(), 1);
+    assert_eq!((fresh.jobs[0].id, fresh.jobs[0].attempt), (id, 2));
+    assert_eq!(
+        queue::complete(&f.db, &[&stale.jobs[0]])
+            .await
+            .expect("complete"),
+        0,
+        "attempt 1 is fenced off"
+    );
+    assert_eq!(f.job_state(id).await, Some(("running".to_owned(), 2)));
+    assert_eq!(
+        queue::complete(&f.db, &[&fresh.jobs[0]])
+            .await
+            .expect("complete"),
+        1
+    );
+    assert_eq!(f.job_state(id).await, None);
+}
+
+#[tokio::test]
+async fn a_lease_that_runs_out_on_the_last_attempt_makes_a_dead_letter() {
+    let f = fixture().await;
+    let [t] = f.tenants(1).await[..] else {
+        unreachable!()
+    };
+    let id = f
+        .enqueue(t, NewJob::new("noop", json!({})).max_attempts(1))
+        .await;
+    let lease = Duration::from_secs(30);
+    let first = queue::claim(&f.db, queue::FIRST_CURSOR, 10, lease, "gone")
+        .await
+        .expect("claim");
+    assert_eq!(first.jobs.len(), 1);
+    f.fresh
+        .connect()
+        .await
+        .execute(
+            "UPDATE jobs SET run_at = now() - interval '1 second' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("expire");
+    let again = queue::claim(&f.db, queue::FIRST_CURSOR, 10, lease, "next")
+        .await
+        .expect("claim");
+    assert!(again.jobs.is_empty());
+    assert_eq!(again.expired_dead, 1);
+    assert_eq!(f.job_state(id).await, Some(("dead".to_owned(), 1)));
+    let dead = queue::dead_letters(&f.db, 10).await.expect("dead");
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("lease expired on the last attempt")
+    );
 }
 
 #[tokio::test]
@@ -349,14 +466,14 @@ async fn failing_jobs_back_off_then_become_dead_letters_that_can_be_retried() {
         .expect("due");
     let report = worker.run_one_batch().await.expect("batch");
     assert_eq!((report.failed, report.dead), (1, 1));
-    assert_eq!(f.job_state(id).await, ("dead".to_owned(), 2));
+    assert_eq!(f.job_state(id).await, Some(("dead".to_owned(), 2)));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 
     let dead = queue::dead_letters(&f.db, 10).await.expect("dead");
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].id, id);
     assert!(queue::retry_dead(&f.db, id).await.expect("retry"));
-    assert_eq!(f.job_state(id).await, ("ready".to_owned(), 0));
+    assert_eq!(f.job_state(id).await, Some(("ready".to_owned(), 0)));
     assert!(!queue::retry_dead(&f.db, id).await.expect("not dead now"));
     worker.run_one_batch().await.expect("batch");
     raw.execute("UPDATE jobs SET run_at = now() WHERE id = $1", &[&id])
@@ -385,7 +502,7 @@ async fn a_job_of_an_unknown_kind_fails_instead_of_stalling_the_worker() {
     let worker = Worker::new(f.db.clone(), Registry::new(), config(10));
     let report = worker.run_one_batch().await.expect("batch");
     assert_eq!(report.dead, 1);
-    assert_eq!(f.job_state(id).await.0, "dead");
+    assert_eq!(f.job_state(id).await.expect("job").0, "dead");
 }
 
 /// Members `n` of tenant `t`; returns their ids.
@@ -451,6 +568,12 @@ async fn a_fan_out_whose_worker_dies_mid_way_notifies_each_member_exactly_once()
         .await
         .expect("chunk");
     assert!(first.last.is_some());
+    let progress: serde_json::Value = raw
+        .query_one("SELECT progress FROM jobs WHERE id = $1", &[&a.job_id])
+        .await
+        .expect("job")
+        .get(0);
+    assert!(progress["after"].is_string(), "{progress}");
     raw.execute(
         "UPDATE jobs SET run_at = now() - interval '1 second' WHERE id = $1",
         &[&a.job_id],
@@ -466,7 +589,7 @@ async fn a_fan_out_whose_worker_dies_mid_way_notifies_each_member_exactly_once()
     );
     let report = worker.run_one_batch().await.expect("batch");
     assert_eq!((report.claimed, report.completed), (1, 1));
-    assert_eq!(f.job_state(a.job_id).await, ("done".to_owned(), 2));
+    assert_eq!(f.job_state(a.job_id).await, None, "completed");
 
     // The dead worker wakes up and runs its next chunk: refused, nothing written.
     let late = fanout.run_chunk(&ctx, job, first.last.expect("last")).await;
@@ -483,12 +606,6 @@ async fn a_fan_out_whose_worker_dies_mid_way_notifies_each_member_exactly_once()
     assert_eq!(rows.len(), 24, "every member but the one who opted out");
     assert!(rows.iter().all(|r| r.get::<_, i64>(1) == 1));
     assert!(rows.iter().all(|r| r.get::<_, Uuid>(0) != users[7]));
-    let progress: serde_json::Value = raw
-        .query_one("SELECT progress FROM jobs WHERE id = $1", &[&a.job_id])
-        .await
-        .expect("job")
-        .get(0);
-    assert!(progress["after"].is_string(), "{progress}");
 }
 
 #[tokio::test]
