@@ -15,15 +15,6 @@ fn events(n: usize, kind: &str) -> Value {
     json!({ "events": list })
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.raw_db()
-        .await
-        .query_one(sql, &[])
-        .await
-        .expect("count")
-        .get(0)
-}
-
 #[tokio::test]
 async fn analytics_events_are_committed_before_the_202_and_counted_by_day() {
     let app = TestApp::spawn().await;
@@ -41,10 +32,7 @@ async fn analytics_events_are_committed_before_the_202_and_counted_by_day() {
     let body = assert_json(res, StatusCode::ACCEPTED).await;
     assert_eq!(body["accepted"], 3);
     // Durable at the moment of the answer: no waiting.
-    assert_eq!(
-        count(&app, "SELECT count(*) FROM analytics_events").await,
-        3
-    );
+    assert_eq!(app.count("SELECT count(*) FROM analytics_events").await, 3);
 
     let stats = assert_json(
         app.as_user(
@@ -138,16 +126,10 @@ async fn a_failed_group_commit_answers_503_and_writes_nothing_of_it() {
         );
     }
     // Nothing of the refused request, everything of the others.
+    assert_eq!(app.count("SELECT count(*) FROM analytics_events").await, 50);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM analytics_events").await,
-        50
-    );
-    assert_eq!(
-        count(
-            &app,
-            "SELECT coalesce(sum(analytics_received), 0)::int8 FROM tenant_daily_stats"
-        )
-        .await,
+        app.count("SELECT coalesce(sum(analytics_received), 0)::int8 FROM tenant_daily_stats")
+            .await,
         50
     );
 }
@@ -172,10 +154,7 @@ async fn the_daily_analytics_quota_refuses_a_request_whole() {
     assert_problem(send(3).await, StatusCode::FORBIDDEN, "quota_exceeded").await;
     assert_json(send(2).await, StatusCode::ACCEPTED).await;
     assert_problem(send(1).await, StatusCode::FORBIDDEN, "quota_exceeded").await;
-    assert_eq!(
-        count(&app, "SELECT count(*) FROM analytics_events").await,
-        5
-    );
+    assert_eq!(app.count("SELECT count(*) FROM analytics_events").await, 5);
 }
 
 #[tokio::test]
@@ -240,10 +219,7 @@ async fn bad_analytics_requests_are_refused_with_problems() {
         .fetch()
         .await;
     assert_problem(res, StatusCode::BAD_REQUEST, "bad_request").await;
-    assert_eq!(
-        count(&app, "SELECT count(*) FROM analytics_events").await,
-        0
-    );
+    assert_eq!(app.count("SELECT count(*) FROM analytics_events").await, 0);
 }
 
 async fn unread(app: &TestApp, user: &User) -> Vec<Value> {
@@ -298,7 +274,7 @@ async fn an_announcement_notifies_each_member_once_and_they_can_read_it() {
     // The owner is a member too; the other tenant hears nothing.
     assert_eq!(unread(&app, &owner).await.len(), 1);
     assert!(unread(&app, &other_owner).await.is_empty());
-    let raw_count = count(&app, "SELECT count(*) FROM notifications").await;
+    let raw_count = app.count("SELECT count(*) FROM notifications").await;
     assert_eq!(raw_count, 4, "exactly one per member");
 
     let note = &unread(&app, &members[0]).await[0];
@@ -529,7 +505,7 @@ async fn likes_on_a_hot_post_are_applied_as_one_update_and_reads_stay_exact() {
 
     // Not applied yet: the stored counter is behind, the post read is exact.
     assert_eq!(
-        count(&app, "SELECT like_count::int8 FROM posts").await,
+        app.count("SELECT like_count::int8 FROM posts").await,
         0,
         "nothing applied yet"
     );
@@ -551,13 +527,10 @@ async fn likes_on_a_hot_post_are_applied_as_one_update_and_reads_stay_exact() {
     // 1 new post + 8 likes + 1 unlike + 1 comment, into one UPDATE of the post.
     assert_eq!(applied.deltas, 11);
     assert_eq!(applied.posts, 1);
-    assert_eq!(count(&app, "SELECT like_count::int8 FROM posts").await, 7);
+    assert_eq!(app.count("SELECT like_count::int8 FROM posts").await, 7);
+    assert_eq!(app.count("SELECT comment_count::int8 FROM posts").await, 1);
     assert_eq!(
-        count(&app, "SELECT comment_count::int8 FROM posts").await,
-        1
-    );
-    assert_eq!(
-        count(&app, "SELECT count(*) FROM post_counter_deltas").await,
+        app.count("SELECT count(*) FROM post_counter_deltas").await,
         0
     );
     let read = assert_json(

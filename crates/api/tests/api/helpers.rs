@@ -208,6 +208,16 @@ impl TestApp {
     pub async fn raw_db(&self) -> tokio_postgres::Client {
         self.db.connect().await
     }
+
+    /// The single number `sql` selects, read as the owner (past RLS).
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.raw_db()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
 }
 
 impl Drop for TestApp {

@@ -75,15 +75,6 @@ const FANOUT_JOBS: &str = "SELECT count(*) FROM (
          UNION SELECT job_id FROM job_keys WHERE key LIKE 'announcement:%'
      ) j";
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    app.raw_db()
-        .await
-        .query_one(sql, &[])
-        .await
-        .expect("count")
-        .get(0)
-}
-
 #[tokio::test]
 async fn a_member_who_mutes_announcements_is_not_notified_and_other_tenants_are_untouched() {
     let app = TestApp::spawn().await;
@@ -120,12 +111,12 @@ async fn a_member_who_mutes_announcements_is_not_notified_and_other_tenants_are_
         preferences(&app, &muted_elsewhere).await,
         json!({"announcements": true})
     );
-    let stored = count(
-        &app,
-        "SELECT count(*) FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+    let stored = app
+        .count(
+            "SELECT count(*) FROM memberships m JOIN tenants t ON t.id = m.tenant_id
          WHERE t.slug = 'other' AND m.notification_prefs <> '{}'",
-    )
-    .await;
+        )
+        .await;
     assert_eq!(stored, 0, "no preference stored in the other tenant");
 
     // The fan-out skips the muted member, and only in this tenant.
@@ -232,11 +223,8 @@ async fn bad_preference_bodies_are_422_and_non_members_403() {
     )
     .await;
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM memberships WHERE notification_prefs <> '{}'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM memberships WHERE notification_prefs <> '{}'")
+            .await,
         0
     );
     assert_unauthenticated(
@@ -286,20 +274,17 @@ async fn a_retried_announcement_with_its_idempotency_key_is_answered_once_and_fa
     )
     .await;
     assert_eq!(late, first);
-    assert_eq!(count(&app, "SELECT count(*) FROM announcements").await, 1);
-    assert_eq!(count(&app, FANOUT_JOBS).await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM announcements").await, 1);
+    assert_eq!(app.count(FANOUT_JOBS).await, 1);
     assert_eq!(unread(&app, &member).await.len(), 1);
     assert_eq!(
-        count(&app, "SELECT count(*) FROM notifications").await,
+        app.count("SELECT count(*) FROM notifications").await,
         3,
         "one per member of acme"
     );
     assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM audit_log WHERE action = 'announcement.create'"
-        )
-        .await,
+        app.count("SELECT count(*) FROM audit_log WHERE action = 'announcement.create'")
+            .await,
         1
     );
 
@@ -322,7 +307,7 @@ async fn a_retried_announcement_with_its_idempotency_key_is_answered_once_and_fa
         "idempotency_key_reused",
     )
     .await;
-    assert_eq!(count(&app, "SELECT count(*) FROM announcements").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM announcements").await, 1);
 
     // Keys are per tenant: the same key elsewhere is a new announcement.
     let elsewhere = assert_json(
@@ -368,8 +353,8 @@ async fn concurrent_requests_with_one_idempotency_key_make_one_announcement() {
         bodies.push(assert_json(res, StatusCode::ACCEPTED).await);
     }
     assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
-    assert_eq!(count(&app, "SELECT count(*) FROM announcements").await, 1);
-    assert_eq!(count(&app, FANOUT_JOBS).await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM announcements").await, 1);
+    assert_eq!(app.count(FANOUT_JOBS).await, 1);
 }
 
 #[tokio::test]
@@ -399,7 +384,7 @@ async fn a_malformed_idempotency_key_is_a_bad_request() {
         .fetch()
         .await;
     assert_problem(res, StatusCode::BAD_REQUEST, "bad_request").await;
-    assert_eq!(count(&app, "SELECT count(*) FROM announcements").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM announcements").await, 0);
     // 255 printable characters, spaces included, are fine.
     let longest = format!("{} {}", "a".repeat(127), "~".repeat(127));
     assert_json(
