@@ -89,65 +89,30 @@ impl Stats {
     }
 
     pub(crate) fn hit(&self, ns: &'static str, tenant: Uuid, source: Source) {
-        // Counted under the read lock when the namespace is known (every
-        // request counts several hits: no `Arc` clone, no allocation).
-        let known = self
-            .by_ns
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(ns)
-            .map(|s| {
+        count_in(
+            &self.by_ns,
+            &ns,
+            || self.ns(ns),
+            |s| {
                 match source {
                     Source::L1 => s.hits_l1.fetch_add(1, Relaxed),
                     Source::L2 => s.hits_l2.fetch_add(1, Relaxed),
                     Source::Loaded => s.misses.fetch_add(1, Relaxed),
                 };
-            });
-        if known.is_some() {
-            if !tenant.is_nil() {
-                self.count_tenant(tenant, source);
-            }
-            return;
-        }
-        let s = self.ns(ns);
-        match source {
-            Source::L1 => {
-                s.hits_l1.fetch_add(1, Relaxed);
-            }
-            Source::L2 => {
-                s.hits_l2.fetch_add(1, Relaxed);
-            }
-            Source::Loaded => {
-                s.misses.fetch_add(1, Relaxed);
-                if !tenant.is_nil() {
-                    self.tenant(tenant).misses.fetch_add(1, Relaxed);
-                }
-                return;
-            }
-        }
+            },
+        );
         if !tenant.is_nil() {
-            self.tenant(tenant).hits.fetch_add(1, Relaxed);
-        }
-    }
-
-    fn count_tenant(&self, tenant: Uuid, source: Source) {
-        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
-        match tenants.get(&tenant) {
-            Some(t) if source == Source::Loaded => {
-                t.misses.fetch_add(1, Relaxed);
-            }
-            Some(t) => {
-                t.hits.fetch_add(1, Relaxed);
-            }
-            None => {
-                drop(tenants);
-                let t = self.tenant(tenant);
-                if source == Source::Loaded {
-                    t.misses.fetch_add(1, Relaxed);
-                } else {
-                    t.hits.fetch_add(1, Relaxed);
-                }
-            }
+            count_in(
+                &self.tenants,
+                &tenant,
+                || self.tenant(tenant),
+                |t| {
+                    match source {
+                        Source::Loaded => t.misses.fetch_add(1, Relaxed),
+                        Source::L1 | Source::L2 => t.hits.fetch_add(1, Relaxed),
+                    };
+                },
+            );
         }
     }
 
@@ -234,4 +199,20 @@ impl Stats {
         all.sort_by_key(|(_, r)| std::cmp::Reverse(*r));
         all.into_iter().take(n).map(|(id, _)| id).collect()
     }
+}
+
+/// Counts into `map`'s entry for `key` under the read lock when it exists
+/// (every request counts several hits: no `Arc` clone, no allocation), else
+/// into the entry `make` inserts.
+fn count_in<K: std::hash::Hash + Eq, V>(
+    map: &RwLock<HashMap<K, Arc<V>, RandomState>>,
+    key: &K,
+    make: impl FnOnce() -> Arc<V>,
+    count: impl Fn(&V),
+) {
+    if let Some(v) = map.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+        count(v);
+        return;
+    }
+    count(&make());
 }
