@@ -9,6 +9,7 @@ pub mod batch;
 pub mod config;
 pub mod json_time;
 pub mod maintenance;
+pub mod memo;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;

@@ -230,13 +230,14 @@ impl AppState {
     /// made-up tokens cannot fill the cache. Keying by the token itself
     /// rather than a digest of it saves a SHA-256 per request (measured with
     /// callgrind: ~7,000 instructions of a ~130,000-instruction request).
-    pub fn verify_token(&self, token: &str) -> Result<AuthUser, ApiError> {
+    /// Returns the user and the token's `exp`.
+    pub fn verify_token_exp(&self, token: &str) -> Result<(AuthUser, u64), ApiError> {
         let now = jsonwebtoken::get_current_timestamp();
         if let Some(hit) = self.tokens.get(token)
             && hit.exp > now
         {
             self.cache.stats.token_hit(true);
-            return Ok(hit.user);
+            return Ok((hit.user, hit.exp));
         }
         self.cache.stats.token_hit(false);
         let (user, exp) = self.jwt.verify_with_exp(token)?;
@@ -249,7 +250,7 @@ impl AppState {
                 },
             );
         }
-        Ok(user)
+        Ok((user, exp))
     }
 
     /// Sets how many tenant operations the database runs at once (the fair
@@ -306,6 +307,10 @@ impl AppState {
 
     /// The platform's default settings, cached once for every tenant.
     pub async fn platform_settings(&self) -> Result<Arc<serde_json::Value>, ApiError> {
+        if let Some(settings) = crate::memo::platform_settings(&self.cache) {
+            return Ok(settings);
+        }
+        let stamp = self.cache.stamp(tenantry_cache::PLATFORM);
         let db = &self.db;
         let found = self
             .cache
@@ -322,6 +327,7 @@ impl AppState {
             )
             .await
             .map_err(|e| ApiError::from(crate::tenancy::unshare(e)))?;
+        crate::memo::remember_platform_settings(&self.cache, stamp, found.clone());
         Ok(found)
     }
 

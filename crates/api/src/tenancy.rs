@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use tenantry_cache::{Cache, PLATFORM};
+use tenantry_cache::{Cache, PLATFORM, Stamp};
 use tenantry_core::{Limits, Role, TenantStatus};
 use tenantry_db::members::Member;
 use tenantry_db::tenants::{self, Lookup, Tenant};
@@ -24,6 +24,7 @@ use tenantry_fairness::gcra::{Decision, Quota};
 use tenantry_fairness::share::{Claim, Rejected};
 
 use crate::auth::AuthUser;
+use crate::memo::{self, Caller};
 use crate::problem::ApiError;
 use crate::state::{AppState, PLATFORM_STATEMENT_TIMEOUT_MS};
 
@@ -139,15 +140,29 @@ pub(crate) fn unshare(err: Arc<tenantry_db::DbError>) -> tenantry_db::DbError {
 
 /// Finds the tenant a request names. Unknown or deleted: 404; suspended: 403.
 pub async fn resolve(parts: &Parts, state: &AppState) -> Result<Arc<Tenant>, ApiError> {
-    let mut named: Option<(Arc<Tenant>, &'static str)> = None;
-    let mut name = |tenant: Arc<Tenant>, signal: &'static str| -> Result<(), ApiError> {
+    let query = query_tenant(parts.uri.query());
+    resolve_named(parts, state, query.as_deref())
+        .await
+        .map(|(tenant, _)| tenant)
+}
+
+/// [`resolve`] with the request's `?tenant=` parameter already decoded;
+/// also says which namespace the first signal was looked up in
+/// (`names:domain` or `names:slug`).
+async fn resolve_named(
+    parts: &Parts,
+    state: &AppState,
+    query_tenant: Option<&str>,
+) -> Result<(Arc<Tenant>, &'static str), ApiError> {
+    let mut named: Option<(Arc<Tenant>, &'static str, &'static str)> = None;
+    let mut name = |tenant: Arc<Tenant>, signal: &'static str, ns| -> Result<(), ApiError> {
         match &named {
-            Some((first, first_signal)) if first.id != tenant.id => Err(ApiError::BadRequest(
+            Some((first, first_signal, _)) if first.id != tenant.id => Err(ApiError::BadRequest(
                 format!("the {first_signal} and the {signal} name different tenants"),
             )),
             Some(_) => Ok(()),
             None => {
-                named = Some((tenant, signal));
+                named = Some((tenant, signal, ns));
                 Ok(())
             }
         }
@@ -155,10 +170,10 @@ pub async fn resolve(parts: &Parts, state: &AppState) -> Result<Arc<Tenant>, Api
 
     if let Some(host) = host_of(parts) {
         if let Some(tenant) = state.registry.by_domain(&host).await? {
-            name(tenant, "custom domain")?;
+            name(tenant, "custom domain", "names:domain")?;
         } else if let Some(slug) = subdomain_slug(&host, state.base_domain.as_deref()) {
             let tenant = state.registry.by_slug(slug).await?.ok_or_else(unknown)?;
-            name(tenant, "subdomain")?;
+            name(tenant, "subdomain", "names:slug")?;
         }
     }
     if let Some(value) = parts.headers.get("x-tenant") {
@@ -166,21 +181,21 @@ pub async fn resolve(parts: &Parts, state: &AppState) -> Result<Arc<Tenant>, Api
             .to_str()
             .map_err(|_| ApiError::BadRequest("X-Tenant must be a tenant slug".to_owned()))?;
         let tenant = lookup_slug(state, slug).await?;
-        name(tenant, "X-Tenant header")?;
+        name(tenant, "X-Tenant header", "names:slug")?;
     }
-    if let Some(slug) = query_tenant(parts.uri.query()) {
-        let tenant = lookup_slug(state, &slug).await?;
-        name(tenant, "tenant query parameter")?;
+    if let Some(slug) = query_tenant {
+        let tenant = lookup_slug(state, slug).await?;
+        name(tenant, "tenant query parameter", "names:slug")?;
     }
 
-    let (tenant, _) = named.ok_or_else(|| {
+    let (tenant, _, ns) = named.ok_or_else(|| {
         ApiError::BadRequest(
             "no tenant named: use the tenant's domain, the X-Tenant header or ?tenant=<slug>"
                 .to_owned(),
         )
     })?;
     match tenant.status {
-        TenantStatus::Active => Ok(tenant),
+        TenantStatus::Active => Ok((tenant, ns)),
         TenantStatus::Suspended => Err(ApiError::TenantSuspended),
         TenantStatus::Deleted => Err(unknown()),
     }
@@ -284,11 +299,13 @@ pub struct RequestInfoInner {
 pub struct Scope {
     pub tenant: Arc<Tenant>,
     pub limits: Limits,
-    pub user: AuthUser,
+    pub user: Arc<AuthUser>,
     pub tx: Tx,
     /// `None` until looked up; then the membership, or `Some(None)` for a
     /// non-member.
     member: Option<Option<Arc<Member>>>,
+    /// The memo entry of this caller (see [`crate::memo`]), if current.
+    caller: Option<Arc<Caller>>,
     state: Arc<AppState>,
 }
 
@@ -298,6 +315,14 @@ impl Scope {
     pub async fn membership(&mut self) -> Result<Option<Arc<Member>>, ApiError> {
         if let Some(m) = &self.member {
             return Ok(m.clone());
+        }
+        if let Some(m) = self
+            .caller
+            .as_ref()
+            .and_then(|c| c.member(&self.state.cache))
+        {
+            self.member = Some(m.clone());
+            return Ok(m);
         }
         let (tenant, user) = (self.tenant.id, self.user.id);
         let tx = &mut self.tx;
@@ -317,6 +342,9 @@ impl Scope {
             .await
             .map_err(|e| ApiError::from(unshare(e)))?;
         let member = found.as_ref().clone();
+        if let Some(caller) = &self.caller {
+            caller.set_member(member.clone());
+        }
         self.member = Some(member.clone());
         Ok(member)
     }
@@ -405,8 +433,19 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         // Authenticate first: anonymous callers learn nothing about tenants.
-        let user = state.verify_token(crate::auth::bearer(&parts.headers)?)?;
-        let tenant = resolve(parts, state).await?;
+        let token = crate::auth::bearer(&parts.headers)?;
+        let query = query_tenant(parts.uri.query());
+        let naming = memo::naming(&state.cache, parts, token, query.as_deref());
+        let found = match memo::lookup(&state.cache, &naming) {
+            Some(caller) => Found::Known(caller),
+            // The slow path, boxed so that every request's future stays
+            // small.
+            None => Box::pin(Found::fresh(parts, state, token, query.as_deref())).await?,
+        };
+        let (user, tenant) = match &found {
+            Found::Known(caller) => (caller.user.clone(), caller.tenant.clone()),
+            Found::Fresh { user, tenant, .. } => (user.clone(), tenant.clone()),
+        };
         let limits = state.limits_of(&tenant);
         let info = parts
             .extensions
@@ -418,13 +457,34 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         if state.fairness.enforce {
             admit_rate(state, &info, &tenant, &limits, user.id).await?;
         }
-        state.provision(&user).await?;
-        state
-            .cache
-            .stats
-            .tenant(tenant.id)
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let caller = match found {
+            Found::Known(caller) => Some(caller),
+            Found::Fresh {
+                before, exp, names, ..
+            } => {
+                state.provision(&user).await?;
+                Box::pin(remember(
+                    state,
+                    &naming,
+                    before,
+                    (&user, exp),
+                    &tenant,
+                    names,
+                ))
+                .await?
+            }
+        };
+        match &caller {
+            Some(caller) => caller.count_request(),
+            None => {
+                state
+                    .cache
+                    .stats
+                    .tenant(tenant.id)
+                    .requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let admission = state
             .fairness
             .enforce
@@ -439,9 +499,76 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             user,
             tx,
             member: None,
+            caller,
             state: state.clone(),
         })
     }
+}
+
+/// A request's caller and tenant: from the memo, or looked up just now.
+enum Found {
+    Known(Arc<Caller>),
+    Fresh {
+        user: Arc<AuthUser>,
+        tenant: Arc<Tenant>,
+        /// Taken before anything was read (see [`remember`]).
+        before: Stamp,
+        /// The token's expiry.
+        exp: u64,
+        /// The namespace the tenant's name was looked up in.
+        names: &'static str,
+    },
+}
+
+impl Found {
+    async fn fresh(
+        parts: &Parts,
+        state: &AppState,
+        token: &str,
+        query_tenant: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let before = state.cache.stamp(PLATFORM);
+        let (user, exp) = state.verify_token_exp(token)?;
+        let (tenant, names) = resolve_named(parts, state, query_tenant).await?;
+        Ok(Found::Fresh {
+            user: Arc::new(user),
+            tenant,
+            before,
+            exp,
+            names,
+        })
+    }
+}
+
+/// Memoizes a provisioned caller of `tenant`, unless something it was read
+/// from may have moved while it was read: a platform generation (a name)
+/// since `before`, or the tenant's record, which is read again under the
+/// tenant's stamp and must be the very value resolution returned.
+async fn remember(
+    state: &AppState,
+    naming: &memo::Naming<'_>,
+    before: Stamp,
+    (user, exp): (&Arc<AuthUser>, u64),
+    tenant: &Arc<Tenant>,
+    names: &'static str,
+) -> Result<Option<Arc<Caller>>, ApiError> {
+    let stamp = state.cache.stamp(tenant.id);
+    if !stamp.same_platform(before) {
+        return Ok(None);
+    }
+    let current = state.registry.by_id(tenant.id).await?;
+    if !current.is_some_and(|c| Arc::ptr_eq(&c, tenant)) {
+        return Ok(None);
+    }
+    Ok(Some(memo::remember(
+        &state.cache,
+        naming,
+        stamp,
+        user.clone(),
+        exp,
+        tenant.clone(),
+        names,
+    )))
 }
 
 /// The tenant's rate, then the user's rate within the tenant. The decision

@@ -103,6 +103,7 @@ type Lists = Vec<(Box<str>, Gen)>;
 #[derive(Default)]
 struct Generations {
     map: std::sync::RwLock<std::collections::HashMap<Uuid, Lists, foldhash::fast::RandomState>>,
+    epochs: Epochs,
 }
 
 impl Generations {
@@ -113,29 +114,101 @@ impl Generations {
     }
 
     fn insert(&self, tenant: Uuid, list: &str, g: Gen) {
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let lists = map.entry(tenant).or_default();
-        match lists.iter_mut().find(|(l, _)| &**l == list) {
-            Some((_, current)) => *current = g,
-            None => lists.push((list.into(), g)),
+        {
+            let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+            let lists = map.entry(tenant).or_default();
+            match lists.iter_mut().find(|(l, _)| &**l == list) {
+                Some((_, current)) => *current = g,
+                None => lists.push((list.into(), g)),
+            }
         }
+        self.epochs.moved(tenant, list);
     }
 
     /// The generation there, or `g` inserted.
     fn get_or_insert(&self, tenant: Uuid, list: &str, g: Gen) -> Gen {
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let lists = map.entry(tenant).or_default();
-        match lists.iter().find(|(l, _)| &**l == list) {
-            Some((_, current)) => *current,
-            None => {
-                lists.push((list.into(), g));
-                g
+        let current = {
+            let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+            let lists = map.entry(tenant).or_default();
+            match lists.iter().find(|(l, _)| &**l == list) {
+                Some((_, current)) => Some(*current),
+                None => {
+                    lists.push((list.into(), g));
+                    None
+                }
             }
-        }
+        };
+        current.unwrap_or_else(|| {
+            self.epochs.moved(tenant, list);
+            g
+        })
     }
 
     fn clear(&self) {
         self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.epochs.platform.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Slots of tenant epochs: a tenant's bumps move its slot, shared with the
+/// 1/[`SLOTS`] of tenants that hash there.
+const SLOTS: usize = 256;
+
+/// Counters that move whenever a generation a [`Stamp`] depends on may have
+/// moved: a tenant's own generation (its record, memberships, everything),
+/// any platform-wide generation (names, platform settings), or a reset.
+/// Lists of a tenant (`posts`, …) do not move them. They let a memo of
+/// values read from this cache check in two atomic loads that none of its
+/// sources changed, instead of looking each one up again.
+struct Epochs {
+    tenants: Box<[AtomicU64]>,
+    platform: AtomicU64,
+}
+
+impl Default for Epochs {
+    fn default() -> Self {
+        Self {
+            tenants: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            platform: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Epochs {
+    fn slot(&self, tenant: Uuid) -> &AtomicU64 {
+        let bits = tenant.as_u128();
+        &self.tenants[((bits ^ (bits >> 64)) as usize) % SLOTS]
+    }
+
+    /// Called after `(tenant, list)`'s generation changed.
+    fn moved(&self, tenant: Uuid, list: &str) {
+        if tenant.is_nil() {
+            self.platform.fetch_add(1, Ordering::Release);
+        } else if list == TENANT {
+            self.slot(tenant).fetch_add(1, Ordering::Release);
+        }
+    }
+
+    fn stamp(&self, tenant: Uuid) -> Stamp {
+        Stamp {
+            tenant: self.slot(tenant).load(Ordering::Acquire),
+            platform: self.platform.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// What a memo of a tenant's cached values was made under: see
+/// [`Cache::stamp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    tenant: u64,
+    platform: u64,
+}
+
+impl Stamp {
+    /// Whether no platform-wide generation moved between the two stamps.
+    pub fn same_platform(self, other: Stamp) -> bool {
+        self.platform == other.platform
     }
 }
 
@@ -495,6 +568,21 @@ impl Cache {
         self.l1.invalidate_all();
         metrics::counter!("tenantry_cache_resets_total").increment(1);
         self.resets.notify_waiters();
+    }
+
+    /// The epochs of `tenant` and of the platform. Take it before reading
+    /// the values a memo will hold; the memo is current while
+    /// [`Cache::is_current`] says so: no generation of the tenant itself
+    /// (its record, its memberships) or of the platform (names, platform
+    /// settings) moved since, here or by another node's announcement, and
+    /// the cache was not reset. A tenant's lists (`posts`, …) do not count.
+    pub fn stamp(&self, tenant: Uuid) -> Stamp {
+        self.gens.epochs.stamp(tenant)
+    }
+
+    /// Whether nothing `stamp` depends on moved since it was taken.
+    pub fn is_current(&self, tenant: Uuid, stamp: Stamp) -> bool {
+        self.gens.epochs.stamp(tenant) == stamp
     }
 
     /// Entries in L1 (all namespaces; approximate until pending work runs).

@@ -263,3 +263,47 @@ async fn size_and_evictions_are_counted_by_namespace() {
     assert!(s.evictions.load(SeqCst) >= 40, "evictions {:?}", s);
     assert!(s.entries.load(SeqCst) <= 10, "entries {:?}", s);
 }
+
+#[tokio::test]
+async fn a_stamp_moves_with_its_tenant_the_platform_and_resets_but_not_with_lists() {
+    let cache = Cache::local();
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let loads = AtomicU32::new(0);
+    // The first lookup learns the tenant's generation: a move of its own.
+    load_counted(&cache, &loads, a, "tenant", "", "a").await;
+    let stamp = cache.stamp(a);
+    assert!(cache.is_current(a, stamp));
+
+    cache.bump_list(a, "posts").await;
+    load_counted(&cache, &loads, b, "tenant", "", "b").await;
+    cache.bump_tenant(b).await;
+    // `b` may share `a`'s slot (1 in 256); then the stamp moves too, which
+    // only costs a memo rebuild.
+    let shared_slot = cache.gens.epochs.slot(a).as_ptr() == cache.gens.epochs.slot(b).as_ptr();
+    assert_eq!(cache.is_current(a, stamp), !shared_slot);
+
+    let stamp = cache.stamp(a);
+    cache.bump_tenant(a).await;
+    assert!(!cache.is_current(a, stamp));
+
+    let stamp = cache.stamp(a);
+    cache.bump_list(PLATFORM, "names").await;
+    assert!(!cache.is_current(a, stamp));
+    assert!(!stamp.same_platform(cache.stamp(a)));
+
+    let stamp = cache.stamp(a);
+    cache.reset().await;
+    assert!(!cache.is_current(a, stamp));
+
+    // Another node's announcement moves it like a local bump.
+    let stamp = cache.stamp(a);
+    cache
+        .apply(&fanout::Message {
+            node: Uuid::now_v7(),
+            tenant: a,
+            list: TENANT.to_owned(),
+            generation: None,
+        })
+        .await;
+    assert!(!cache.is_current(a, stamp));
+}

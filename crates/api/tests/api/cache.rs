@@ -171,6 +171,35 @@ async fn the_token_cache_never_confuses_two_tokens() {
 }
 
 #[tokio::test]
+async fn a_remembered_caller_is_never_served_for_another_naming_of_the_tenant() {
+    let app = TestApp::spawn().await;
+    let (_, a) = app.tenant("memo-a").await;
+    let (_, b) = app.tenant("memo-b").await;
+    // The same token, first in a tenant it belongs to, then in one it does
+    // not: each naming resolves on its own.
+    let outsider = a.in_tenant("memo-b");
+    for _ in 0..3 {
+        assert_eq!(app.tenant_view(&a).await["membership"]["role"], "owner");
+        let view = app.tenant_view(&outsider).await;
+        assert_eq!(view["tenant"]["slug"], "memo-b");
+        assert_eq!(view["membership"], Value::Null);
+        assert_eq!(app.tenant_view(&b).await["membership"]["role"], "owner");
+    }
+    // Two signals naming different tenants stay a 400 after the header alone
+    // was remembered.
+    let res = app
+        .as_user(&a, Method::GET, "/v1/tenant?tenant=memo-b")
+        .fetch()
+        .await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "bad_request").await;
+    let res = app
+        .as_user(&a, Method::GET, "/v1/tenant?tenant=memo-a")
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn the_first_page_of_posts_is_cached_until_a_post_changes() {
     let app = TestApp::spawn().await;
     let (_, owner) = app.tenant("feed").await;
