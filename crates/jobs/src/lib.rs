@@ -11,11 +11,13 @@
 //! - [`ingest`]: the group-committed analytics collector.
 //! - [`announcements`]: the announcement fan-out job.
 //! - [`counters`]: the coalesced apply of post counter deltas.
+//! - [`vacuum`]: the workers keep the queue table vacuumed themselves.
 
 pub mod announcements;
 pub mod counters;
 pub mod ingest;
 pub mod queue;
+pub mod vacuum;
 pub mod worker;
 
 pub use queue::{Enqueued, Job, NewJob, enqueue};

@@ -286,6 +286,19 @@ pub struct Claimed {
 /// So a tenant with a million queued jobs takes at most `k` of a batch, and
 /// another tenant's job waits for no more than the next batch.
 ///
+/// What a claim still walks is dead index entries: claimed jobs' at the
+/// front of each tenant's range (step 2), and those of tenants drained to
+/// nothing below the lowest tenant with work (step 1's last probe, which goes
+/// on down to the start of the index to find there is no next tenant). A
+/// scan marks the ones it visits as dead once no snapshot needs them, but
+/// only VACUUM removes them, which is why the workers vacuum `jobs`
+/// themselves ([`crate::vacuum`]). Measured (psql, 20 tenants × 10,000 jobs,
+/// half of each tenant's claimed and completed, no vacuum): step 2 read
+/// 33,868 buffers before a scan marked them, 1,669 after; with ten tenants
+/// drained, step 1 read 16,183, then 793. No rewrite of this
+/// SQL skips them without a per-tenant position, which priorities (a new
+/// job may sort first) rule out.
+///
 /// The UPDATE finds its rows by the `ctid` the locking scan returned (a TID
 /// scan), not by joining on the key: a queue table swings between empty and
 /// full, and with statistics from an empty moment the planner hash-joined

@@ -5,10 +5,15 @@
 //!
 //! [`Worker::run_one_batch`] is one turn of that loop, so tests drain the
 //! queue without timers.
+//!
+//! After a batch that changed jobs, a worker may also start a vacuum of the
+//! queue table in the background ([`crate::vacuum`]), at most one at a time
+//! per worker (and, by an advisory lock, one at a time in all).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
@@ -18,6 +23,7 @@ use tokio::sync::{Mutex, Notify, watch};
 use uuid::Uuid;
 
 use crate::queue::{self, Failure, Job};
+use crate::vacuum::{self, VacuumPolicy};
 
 /// How a handler finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +144,9 @@ pub struct WorkerConfig {
     /// First retry delay; doubles per attempt, with jitter, up to `max_backoff`.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// When the workers vacuum the queue table themselves; `None` leaves it
+    /// to autovacuum.
+    pub vacuum: Option<VacuumPolicy>,
 }
 
 impl Default for WorkerConfig {
@@ -150,6 +159,7 @@ impl Default for WorkerConfig {
             rescue_every: Duration::from_secs(1),
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(3_600),
+            vacuum: Some(VacuumPolicy::default()),
         }
     }
 }
@@ -194,7 +204,34 @@ pub struct Worker {
     /// more tenants have work than a batch can take).
     cursor: Mutex<Uuid>,
     /// When this worker last rescued expired leases.
-    rescued_at: std::sync::Mutex<Option<std::time::Instant>>,
+    rescued_at: std::sync::Mutex<Option<Instant>>,
+    /// This worker's part in keeping the queue table vacuumed.
+    upkeep: Upkeep,
+}
+
+/// A worker's vacuum bookkeeping (see [`crate::vacuum`]).
+#[derive(Default)]
+struct Upkeep {
+    /// When this worker last looked whether `jobs` is due.
+    checked_at: std::sync::Mutex<Option<Instant>>,
+    /// A check (and maybe a vacuum) of this worker's is under way.
+    running: Arc<AtomicBool>,
+    /// The connecting role may not vacuum: never look again.
+    refused: Arc<AtomicBool>,
+}
+
+/// Set once per process when a worker found it may not vacuum, so the
+/// warning is logged once, not by every worker.
+static REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Clears a worker's `running` flag when its vacuum task ends, however it
+/// ends.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl Worker {
@@ -206,6 +243,7 @@ impl Worker {
             name: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()),
             cursor: Mutex::new(queue::FIRST_CURSOR),
             rescued_at: std::sync::Mutex::new(None),
+            upkeep: Upkeep::default(),
         }
     }
 
@@ -220,7 +258,7 @@ impl Worker {
             let mut at = self.rescued_at.lock().unwrap_or_else(|e| e.into_inner());
             let due = at.is_none_or(|t| t.elapsed() >= self.config.rescue_every);
             if due {
-                *at = Some(std::time::Instant::now());
+                *at = Some(Instant::now());
             }
             due
         };
@@ -290,7 +328,57 @@ impl Worker {
         metrics::counter!("tenantry_jobs_completed_total").increment(report.completed);
         metrics::counter!("tenantry_jobs_failed_total").increment(report.failed as u64);
         metrics::counter!("tenantry_jobs_dead_total").increment(report.dead);
+        // This batch left dead tuples (every claim and completion does).
+        self.start_vacuum_if_time();
         Ok(report)
+    }
+
+    /// Starts a background check of the queue table's dead tuples (and a
+    /// vacuum if due), unless this worker checked less than
+    /// `check_every` ago, is still checking, or may not vacuum. In the
+    /// background because a vacuum takes a while and the batches go on
+    /// meanwhile; never an error for the batch: a failed check is logged.
+    fn start_vacuum_if_time(&self) {
+        let Some(policy) = &self.config.vacuum else {
+            return;
+        };
+        let upkeep = &self.upkeep;
+        if upkeep.refused.load(Ordering::Relaxed) {
+            return;
+        }
+        {
+            let mut at = upkeep.checked_at.lock().unwrap_or_else(|e| e.into_inner());
+            if at.is_some_and(|t| t.elapsed() < policy.check_every) {
+                return;
+            }
+            if upkeep.running.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        let running = Running(upkeep.running.clone());
+        let (db, policy, refused) = (self.db.clone(), policy.clone(), upkeep.refused.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            match vacuum::vacuum_if_due(&db, &policy).await {
+                Ok(vacuum::Outcome::Vacuumed { dead, took }) => {
+                    metrics::counter!("tenantry_jobs_vacuums_total").increment(1);
+                    tracing::debug!(dead, took_ms = took.as_millis() as u64, "vacuumed jobs");
+                }
+                Ok(vacuum::Outcome::NotPermitted) => {
+                    refused.store(true, Ordering::Relaxed);
+                    if !REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "the database role may not vacuum the jobs table (it owns neither the \
+                             table nor the database): the queue relies on autovacuum, and slows \
+                             down under churn if that is off or lags"
+                        );
+                    }
+                }
+                Ok(vacuum::Outcome::NotDue { .. } | vacuum::Outcome::Busy) => {}
+                Err(e) => tracing::warn!(error = %e, "could not vacuum the jobs table; will retry"),
+            }
+        });
     }
 
     /// Runs batches until `stop`: straight on while there is work, else

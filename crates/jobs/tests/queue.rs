@@ -13,6 +13,7 @@ use tenantry_db::testing::FreshDatabase;
 use tenantry_db::{Db, DbOptions, TenantContext};
 use tenantry_jobs::announcements::{self, FanOut};
 use tenantry_jobs::queue::{self, NewJob};
+use tenantry_jobs::vacuum::{self, VacuumPolicy};
 use tenantry_jobs::{Done, Handler, Job, JobContext, JobError, Registry, Worker, WorkerConfig};
 use uuid::Uuid;
 
@@ -653,4 +654,164 @@ fn backoff_doubles_with_jitter_and_stays_capped() {
         let late = tenantry_jobs::worker::backoff(&config, 40);
         assert!(late >= Duration::from_secs(30) && late <= Duration::from_secs(60));
     }
+}
+
+/// Vacuums of `jobs` run by someone other than autovacuum, and its dead
+/// tuples, by PostgreSQL's statistics.
+async fn vacuum_stats(f: &Fixture) -> (i64, i64) {
+    let row = f
+        .fresh
+        .connect()
+        .await
+        .query_one(
+            "SELECT vacuum_count, n_dead_tup FROM pg_stat_user_tables WHERE relid = 'jobs'::regclass",
+            &[],
+        )
+        .await
+        .expect("jobs statistics");
+    (row.get(0), row.get(1))
+}
+
+/// A policy that finds `jobs` due at `min_dead` dead tuples, at once.
+fn eager(min_dead: i64) -> VacuumPolicy {
+    VacuumPolicy {
+        min_dead,
+        dead_ratio: 0.0,
+        min_interval: Duration::ZERO,
+        check_every: Duration::ZERO,
+    }
+}
+
+/// Enqueues `n` no-op jobs for `t` and runs batches until none is left;
+/// returns how many completed.
+async fn churn(f: &Fixture, worker: &Worker, t: Uuid, n: usize) -> u64 {
+    f.enqueue_n(t, n, "noop").await;
+    let mut completed = 0;
+    loop {
+        let report = worker.run_one_batch().await.expect("batch");
+        completed += report.completed;
+        if report.claimed == 0 {
+            return completed;
+        }
+    }
+}
+
+#[tokio::test]
+async fn workers_vacuum_the_queue_table_once_its_dead_tuples_pass_the_threshold() {
+    let f = fixture().await;
+    let [t] = f.tenants(1).await[..] else {
+        unreachable!()
+    };
+    let worker = Worker::new(
+        f.db.clone(),
+        Registry::new().register("noop", Counting::default()),
+        WorkerConfig {
+            vacuum: Some(eager(1)),
+            ..config(20)
+        },
+    );
+    assert_eq!(vacuum_stats(&f).await.0, 0, "nothing vacuumed jobs yet");
+
+    // The dead-tuple count reaches the statistics a little after the
+    // batches that made them, and the vacuum runs in the background: keep
+    // churning until it shows, with a deadline far beyond what it takes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut completed = 0;
+    let vacuums = loop {
+        completed += churn(&f, &worker, t, 50).await;
+        let (vacuums, _) = vacuum_stats(&f).await;
+        if vacuums > 0 || std::time::Instant::now() > deadline {
+            break vacuums;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        vacuums > 0,
+        "no vacuum of jobs after {completed} jobs went through"
+    );
+    assert_eq!(completed % 50, 0, "every job completed");
+}
+
+#[tokio::test]
+async fn a_queue_table_with_few_dead_tuples_is_not_vacuumed() {
+    let f = fixture().await;
+    let [t] = f.tenants(1).await[..] else {
+        unreachable!()
+    };
+    let worker = Worker::new(
+        f.db.clone(),
+        Registry::new().register("noop", Counting::default()),
+        WorkerConfig {
+            vacuum: None,
+            ..config(20)
+        },
+    );
+    assert_eq!(churn(&f, &worker, t, 100).await, 100);
+
+    let outcome = vacuum::vacuum_if_due(&f.db, &VacuumPolicy::default())
+        .await
+        .expect("check");
+    assert!(
+        matches!(outcome, vacuum::Outcome::NotDue { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(vacuum_stats(&f).await.0, 0);
+}
+
+#[tokio::test]
+async fn only_one_worker_vacuums_the_queue_table_at_a_time() {
+    let f = fixture().await;
+    let other = f.fresh.connect().await;
+    other
+        .execute("SELECT pg_advisory_lock($1)", &[&vacuum::VACUUM_LOCK])
+        .await
+        .expect("lock");
+
+    let outcome = vacuum::vacuum_if_due(&f.db, &eager(0))
+        .await
+        .expect("check");
+    assert_eq!(outcome, vacuum::Outcome::Busy);
+    assert_eq!(vacuum_stats(&f).await.0, 0);
+
+    other
+        .execute("SELECT pg_advisory_unlock($1)", &[&vacuum::VACUUM_LOCK])
+        .await
+        .expect("unlock");
+    let outcome = vacuum::vacuum_if_due(&f.db, &eager(0))
+        .await
+        .expect("check");
+    assert!(
+        matches!(outcome, vacuum::Outcome::Vacuumed { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(vacuum_stats(&f).await.0, 1);
+}
+
+#[tokio::test]
+async fn a_role_that_may_not_vacuum_still_runs_the_queue() {
+    let f = fixture().await;
+    let [t] = f.tenants(1).await[..] else {
+        unreachable!()
+    };
+    // The pool's sessions run as a role that owns nothing (as if the server
+    // connected as another role than the one that migrated).
+    let db = Db::connect(
+        &format!("{} options='-c role=tenantry_worker'", f.fresh.url),
+        &DbOptions::default(),
+    )
+    .expect("pool");
+    let outcome = vacuum::vacuum_if_due(&db, &eager(0)).await.expect("check");
+    assert_eq!(outcome, vacuum::Outcome::NotPermitted);
+
+    let worker = Worker::new(
+        db,
+        Registry::new().register("noop", Counting::default()),
+        WorkerConfig {
+            vacuum: Some(eager(0)),
+            ..config(20)
+        },
+    );
+    assert_eq!(churn(&f, &worker, t, 100).await, 100);
+    assert_eq!(churn(&f, &worker, t, 100).await, 100);
+    assert_eq!(vacuum_stats(&f).await.0, 0);
 }
