@@ -60,6 +60,8 @@ pub struct Caller {
     expires: Instant,
     /// The caller's membership, once a request looked it up.
     member: OnceLock<Option<Arc<Member>>>,
+    /// That membership as `GET /v1/tenant` shows it.
+    member_json: OnceLock<Arc<[u8]>>,
     stats: Arc<TenantStats>,
     names: Arc<NsStats>,
 }
@@ -217,6 +219,7 @@ pub fn remember(
         stamp,
         expires: Instant::now() + MEMO_TTL.min(Duration::from_secs(left)),
         member: OnceLock::new(),
+        member_json: OnceLock::new(),
     });
     MEMO.with(|m| {
         let callers = &mut m.borrow_mut().callers;
@@ -247,6 +250,18 @@ impl Caller {
     /// Keeps the membership a request looked up for the next ones.
     pub fn set_member(&self, member: Option<Arc<Member>>) {
         let _ = self.member.set(member);
+    }
+
+    /// The JSON `make` gives of the membership, made once per caller.
+    pub fn member_json<E>(
+        &self,
+        make: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Arc<[u8]>, E> {
+        if let Some(json) = self.member_json.get() {
+            return Ok(json.clone());
+        }
+        let json: Arc<[u8]> = make()?.into();
+        Ok(self.member_json.get_or_init(|| json).clone())
     }
 
     /// Counts a tenant-scoped request (for warming the busiest first).

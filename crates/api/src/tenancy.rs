@@ -349,6 +349,18 @@ impl Scope {
         Ok(member)
     }
 
+    /// The caller's membership as JSON, made by `make` (from
+    /// [`Scope::membership`]'s answer) once per memoized caller.
+    pub fn member_json(
+        &self,
+        make: impl FnOnce() -> Result<Vec<u8>, ApiError>,
+    ) -> Result<Arc<[u8]>, ApiError> {
+        match &self.caller {
+            Some(caller) => caller.member_json(make),
+            None => make().map(Into::into),
+        }
+    }
+
     /// Memoized views of tenants (see [`crate::routes::tenant::TenantViews`]).
     pub fn views(&self) -> &crate::routes::tenant::TenantViews {
         &self.state.views

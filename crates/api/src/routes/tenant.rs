@@ -53,11 +53,16 @@ pub struct TenantResponse {
 pub async fn get_tenant(mut scope: Scope) -> Result<Response, ApiError> {
     // Served from the cache at steady state: the tenant (with its member
     // count) came with resolution, the membership is cached per user.
-    let membership = scope.membership().await?.map(|m| MembershipView {
-        role: m.role.to_string(),
-        joined_at: m.created_at,
-        display_in_feed: m.display_in_feed,
-    });
+    let member = scope.membership().await?;
+    let membership = scope.member_json(|| {
+        let view = member.as_ref().map(|m| MembershipView {
+            role: m.role.to_string(),
+            joined_at: m.created_at,
+            display_in_feed: m.display_in_feed,
+        });
+        serde_json::to_vec(&view)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("membership as JSON: {e}")))
+    })?;
     let platform = scope.platform_settings().await?;
     let summary = scope.views().summary(&scope.tenant, &platform, || {
         summarize(&scope.tenant, &platform)
@@ -66,12 +71,11 @@ pub async fn get_tenant(mut scope: Scope) -> Result<Response, ApiError> {
     scope.tx.commit().await?;
     // `{"tenant": <summary>, "membership": ...}`, as `TenantResponse`
     // serializes (a test compares the two).
-    let mut body = Vec::with_capacity(summary.len() + 128);
+    let mut body = Vec::with_capacity(summary.len() + membership.len() + 32);
     body.extend_from_slice(b"{\"tenant\":");
     body.extend_from_slice(&summary);
     body.extend_from_slice(b",\"membership\":");
-    serde_json::to_writer(&mut body, &membership)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("membership as JSON: {e}")))?;
+    body.extend_from_slice(&membership);
     body.push(b'}');
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
