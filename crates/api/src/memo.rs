@@ -62,6 +62,9 @@ pub struct Caller {
     member: OnceLock<Option<Arc<Member>>>,
     /// That membership as `GET /v1/tenant` shows it.
     member_json: OnceLock<Arc<[u8]>>,
+    /// The tenant as `GET /v1/tenant` shows it (with the platform settings
+    /// overlaid: a change of either moves the stamp).
+    tenant_json: OnceLock<Arc<[u8]>>,
     stats: Arc<TenantStats>,
     names: Arc<NsStats>,
 }
@@ -220,6 +223,7 @@ pub fn remember(
         expires: Instant::now() + MEMO_TTL.min(Duration::from_secs(left)),
         member: OnceLock::new(),
         member_json: OnceLock::new(),
+        tenant_json: OnceLock::new(),
     });
     MEMO.with(|m| {
         let callers = &mut m.borrow_mut().callers;
@@ -262,6 +266,17 @@ impl Caller {
         }
         let json: Arc<[u8]> = make()?.into();
         Ok(self.member_json.get_or_init(|| json).clone())
+    }
+
+    /// The tenant's JSON a request of this caller made, if any.
+    pub fn tenant_json(&self) -> Option<Arc<[u8]>> {
+        self.tenant_json.get().cloned()
+    }
+
+    /// Keeps the tenant's JSON (made from this caller's tenant and the
+    /// platform settings current under its stamp) for the next requests.
+    pub fn set_tenant_json(&self, json: Arc<[u8]>) {
+        let _ = self.tenant_json.set(json);
     }
 
     /// Counts a tenant-scoped request (for warming the busiest first).

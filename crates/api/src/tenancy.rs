@@ -361,6 +361,11 @@ impl Scope {
         }
     }
 
+    /// This request's memoized caller (see [`crate::memo`]), if current.
+    pub fn caller(&self) -> Option<&Arc<Caller>> {
+        self.caller.as_ref()
+    }
+
     /// Memoized views of tenants (see [`crate::routes::tenant::TenantViews`]).
     pub fn views(&self) -> &crate::routes::tenant::TenantViews {
         &self.state.views

@@ -63,10 +63,19 @@ pub async fn get_tenant(mut scope: Scope) -> Result<Response, ApiError> {
         serde_json::to_vec(&view)
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("membership as JSON: {e}")))
     })?;
-    let platform = scope.platform_settings().await?;
-    let summary = scope.views().summary(&scope.tenant, &platform, || {
-        summarize(&scope.tenant, &platform)
-    });
+    let summary = match scope.caller().and_then(|c| c.tenant_json()) {
+        Some(json) => json,
+        None => {
+            let platform = scope.platform_settings().await?;
+            let json = scope.views().summary(&scope.tenant, &platform, || {
+                summarize(&scope.tenant, &platform)
+            });
+            if let Some(caller) = scope.caller() {
+                caller.set_tenant_json(json.clone());
+            }
+            json
+        }
+    };
     // Commits the membership lookup if there was one; sends nothing if not.
     scope.tx.commit().await?;
     // `{"tenant": <summary>, "membership": ...}`, as `TenantResponse`
