@@ -4,7 +4,7 @@
 //!
 //! Without it a cached `GET /v1/tenant` made six cache lookups (the token,
 //! the tenant's name, the tenant, the membership, the platform settings,
-//! "already provisioned"), each with its generation reads, its key
+//! "already provisioned") and serialized the membership, each with its generation reads, its key
 //! allocation and its shared-counter updates; under load on two cores that
 //! was half of the request's CPU (perf, BENCHMARKS.md "Caching"). A
 //! [`Caller`] holds the results for one (cache, token, tenant naming), and
@@ -60,17 +60,32 @@ pub struct Caller {
     expires: Instant,
     /// The caller's membership, once a request looked it up.
     member: OnceLock<Option<Arc<Member>>>,
-    /// That membership as `GET /v1/tenant` shows it.
-    member_json: OnceLock<Arc<[u8]>>,
-    /// The tenant as `GET /v1/tenant` shows it (with the platform settings
-    /// overlaid: a change of either moves the stamp).
-    tenant_json: OnceLock<Arc<[u8]>>,
-    stats: Arc<TenantStats>,
+    /// Answers' JSON parts, made once per caller (see [`View`]).
+    views: [OnceLock<Arc<[u8]>>; 2],
+    counters: Counters,
+}
+
+/// A JSON part of an answer kept with a [`Caller`]: made from the caller's
+/// tenant, membership and the platform settings, all of which move the
+/// caller's stamp when they change.
+#[derive(Clone, Copy)]
+pub enum View {
+    /// The membership as `GET /v1/tenant` shows it.
+    Member = 0,
+    /// The tenant as `GET /v1/tenant` shows it (platform settings overlaid).
+    Tenant = 1,
+}
+
+/// The counters a hit counts in, in place of the lookups it saves.
+struct Counters {
+    token: Arc<NsStats>,
     names: Arc<NsStats>,
+    tenant: Arc<NsStats>,
+    member: Arc<NsStats>,
+    tenant_stats: Arc<TenantStats>,
 }
 
 /// The inputs a [`Caller`] stands for, compared in full on every hit.
-#[derive(PartialEq, Eq, Hash)]
 struct CallerKey {
     /// The cache it was read from: tests run several servers in a process.
     cache: Uuid,
@@ -119,35 +134,7 @@ pub struct Naming<'a> {
 #[derive(Default)]
 struct ThreadMemo {
     callers: HashMap<u64, Arc<Caller>, foldhash::fast::RandomState>,
-    platform: Option<(Uuid, Stamp, Instant, Arc<serde_json::Value>)>,
-    /// The counters a hit bumps, looked up once per thread (and cache).
-    counters: Option<(Uuid, Counters)>,
     hasher: foldhash::fast::RandomState,
-}
-
-/// The namespaces' counters a hit counts in.
-struct Counters {
-    token: Arc<NsStats>,
-    tenant: Arc<NsStats>,
-    member: Arc<NsStats>,
-    platform: Arc<NsStats>,
-}
-
-impl ThreadMemo {
-    fn counters(&mut self, cache: &Cache) -> &Counters {
-        let node = cache.node();
-        if self.counters.as_ref().is_none_or(|(n, _)| *n != node) {
-            let ns = |name| cache.stats.ns(name);
-            let counters = Counters {
-                token: ns("token"),
-                tenant: ns("tenant"),
-                member: ns("member"),
-                platform: ns("platform:settings"),
-            };
-            self.counters = Some((node, counters));
-        }
-        &self.counters.as_ref().expect("set above").1
-    }
 }
 
 thread_local! {
@@ -180,23 +167,19 @@ pub fn naming<'a>(
 /// The memoized caller for `naming`, if it is current. Counts the hits it
 /// stands for.
 pub fn lookup(cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
-    MEMO.with(|m| {
-        let mut m = m.borrow_mut();
-        let caller = m.callers.get(&naming.hash)?;
-        if !naming.key.matches(&caller.key)
-            || caller.expires <= Instant::now()
-            || !cache.is_current(caller.tenant.id, caller.stamp)
-        {
-            return None;
-        }
-        let caller = caller.clone();
-        let counters = m.counters(cache);
-        counters.token.hits_l1.fetch_add(1, Relaxed);
-        caller.names.hits_l1.fetch_add(1, Relaxed);
-        counters.tenant.hits_l1.fetch_add(1, Relaxed);
-        caller.stats.hits.fetch_add(1, Relaxed);
-        Some(caller)
-    })
+    let caller = MEMO.with(|m| m.borrow().callers.get(&naming.hash).cloned())?;
+    if !naming.key.matches(&caller.key)
+        || caller.expires <= Instant::now()
+        || !cache.is_current(caller.tenant.id, caller.stamp)
+    {
+        return None;
+    }
+    let c = &caller.counters;
+    c.token.hits_l1.fetch_add(1, Relaxed);
+    c.names.hits_l1.fetch_add(1, Relaxed);
+    c.tenant.hits_l1.fetch_add(1, Relaxed);
+    c.tenant_stats.hits.fetch_add(1, Relaxed);
+    Some(caller)
 }
 
 /// Remembers what a request resolved to: `user`, whose token expires at
@@ -213,17 +196,22 @@ pub fn remember(
     names: &'static str,
 ) -> Arc<Caller> {
     let left = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
+    let stats = &cache.stats;
     let caller = Arc::new(Caller {
         key: naming.key.owned(),
         user,
-        stats: cache.stats.tenant(tenant.id),
-        names: cache.stats.ns(names),
+        counters: Counters {
+            token: stats.ns("token"),
+            names: stats.ns(names),
+            tenant: stats.ns("tenant"),
+            member: stats.ns("member"),
+            tenant_stats: stats.tenant(tenant.id),
+        },
         tenant,
         stamp,
         expires: Instant::now() + MEMO_TTL.min(Duration::from_secs(left)),
         member: OnceLock::new(),
-        member_json: OnceLock::new(),
-        tenant_json: OnceLock::new(),
+        views: Default::default(),
     });
     MEMO.with(|m| {
         let callers = &mut m.borrow_mut().callers;
@@ -238,16 +226,10 @@ pub fn remember(
 impl Caller {
     /// The membership a request of this caller looked up, if any (counted
     /// as a hit).
-    pub fn member(&self, cache: &Cache) -> Option<Option<Arc<Member>>> {
+    pub fn member(&self) -> Option<Option<Arc<Member>>> {
         let member = self.member.get()?.clone();
-        MEMO.with(|m| {
-            m.borrow_mut()
-                .counters(cache)
-                .member
-                .hits_l1
-                .fetch_add(1, Relaxed);
-        });
-        self.stats.hits.fetch_add(1, Relaxed);
+        self.counters.member.hits_l1.fetch_add(1, Relaxed);
+        self.counters.tenant_stats.hits.fetch_add(1, Relaxed);
         Some(member)
     }
 
@@ -256,55 +238,13 @@ impl Caller {
         let _ = self.member.set(member);
     }
 
-    /// The JSON `make` gives of the membership, made once per caller.
-    pub fn member_json<E>(
-        &self,
-        make: impl FnOnce() -> Result<Vec<u8>, E>,
-    ) -> Result<Arc<[u8]>, E> {
-        if let Some(json) = self.member_json.get() {
-            return Ok(json.clone());
-        }
-        let json: Arc<[u8]> = make()?.into();
-        Ok(self.member_json.get_or_init(|| json).clone())
-    }
-
-    /// The tenant's JSON a request of this caller made, if any.
-    pub fn tenant_json(&self) -> Option<Arc<[u8]>> {
-        self.tenant_json.get().cloned()
-    }
-
-    /// Keeps the tenant's JSON (made from this caller's tenant and the
-    /// platform settings current under its stamp) for the next requests.
-    pub fn set_tenant_json(&self, json: Arc<[u8]>) {
-        let _ = self.tenant_json.set(json);
+    /// Where `view`'s JSON is kept for this caller.
+    pub fn view(&self, view: View) -> &OnceLock<Arc<[u8]>> {
+        &self.views[view as usize]
     }
 
     /// Counts a tenant-scoped request (for warming the busiest first).
     pub fn count_request(&self) {
-        self.stats.requests.fetch_add(1, Relaxed);
+        self.counters.tenant_stats.requests.fetch_add(1, Relaxed);
     }
-}
-
-/// The platform settings memoized on this thread, if current.
-pub fn platform_settings(cache: &Cache) -> Option<Arc<serde_json::Value>> {
-    MEMO.with(|m| {
-        let mut m = m.borrow_mut();
-        let (node, stamp, expires, value) = m.platform.as_ref()?;
-        if *node != cache.node()
-            || *expires <= Instant::now()
-            || !cache.is_current(tenantry_cache::PLATFORM, *stamp)
-        {
-            return None;
-        }
-        let value = value.clone();
-        m.counters(cache).platform.hits_l1.fetch_add(1, Relaxed);
-        Some(value)
-    })
-}
-
-/// Remembers the platform settings read under `stamp`.
-pub fn remember_platform_settings(cache: &Cache, stamp: Stamp, value: Arc<serde_json::Value>) {
-    MEMO.with(|m| {
-        m.borrow_mut().platform = Some((cache.node(), stamp, Instant::now() + MEMO_TTL, value));
-    });
 }

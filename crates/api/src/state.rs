@@ -307,10 +307,6 @@ impl AppState {
 
     /// The platform's default settings, cached once for every tenant.
     pub async fn platform_settings(&self) -> Result<Arc<serde_json::Value>, ApiError> {
-        if let Some(settings) = crate::memo::platform_settings(&self.cache) {
-            return Ok(settings);
-        }
-        let stamp = self.cache.stamp(tenantry_cache::PLATFORM);
         let db = &self.db;
         let found = self
             .cache
@@ -327,7 +323,6 @@ impl AppState {
             )
             .await
             .map_err(|e| ApiError::from(crate::tenancy::unshare(e)))?;
-        crate::memo::remember_platform_settings(&self.cache, stamp, found.clone());
         Ok(found)
     }
 

@@ -316,11 +316,7 @@ impl Scope {
         if let Some(m) = &self.member {
             return Ok(m.clone());
         }
-        if let Some(m) = self
-            .caller
-            .as_ref()
-            .and_then(|c| c.member(&self.state.cache))
-        {
+        if let Some(m) = self.caller.as_ref().and_then(|c| c.member()) {
             self.member = Some(m.clone());
             return Ok(m);
         }
@@ -347,18 +343,6 @@ impl Scope {
         }
         self.member = Some(member.clone());
         Ok(member)
-    }
-
-    /// The caller's membership as JSON, made by `make` (from
-    /// [`Scope::membership`]'s answer) once per memoized caller.
-    pub fn member_json(
-        &self,
-        make: impl FnOnce() -> Result<Vec<u8>, ApiError>,
-    ) -> Result<Arc<[u8]>, ApiError> {
-        match &self.caller {
-            Some(caller) => caller.member_json(make),
-            None => make().map(Into::into),
-        }
     }
 
     /// This request's memoized caller (see [`crate::memo`]), if current.

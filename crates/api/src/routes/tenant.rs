@@ -1,7 +1,7 @@
 //! `GET /v1/tenant`: the resolved tenant and the caller's membership.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use axum::http::header;
 use axum::response::{IntoResponse as _, Response};
@@ -11,6 +11,7 @@ use serde_json::Value;
 use tenantry_db::tenants::Tenant;
 use uuid::Uuid;
 
+use crate::memo::View;
 use crate::problem::ApiError;
 use crate::tenancy::Scope;
 
@@ -54,28 +55,26 @@ pub async fn get_tenant(mut scope: Scope) -> Result<Response, ApiError> {
     // Served from the cache at steady state: the tenant (with its member
     // count) came with resolution, the membership is cached per user.
     let member = scope.membership().await?;
-    let membership = scope.member_json(|| {
+    let caller = scope.caller().cloned();
+    let slot = |view| caller.as_deref().map(|c| c.view(view));
+    let membership = kept(slot(View::Member), || async {
         let view = member.as_ref().map(|m| MembershipView {
             role: m.role.to_string(),
             joined_at: m.created_at,
             display_in_feed: m.display_in_feed,
         });
         serde_json::to_vec(&view)
+            .map(Into::into)
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("membership as JSON: {e}")))
-    })?;
-    let summary = match scope.caller().and_then(|c| c.tenant_json()) {
-        Some(json) => json,
-        None => {
-            let platform = scope.platform_settings().await?;
-            let json = scope.views().summary(&scope.tenant, &platform, || {
-                summarize(&scope.tenant, &platform)
-            });
-            if let Some(caller) = scope.caller() {
-                caller.set_tenant_json(json.clone());
-            }
-            json
-        }
-    };
+    })
+    .await?;
+    let summary = kept(slot(View::Tenant), || async {
+        let platform = scope.platform_settings().await?;
+        Ok(scope.views().summary(&scope.tenant, &platform, || {
+            summarize(&scope.tenant, &platform)
+        }))
+    })
+    .await?;
     // Commits the membership lookup if there was one; sends nothing if not.
     scope.tx.commit().await?;
     // `{"tenant": <summary>, "membership": ...}`, as `TenantResponse`
@@ -87,6 +86,25 @@ pub async fn get_tenant(mut scope: Scope) -> Result<Response, ApiError> {
     body.extend_from_slice(&membership);
     body.push(b'}');
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The JSON kept in `slot` (the memoized caller's, if any), or `make`'s,
+/// then kept there.
+async fn kept<F>(
+    slot: Option<&OnceLock<Arc<[u8]>>>,
+    make: impl FnOnce() -> F,
+) -> Result<Arc<[u8]>, ApiError>
+where
+    F: Future<Output = Result<Arc<[u8]>, ApiError>>,
+{
+    if let Some(json) = slot.and_then(OnceLock::get) {
+        return Ok(json.clone());
+    }
+    let json = make().await?;
+    Ok(match slot {
+        Some(slot) => slot.get_or_init(|| json).clone(),
+        None => json,
+    })
 }
 
 /// The tenant part of `GET /v1/tenant`.
