@@ -116,7 +116,14 @@ impl Worker {
         let end = self.t0 + self.stream.end;
         sleep_until(self.t0 + self.stream.start).await;
         loop {
-            let sent = Instant::now();
+            let mut sent = Instant::now();
+            if let Some(turns) = self.stream.turns {
+                let open = self.t0 + turns.next_open(sent.saturating_duration_since(self.t0));
+                if open > sent {
+                    sleep_until(open).await;
+                    sent = Instant::now();
+                }
+            }
             if sent >= end {
                 break;
             }
@@ -144,6 +151,14 @@ impl Worker {
                 let left = (slots - k).div_ceil(step);
                 self.recorder.dropped.fetch_add(left, Ordering::Relaxed);
                 break;
+            }
+            if self
+                .stream
+                .turns
+                .is_some_and(|t| !t.is_open(due.saturating_duration_since(self.t0)))
+            {
+                k += step;
+                continue;
             }
             sleep_until(due).await;
             let tenant = match self.stream.tenants.len() {

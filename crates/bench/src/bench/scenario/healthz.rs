@@ -18,6 +18,7 @@ pub fn plan(ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
             start: std::time::Duration::ZERO,
             end,
             pick,
+            turns: None,
         }],
         warmup: ctx.warmup,
         end,

@@ -52,9 +52,9 @@ pub enum Scenario {
     /// `GET /healthz`: the HTTP framework's ceiling on this machine, for
     /// reading the other results as ratios.
     Healthz,
-    /// Cached `GET /v1/tenant` (tenants Zipf-skewed), then `GET /healthz`
-    /// as long: the ratio, the DB statements per request and the tenant
-    /// cache hit rate.
+    /// Cached `GET /v1/tenant` (tenants Zipf-skewed) and `GET /healthz`,
+    /// taking turns: the ratio, the DB statements per request and the
+    /// tenant cache hit rate.
     Tenant,
 }
 
@@ -138,6 +138,7 @@ impl PlanContext<'_> {
                 start: Duration::ZERO,
                 end,
                 pick,
+                turns: None,
             }],
             warmup: self.warmup,
             end,
@@ -197,6 +198,58 @@ pub struct Stream {
     pub start: Duration,
     pub end: Duration,
     pub pick: PickFn,
+    /// Streams that take turns within their window (`None`: always on).
+    pub turns: Option<Turns>,
+}
+
+/// Equal slices of time handed round `of` streams in order: the stream
+/// whose `turn` it is sends, the others wait. Streams compared with each
+/// other take turns so that both see the same conditions (the machine's
+/// background work, the scheduler's mood) rather than one each half of the
+/// run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turns {
+    pub slice: Duration,
+    pub turn: u32,
+    pub of: u32,
+}
+
+impl Turns {
+    fn slice_ns(&self) -> u128 {
+        self.slice.as_nanos().max(1)
+    }
+
+    /// Whether it is this stream's turn at `at` from the scenario's start.
+    pub fn is_open(&self, at: Duration) -> bool {
+        (at.as_nanos() / self.slice_ns()) % u128::from(self.of.max(1)) == u128::from(self.turn)
+    }
+
+    /// The first moment at or after `at` that is this stream's turn.
+    pub fn next_open(&self, at: Duration) -> Duration {
+        if self.is_open(at) {
+            return at;
+        }
+        let (slice, of) = (self.slice_ns(), u128::from(self.of.max(1)));
+        let index = at.as_nanos() / slice;
+        let ahead = (u128::from(self.turn) + of - index % of) % of;
+        nanos((index + ahead) * slice)
+    }
+
+    /// How long it is this stream's turn between `from` and `to`.
+    pub fn open_time(&self, from: Duration, to: Duration) -> Duration {
+        let upto = |t: Duration| {
+            let (slice, of) = (self.slice_ns(), u128::from(self.of.max(1)));
+            let t = t.as_nanos();
+            let (rounds, rest) = (t / (slice * of), t % (slice * of));
+            let start = u128::from(self.turn) * slice;
+            rounds * slice + rest.saturating_sub(start).min(slice)
+        };
+        nanos(upto(to).saturating_sub(upto(from)))
+    }
+}
+
+fn nanos(n: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
 /// A tenant's part in a scenario.
@@ -238,13 +291,22 @@ impl ScenarioPlan {
     /// their ends. A noisy tenant that floods only after the solo phase is
     /// measured over the flood, not the whole run.
     pub fn active_secs(&self, tenant: usize) -> f64 {
-        let mine = self.streams.iter().filter(|s| s.tenants.contains(&tenant));
-        let (start, end) = mine.fold((None, Duration::ZERO), |(start, end), s| {
-            let start = Some(start.map_or(s.start, |t: Duration| t.min(s.start)));
-            (start, end.max(s.end))
-        });
+        let mut mine = self.streams.iter().filter(|s| s.tenants.contains(&tenant));
+        let (start, end) = mine
+            .clone()
+            .fold((None, Duration::ZERO), |(start, end), s| {
+                let start = Some(start.map_or(s.start, |t: Duration| t.min(s.start)));
+                (start, end.max(s.end))
+            });
         let start = start.unwrap_or(self.warmup).max(self.warmup);
-        end.saturating_sub(start).as_secs_f64()
+        // Streams that take the same turns send only in them.
+        let first = mine.next().and_then(|s| s.turns);
+        match first {
+            Some(turns) if mine.all(|s| s.turns == Some(turns)) => {
+                turns.open_time(start, end).as_secs_f64()
+            }
+            _ => end.saturating_sub(start).as_secs_f64(),
+        }
     }
 
     /// How the results describe the load.
@@ -302,6 +364,7 @@ mod tests {
             start: Duration::from_secs(start),
             end: Duration::from_secs(end),
             pick,
+            turns: None,
         }
     }
 
@@ -320,5 +383,56 @@ mod tests {
         assert_eq!(plan.active_secs(0), 30.0);
         assert_eq!(plan.active_secs(1), 20.0);
         assert_eq!(plan.active_secs(2), 0.0, "a tenant in no stream");
+    }
+
+    #[test]
+    fn streams_taking_turns_send_in_their_own_slices_only() {
+        let ms = Duration::from_millis;
+        let (a, b) = (
+            Turns {
+                slice: ms(200),
+                turn: 0,
+                of: 2,
+            },
+            Turns {
+                slice: ms(200),
+                turn: 1,
+                of: 2,
+            },
+        );
+        assert!(a.is_open(ms(0)) && a.is_open(ms(199)) && !a.is_open(ms(200)));
+        assert!(!b.is_open(ms(199)) && b.is_open(ms(200)) && b.is_open(ms(399)));
+        assert!(a.is_open(ms(400)) && !b.is_open(ms(400)));
+        assert_eq!(a.next_open(ms(50)), ms(50));
+        assert_eq!(a.next_open(ms(250)), ms(400));
+        assert_eq!(b.next_open(ms(50)), ms(200));
+        assert_eq!(b.next_open(ms(450)), ms(600));
+        // Over any window each gets its slices, partial ones included.
+        assert_eq!(a.open_time(ms(0), ms(1000)), ms(600));
+        assert_eq!(b.open_time(ms(0), ms(1000)), ms(400));
+        assert_eq!(a.open_time(ms(150), ms(1050)), ms(450));
+        assert_eq!(b.open_time(ms(150), ms(1050)), ms(450));
+        assert_eq!(a.open_time(ms(15_000), ms(25_000)), ms(5_000));
+        assert_eq!(b.open_time(ms(15_000), ms(25_000)), ms(5_000));
+        assert_eq!(a.open_time(ms(300), ms(300)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_tenant_of_a_stream_taking_turns_is_active_in_its_turns_only() {
+        let mut s = stream(vec![0], 0, 21);
+        s.turns = Some(Turns {
+            slice: Duration::from_millis(200),
+            turn: 0,
+            of: 2,
+        });
+        let plan = ScenarioPlan {
+            streams: vec![s],
+            warmup: Duration::from_secs(1),
+            end: Duration::from_secs(21),
+            loaded_from: None,
+            roles: vec![TenantRole::Tenant],
+            noisy: None,
+        };
+        assert!((plan.active_secs(0) - 10.0).abs() < 1e-9);
     }
 }

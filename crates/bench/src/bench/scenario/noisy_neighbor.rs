@@ -41,6 +41,7 @@ pub fn plan(ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
                 start: std::time::Duration::ZERO,
                 end,
                 pick: read::pick_posts,
+                turns: None,
             },
             Stream {
                 name: "noisy",
@@ -51,6 +52,7 @@ pub fn plan(ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
                 start: loaded_from,
                 end,
                 pick: read::pick,
+                turns: None,
             },
         ],
         warmup: ctx.warmup,

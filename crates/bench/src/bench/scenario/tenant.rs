@@ -1,6 +1,6 @@
 //! `tenant`: `GET /v1/tenant` as authenticated members, with tenants chosen
-//! Zipf-skewed (a few busy tenants, a long tail), then `GET /healthz` for
-//! as long, in the same run. What it shows (in the scenario's notes): the
+//! Zipf-skewed (a few busy tenants, a long tail), and `GET /healthz`, taking
+//! turns of 200 ms over the same run. What it shows (in the scenario's notes): the
 //! cached tenant read's throughput as a fraction of the HTTP stack's
 //! ceiling, the database statements per `GET /v1/tenant` at steady state,
 //! and the tenant-metadata cache hit rate — the last two read from the
@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper::Method;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Call, PlanContext, ScenarioPlan, Stream, TenantRole, any_user};
+use super::{Call, PlanContext, ScenarioPlan, Stream, TenantRole, Turns, any_user};
 use crate::bench::workload::TenantTarget;
 
 /// The Zipf exponent of the tenants' popularity.
@@ -20,8 +20,15 @@ pub const ZIPF_EXPONENT: f64 = 1.0;
 pub fn plan(ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
     let n = ctx.workload.tenants.len();
     anyhow::ensure!(n > 0, "the tenant scenario needs at least one tenant");
-    let half = ctx.warmup + ctx.duration;
-    let end = half + ctx.duration;
+    // Each operation gets `duration` of measured time, taking turns.
+    let end = ctx.warmup + ctx.duration * 2;
+    let turn = |turn| {
+        Some(Turns {
+            slice: TURN,
+            turn,
+            of: 2,
+        })
+    };
     Ok(ScenarioPlan {
         streams: vec![
             Stream {
@@ -29,16 +36,18 @@ pub fn plan(ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
                 tenants: zipf_tenants(n, ZIPF_EXPONENT),
                 load: ctx.load(),
                 start: Duration::ZERO,
-                end: half,
+                end,
                 pick,
+                turns: turn(0),
             },
             Stream {
                 name: "healthz",
                 tenants: Vec::new(),
                 load: ctx.load(),
-                start: half,
+                start: Duration::ZERO,
                 end,
                 pick: super::healthz::pick,
+                turns: turn(1),
             },
         ],
         warmup: ctx.warmup,
@@ -47,6 +56,31 @@ pub fn plan(ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
         roles: vec![TenantRole::Tenant; n],
         noisy: None,
     })
+}
+
+/// How long each of the two streams sends before handing over: short enough
+/// that both see the same conditions, long against the sub-millisecond
+/// requests in flight at a hand-over.
+const TURN: Duration = Duration::from_millis(200);
+
+/// The throughput of `GET /v1/tenant` as a fraction of `/healthz`'s: each
+/// operation's answers over the measured time that was its turn.
+pub fn throughput_ratio(
+    plan: &ScenarioPlan,
+    tenant_answers: u64,
+    health_answers: u64,
+) -> Option<f64> {
+    let rate = |name: &str, answers: u64| {
+        let stream = plan.streams.iter().find(|s| s.name == name)?;
+        let from = plan.warmup.max(stream.start);
+        let open = match stream.turns {
+            Some(turns) => turns.open_time(from, stream.end),
+            None => stream.end.saturating_sub(from),
+        };
+        (!open.is_zero()).then(|| answers as f64 / open.as_secs_f64())
+    };
+    let health = rate("healthz", health_answers).filter(|r| *r > 0.0)?;
+    Some(rate("get-tenant", tenant_answers)? / health)
 }
 
 /// The stream's tenant list as a multiset in which tenant `i` (0-based)
