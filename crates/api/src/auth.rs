@@ -114,20 +114,33 @@ impl JwtKeys {
 
 /// The `Bearer` credential of a request.
 pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    token_str(bearer_bytes(headers)?)
+}
+
+/// The `Bearer` credential of a request, as sent: a memoized caller is
+/// found by these bytes without reading them as text.
+pub fn bearer_bytes(headers: &HeaderMap) -> Result<&[u8], ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::Unauthenticated("missing Authorization header".to_owned()))?
-        .to_str()
-        .map_err(|_| ApiError::Unauthenticated("malformed Authorization header".to_owned()))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| ApiError::Unauthenticated("expected 'Bearer <token>'".to_owned()))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::Unauthenticated(
-            "expected 'Bearer <token>'".to_owned(),
-        ));
+        .as_bytes();
+    let malformed = || ApiError::Unauthenticated("expected 'Bearer <token>'".to_owned());
+    let space = value
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or_else(malformed)?;
+    let (scheme, token) = (&value[..space], value[space + 1..].trim_ascii());
+    if !scheme.eq_ignore_ascii_case(b"bearer") || token.is_empty() {
+        return Err(malformed());
     }
-    Ok(token.trim())
+    Ok(token)
+}
+
+/// A credential as text. A header value is visible ASCII or obs-text
+/// (bytes >= 0x80); a token with the latter fails like any wrong token.
+pub fn token_str(token: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(token)
+        .map_err(|_| ApiError::Unauthenticated("malformed Authorization header".to_owned()))
 }
 
 /// A signed-in user, provisioned in `users`.

@@ -36,8 +36,10 @@ use std::time::Duration;
 
 use axum::http::header;
 use axum::http::request::Parts;
+use bytes::Bytes;
 use tenantry_cache::stats::{NsStats, TenantStats};
 use tenantry_cache::{Cache, Stamp};
+use tenantry_core::Limits;
 use tenantry_db::members::Member;
 use tenantry_db::tenants::Tenant;
 use tokio::time::Instant;
@@ -56,24 +58,26 @@ pub struct Caller {
     key: CallerKey,
     pub user: Arc<AuthUser>,
     pub tenant: Arc<Tenant>,
+    /// The tenant's limits: its tier's (the tier table is fixed for the
+    /// process's life) with the record's overrides, which move the stamp.
+    pub limits: Limits,
     stamp: Stamp,
     expires: Instant,
     /// The caller's membership, once a request looked it up.
     member: OnceLock<Option<Arc<Member>>>,
-    /// Answers' JSON parts, made once per caller (see [`View`]).
-    views: [OnceLock<Arc<[u8]>>; 2],
+    /// Answers' JSON, made once per caller (see [`View`]).
+    views: [OnceLock<Bytes>; 1],
     counters: Counters,
 }
 
-/// A JSON part of an answer kept with a [`Caller`]: made from the caller's
-/// tenant, membership and the platform settings, all of which move the
-/// caller's stamp when they change.
+/// An answer's JSON kept with a [`Caller`]: made from the caller's tenant,
+/// membership and the platform settings, all of which move the caller's
+/// stamp when they change.
 #[derive(Clone, Copy)]
 pub enum View {
-    /// The membership as `GET /v1/tenant` shows it.
-    Member = 0,
-    /// The tenant as `GET /v1/tenant` shows it (platform settings overlaid).
-    Tenant = 1,
+    /// `GET /v1/tenant`'s body: the tenant (platform settings overlaid) and
+    /// the caller's membership.
+    TenantAnswer = 0,
 }
 
 /// The counters a hit counts in, in place of the lookups it saves.
@@ -89,7 +93,7 @@ struct Counters {
 struct CallerKey {
     /// The cache it was read from: tests run several servers in a process.
     cache: Uuid,
-    token: Box<str>,
+    token: Box<[u8]>,
     host: Option<Box<[u8]>>,
     x_tenant: Option<Box<[u8]>>,
     query_tenant: Option<Box<str>>,
@@ -99,7 +103,7 @@ struct CallerKey {
 #[derive(Hash)]
 struct RequestKey<'a> {
     cache: Uuid,
-    token: &'a str,
+    token: &'a [u8],
     host: Option<&'a [u8]>,
     x_tenant: Option<&'a [u8]>,
     query_tenant: Option<&'a str>,
@@ -146,7 +150,7 @@ thread_local! {
 pub fn naming<'a>(
     cache: &Cache,
     parts: &'a Parts,
-    token: &'a str,
+    token: &'a [u8],
     query_tenant: Option<&'a str>,
 ) -> Naming<'a> {
     let host = match parts.headers.get(header::HOST) {
@@ -157,7 +161,10 @@ pub fn naming<'a>(
         cache: cache.node(),
         token,
         host,
-        x_tenant: parts.headers.get("x-tenant").map(|v| v.as_bytes()),
+        x_tenant: parts
+            .headers
+            .get(crate::tenancy::X_TENANT)
+            .map(|v| v.as_bytes()),
         query_tenant,
     };
     let hash = MEMO.with(|m| m.borrow().hasher.hash_one(&key));
@@ -183,16 +190,16 @@ pub fn lookup(cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
 }
 
 /// Remembers what a request resolved to: `user`, whose token expires at
-/// `exp` (seconds since the epoch), and `tenant`, read under `stamp` (taken
-/// before they were read), named through `names` (the namespace of the
-/// name lookup).
+/// `exp` (seconds since the epoch), and `tenant` with its limits, read under
+/// `stamp` (taken before they were read), named through `names` (the
+/// namespace of the name lookup).
 pub fn remember(
     cache: &Cache,
     naming: &Naming<'_>,
     stamp: Stamp,
     user: Arc<AuthUser>,
     exp: u64,
-    tenant: Arc<Tenant>,
+    (tenant, limits): (Arc<Tenant>, Limits),
     names: &'static str,
 ) -> Arc<Caller> {
     let left = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
@@ -208,6 +215,7 @@ pub fn remember(
             tenant_stats: stats.tenant(tenant.id),
         },
         tenant,
+        limits,
         stamp,
         expires: Instant::now() + MEMO_TTL.min(Duration::from_secs(left)),
         member: OnceLock::new(),
@@ -239,7 +247,7 @@ impl Caller {
     }
 
     /// Where `view`'s JSON is kept for this caller.
-    pub fn view(&self, view: View) -> &OnceLock<Arc<[u8]>> {
+    pub fn view(&self, view: View) -> &OnceLock<Bytes> {
         &self.views[view as usize]
     }
 

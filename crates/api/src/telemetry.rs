@@ -106,20 +106,13 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    if let Some(decision) = info.0.rate.get() {
+    let resolved = info.0.get();
+    if let Some(decision) = resolved.and_then(|r| r.rate.as_ref()) {
         rate_limit_headers(response.headers_mut(), decision);
     }
-    let tier = info
-        .0
-        .tier
-        .get()
-        .cloned()
-        .unwrap_or_else(|| "none".to_owned());
-    if let (Some(tenant), Some(code)) = (
-        info.0.tenant.get(),
-        response.extensions().get::<ErrorCode>(),
-    ) {
-        count_throttle(&state, *tenant, code.0, &tier);
+    let tier = resolved.map_or_else(|| "none".to_owned(), |r| r.tenant.tier.clone());
+    if let (Some(r), Some(code)) = (resolved, response.extensions().get::<ErrorCode>()) {
+        count_throttle(&state, r.tenant.id, code.0, &tier);
     }
     let status = response.status().as_u16().to_string();
     let labels = [("route", route), ("method", method), ("tier", tier)];
@@ -135,31 +128,50 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 /// `RateLimit` and `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers):
-/// the burst is the limit, refilled at the steady rate. Written with `itoa`
-/// rather than `format!`: these two headers go on every tenant response.
+/// the burst is the limit, refilled at the steady rate. These two headers go
+/// on every tenant response: `RateLimit` is written with `itoa` into a stack
+/// buffer, and the policy, which only changes with the quota, is kept per
+/// thread for the last quota seen.
 fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision) {
-    let window = (f64::from(d.quota.burst) / f64::from(d.quota.per_sec.max(1)))
-        .ceil()
-        .max(1.0) as u64;
     let reset = d.reset.as_secs_f64().ceil() as u64;
+    // At most 6 + 10 + 12 + 10 + 8 + 20 = 66 bytes.
+    let mut limit = [0u8; 80];
+    let mut len = 0;
+    let mut put = |part: &[u8]| {
+        limit[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    };
     let mut n = itoa::Buffer::new();
-    let mut limit = String::with_capacity(48);
-    limit.push_str("limit=");
-    limit.push_str(n.format(d.quota.burst));
-    limit.push_str(", remaining=");
-    limit.push_str(n.format(d.remaining));
-    limit.push_str(", reset=");
-    limit.push_str(n.format(reset));
-    let mut policy = String::with_capacity(24);
-    policy.push_str(n.format(d.quota.burst));
-    policy.push_str(";w=");
-    policy.push_str(n.format(window));
-    if let Ok(v) = HeaderValue::try_from(limit) {
+    put(b"limit=");
+    put(n.format(d.quota.burst).as_bytes());
+    put(b", remaining=");
+    put(n.format(d.remaining).as_bytes());
+    put(b", reset=");
+    put(n.format(reset).as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&limit[..len]) {
         headers.insert(RATELIMIT, v);
     }
-    if let Ok(v) = HeaderValue::try_from(policy) {
-        headers.insert(RATELIMIT_POLICY, v);
+    headers.insert(RATELIMIT_POLICY, policy(d.quota));
+}
+
+/// The `RateLimit-Policy` value of `quota`.
+fn policy(quota: tenantry_fairness::gcra::Quota) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(tenantry_fairness::gcra::Quota, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
     }
+    LAST.with_borrow_mut(|last| match last {
+        Some((q, v)) if *q == quota => v.clone(),
+        _ => {
+            let window = (f64::from(quota.burst) / f64::from(quota.per_sec.max(1)))
+                .ceil()
+                .max(1.0) as u64;
+            let v = HeaderValue::from_str(&format!("{};w={window}", quota.burst))
+                .expect("digits are a valid header value");
+            *last = Some((quota, v.clone()));
+            v
+        }
+    })
 }
 
 /// Counts a tenant's turned-away request for the admin usage view and, by

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use tenantry_db::Admission;
 use tenantry_fairness::gcra::{Decision, Quota};
+use tenantry_fairness::rate::Checked;
 use tenantry_fairness::share::{Claim, Rejected};
 
 use crate::auth::AuthUser;
@@ -176,7 +177,7 @@ async fn resolve_named(
             name(tenant, "subdomain", "names:slug")?;
         }
     }
-    if let Some(value) = parts.headers.get("x-tenant") {
+    if let Some(value) = parts.headers.get(X_TENANT) {
         let slug = value
             .to_str()
             .map_err(|_| ApiError::BadRequest("X-Tenant must be a tenant slug".to_owned()))?;
@@ -277,17 +278,19 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// What the tenant-scoped extractor learned about a request, for the
-/// middleware that wraps it: the tier and tenant (for metrics and throttle
-/// counts) and the rate-limit decision (for the `RateLimit` headers).
-#[derive(Clone, Default)]
-pub struct RequestInfo(pub Arc<RequestInfoInner>);
+/// The header naming a request's tenant by slug.
+pub const X_TENANT: header::HeaderName = header::HeaderName::from_static("x-tenant");
 
-#[derive(Default)]
-pub struct RequestInfoInner {
-    pub tier: std::sync::OnceLock<String>,
-    pub tenant: std::sync::OnceLock<Uuid>,
-    pub rate: std::sync::OnceLock<Decision>,
+/// What the tenant-scoped extractor learned about a request, for the
+/// middleware that wraps it, set once: see [`Resolved`].
+#[derive(Clone, Default)]
+pub struct RequestInfo(pub Arc<std::sync::OnceLock<Resolved>>);
+
+/// A request's tenant (its id and tier, for metrics and throttle counts)
+/// and its rate-limit decision (for the `RateLimit` headers), if checked.
+pub struct Resolved {
+    pub tenant: Arc<Tenant>,
+    pub rate: Option<Decision>,
 }
 
 /// A tenant-scoped request: the tenant, its limits, the signed-in user and
@@ -434,7 +437,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         // Authenticate first: anonymous callers learn nothing about tenants.
-        let token = crate::auth::bearer(&parts.headers)?;
+        let token = crate::auth::bearer_bytes(&parts.headers)?;
         let query = query_tenant(parts.uri.query());
         let naming = memo::naming(&state.cache, parts, token, query.as_deref());
         let found = match memo::lookup(&state.cache, &naming) {
@@ -443,20 +446,33 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             // small.
             None => Box::pin(Found::fresh(parts, state, token, query.as_deref())).await?,
         };
-        let (user, tenant) = match &found {
-            Found::Known(caller) => (caller.user.clone(), caller.tenant.clone()),
-            Found::Fresh { user, tenant, .. } => (user.clone(), tenant.clone()),
+        let (user, tenant, limits) = match &found {
+            Found::Known(caller) => (
+                caller.user.clone(),
+                caller.tenant.clone(),
+                caller.limits.clone(),
+            ),
+            Found::Fresh { user, tenant, .. } => {
+                (user.clone(), tenant.clone(), state.limits_of(tenant))
+            }
         };
-        let limits = state.limits_of(&tenant);
         let info = parts
             .extensions
             .get::<RequestInfo>()
             .cloned()
             .unwrap_or_default();
-        let _ = info.0.tier.set(tenant.tier.clone());
-        let _ = info.0.tenant.set(tenant.id);
-        if state.fairness.enforce {
-            admit_rate(state, &info, &tenant, &limits, user.id).await?;
+        let checked = match state.fairness.enforce {
+            true => Some(check_rate(state, &tenant, &limits, user.id).await),
+            false => None,
+        };
+        let _ = info.0.set(Resolved {
+            tenant: tenant.clone(),
+            rate: checked.map(|c| c.binding()),
+        });
+        if let Some(checked) = checked
+            && !checked.allowed()
+        {
+            return Err(rate_limited(&tenant, checked));
         }
         let caller = match found {
             Found::Known(caller) => Some(caller),
@@ -469,7 +485,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
                     &naming,
                     before,
                     (&user, exp),
-                    &tenant,
+                    (&tenant, &limits),
                     names,
                 ))
                 .await?
@@ -525,11 +541,11 @@ impl Found {
     async fn fresh(
         parts: &Parts,
         state: &AppState,
-        token: &str,
+        token: &[u8],
         query_tenant: Option<&str>,
     ) -> Result<Self, ApiError> {
         let before = state.cache.stamp(PLATFORM);
-        let (user, exp) = state.verify_token_exp(token)?;
+        let (user, exp) = state.verify_token_exp(crate::auth::token_str(token)?)?;
         let (tenant, names) = resolve_named(parts, state, query_tenant).await?;
         Ok(Found::Fresh {
             user: Arc::new(user),
@@ -550,7 +566,7 @@ async fn remember(
     naming: &memo::Naming<'_>,
     before: Stamp,
     (user, exp): (&Arc<AuthUser>, u64),
-    tenant: &Arc<Tenant>,
+    (tenant, limits): (&Arc<Tenant>, &Limits),
     names: &'static str,
 ) -> Result<Option<Arc<Caller>>, ApiError> {
     let stamp = state.cache.stamp(tenant.id);
@@ -567,20 +583,14 @@ async fn remember(
         stamp,
         user.clone(),
         exp,
-        tenant.clone(),
+        (tenant.clone(), limits.clone()),
         names,
     )))
 }
 
-/// The tenant's rate, then the user's rate within the tenant. The decision
-/// shown in the headers is the tighter of the two.
-async fn admit_rate(
-    state: &AppState,
-    info: &RequestInfo,
-    tenant: &Tenant,
-    limits: &Limits,
-    user: Uuid,
-) -> Result<(), ApiError> {
+/// The tenant's rate, then the user's rate within the tenant (counted if
+/// allowed).
+async fn check_rate(state: &AppState, tenant: &Tenant, limits: &Limits, user: Uuid) -> Checked {
     let tenant_quota = Quota {
         per_sec: limits.rate_per_sec,
         burst: limits.burst,
@@ -589,16 +599,16 @@ async fn admit_rate(
         per_sec: limits.user_rate_per_sec,
         burst: limits.user_rate_per_sec.max(1),
     };
-    let checked = state
+    state
         .fairness
         .rate
         .check(tenant.id, user, tenant_quota, user_quota)
-        .await;
-    let decision = checked.binding();
-    let _ = info.0.rate.set(decision);
-    if checked.allowed() {
-        return Ok(());
-    }
+        .await
+}
+
+/// The answer to a request over its tenant's or its user's rate. The
+/// decision shown in the headers is the tighter of the two.
+fn rate_limited(tenant: &Tenant, checked: Checked) -> ApiError {
     let scope = if checked.tenant.allowed {
         "user"
     } else {
@@ -606,22 +616,24 @@ async fn admit_rate(
     };
     metrics::counter!("tenantry_rate_limited_total", "tier" => tenant.tier.clone(), "scope" => scope)
         .increment(1);
-    Err(ApiError::RateLimited {
-        retry_after: decision.retry_after.as_secs_f64().ceil().max(1.0) as u64,
-    })
+    ApiError::RateLimited {
+        retry_after: checked.binding().retry_after.as_secs_f64().ceil().max(1.0) as u64,
+    }
 }
 
 /// Waits for the tenant's share of the database, in the fair queue: the
 /// admission of the request's lazy transaction. A wait past the budget is
 /// [`tenantry_db::DbError::Unavailable`], which answers 503 `overloaded`.
-fn admit_db(state: Arc<AppState>, tenant: &Tenant, limits: &Limits) -> Admission {
+fn admit_db(state: Arc<AppState>, tenant: &Arc<Tenant>, limits: &Limits) -> Admission {
     let claim = Claim {
         tenant: tenant.id,
         limit: limits.db_concurrency,
         weight: limits.weight,
     };
-    let tier = tenant.tier.clone();
+    // The tier is only read if a statement asks for the share.
+    let tenant = tenant.clone();
     Box::pin(async move {
+        let tier = tenant.tier.as_str();
         let started = tokio::time::Instant::now();
         let fairness = &state.fairness;
         match fairness
@@ -630,12 +642,13 @@ fn admit_db(state: Arc<AppState>, tenant: &Tenant, limits: &Limits) -> Admission
             .await
         {
             Ok(permit) => {
-                metrics::histogram!("tenantry_db_queue_wait_seconds", "tier" => tier)
+                metrics::histogram!("tenantry_db_queue_wait_seconds", "tier" => tier.to_owned())
                     .record(started.elapsed().as_secs_f64());
                 Ok(Box::new(permit) as Box<dyn std::any::Any + Send + Sync>)
             }
             Err(Rejected::Timeout) => {
-                metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => tier).increment(1);
+                metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => tier.to_owned())
+                    .increment(1);
                 Err(tenantry_db::DbError::Unavailable(
                     "the tenant's database share is busy".to_owned(),
                 ))

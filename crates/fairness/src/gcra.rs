@@ -23,16 +23,6 @@ pub struct Quota {
     pub burst: u32,
 }
 
-impl Quota {
-    fn interval(self) -> Duration {
-        Duration::from_secs(1) / self.per_sec.max(1)
-    }
-
-    fn tolerance(self) -> Duration {
-        self.interval() * self.burst.max(1)
-    }
-}
-
 /// What a check decided, with what the `RateLimit` headers report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
@@ -79,7 +69,11 @@ impl<K: Hash + Eq + Clone> Gcra<K> {
 
     /// Checks one request for `key` against `quota`, counting it if allowed.
     pub fn check(&self, key: &K, quota: Quota) -> Decision {
-        let now = Instant::now();
+        self.check_at(key, quota, Instant::now())
+    }
+
+    /// [`Gcra::check`] at `now` (one clock read for several checks).
+    pub fn check_at(&self, key: &K, quota: Quota, now: Instant) -> Decision {
         // A std mutex: the critical section is a few arithmetic operations and
         // never awaits, so an async mutex would only add overhead.
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
@@ -113,19 +107,22 @@ impl<K: Hash + Eq + Clone> Gcra<K> {
     }
 }
 
+/// In whole nanoseconds (u64: a tolerance of up to `u32::MAX` seconds fits),
+/// which keeps Duration's second/nanosecond normalization and 128-bit
+/// division out of every request.
 fn decide(slot: &mut Instant, tat: Instant, now: Instant, quota: Quota) -> Decision {
-    let interval = quota.interval();
-    let tolerance = quota.tolerance();
-    let new_tat = tat + interval;
-    let ahead = new_tat - now;
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    let interval = 1_000_000_000 / u64::from(quota.per_sec.max(1));
+    let tolerance = interval.saturating_mul(u64::from(quota.burst.max(1)));
+    let behind = nanos(tat - now);
+    let ahead = behind.saturating_add(interval);
     if ahead <= tolerance {
-        *slot = new_tat;
-        let remaining = ((tolerance - ahead).as_nanos() / interval.as_nanos().max(1)) as u32;
+        *slot = tat + Duration::from_nanos(interval);
         Decision {
             allowed: true,
             quota,
-            remaining,
-            reset: ahead,
+            remaining: ((tolerance - ahead) / interval.max(1)) as u32,
+            reset: Duration::from_nanos(ahead),
             retry_after: Duration::ZERO,
         }
     } else {
@@ -136,8 +133,8 @@ fn decide(slot: &mut Instant, tat: Instant, now: Instant, quota: Quota) -> Decis
             allowed: false,
             quota,
             remaining: 0,
-            reset: tat - now,
-            retry_after: ahead - tolerance,
+            reset: Duration::from_nanos(behind),
+            retry_after: Duration::from_nanos(ahead - tolerance),
         }
     }
 }

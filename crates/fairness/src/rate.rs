@@ -136,8 +136,11 @@ impl RateLimiter {
     }
 
     fn check_local(&self, tenant: Uuid, user: Uuid, tq: Quota, uq: Quota) -> Checked {
-        let t = self.tenant.check(&tenant, tq);
-        let u = t.allowed.then(|| self.user.check(&(tenant, user), uq));
+        let now = Instant::now();
+        let t = self.tenant.check_at(&tenant, tq, now);
+        let u = t
+            .allowed
+            .then(|| self.user.check_at(&(tenant, user), uq, now));
         Checked { tenant: t, user: u }
     }
 

@@ -3,11 +3,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 
-use axum::http::header;
-use axum::response::{IntoResponse as _, Response};
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use tenantry_db::members::Member;
 use tenantry_db::tenants::Tenant;
 use uuid::Uuid;
 
@@ -53,58 +56,52 @@ pub struct TenantResponse {
     security(("user_jwt" = [])))]
 pub async fn get_tenant(mut scope: Scope) -> Result<Response, ApiError> {
     // Served from the cache at steady state: the tenant (with its member
-    // count) came with resolution, the membership is cached per user.
+    // count) came with resolution, the membership is cached per user, and
+    // the memoized caller keeps the whole answer.
     let member = scope.membership().await?;
     let caller = scope.caller().cloned();
-    let slot = |view| caller.as_deref().map(|c| c.view(view));
-    let membership = kept(slot(View::Member), || async {
-        let view = member.as_ref().map(|m| MembershipView {
-            role: m.role.to_string(),
-            joined_at: m.created_at,
-            display_in_feed: m.display_in_feed,
-        });
-        serde_json::to_vec(&view)
-            .map(Into::into)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("membership as JSON: {e}")))
-    })
-    .await?;
-    let summary = kept(slot(View::Tenant), || async {
-        let platform = scope.platform_settings().await?;
-        Ok(scope.views().summary(&scope.tenant, &platform, || {
-            summarize(&scope.tenant, &platform)
-        }))
-    })
-    .await?;
+    let slot = caller.as_deref().map(|c| c.view(View::TenantAnswer));
+    let body = match slot.and_then(OnceLock::get) {
+        Some(body) => body.clone(),
+        None => {
+            let body = answer(&scope, member.as_deref()).await?;
+            match slot {
+                Some(slot) => slot.get_or_init(|| body).clone(),
+                None => body,
+            }
+        }
+    };
     // Commits the membership lookup if there was one; sends nothing if not.
     scope.tx.commit().await?;
-    // `{"tenant": <summary>, "membership": ...}`, as `TenantResponse`
-    // serializes (a test compares the two).
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// `{"tenant": <summary>, "membership": ...}`, as `TenantResponse`
+/// serializes (a test compares the two); the summary is kept per tenant.
+async fn answer(scope: &Scope, member: Option<&Member>) -> Result<Bytes, ApiError> {
+    let membership = member.map(|m| MembershipView {
+        role: m.role.to_string(),
+        joined_at: m.created_at,
+        display_in_feed: m.display_in_feed,
+    });
+    let membership = serde_json::to_vec(&membership)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("membership as JSON: {e}")))?;
+    let platform = scope.platform_settings().await?;
+    let summary = scope.views().summary(&scope.tenant, &platform, || {
+        summarize(&scope.tenant, &platform)
+    });
     let mut body = Vec::with_capacity(summary.len() + membership.len() + 32);
     body.extend_from_slice(b"{\"tenant\":");
     body.extend_from_slice(&summary);
     body.extend_from_slice(b",\"membership\":");
     body.extend_from_slice(&membership);
     body.push(b'}');
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-/// The JSON kept in `slot` (the memoized caller's, if any), or `make`'s,
-/// then kept there.
-async fn kept<F>(
-    slot: Option<&OnceLock<Arc<[u8]>>>,
-    make: impl FnOnce() -> F,
-) -> Result<Arc<[u8]>, ApiError>
-where
-    F: Future<Output = Result<Arc<[u8]>, ApiError>>,
-{
-    if let Some(json) = slot.and_then(OnceLock::get) {
-        return Ok(json.clone());
-    }
-    let json = make().await?;
-    Ok(match slot {
-        Some(slot) => slot.get_or_init(|| json).clone(),
-        None => json,
-    })
+    Ok(body.into())
 }
 
 /// The tenant part of `GET /v1/tenant`.
