@@ -1,23 +1,29 @@
-//! One HTTP/1.1 connection per load worker, on hyper's low-level client.
+//! One HTTP/1.1 connection per load worker, written and read by the worker
+//! itself.
 //!
 //! Why not a pooled client: a load generator must know how many connections
 //! it holds (closed-loop concurrency *is* the connection count) and must not
 //! hide a reconnect inside a request's latency without saying so. Each
 //! [`Connection`] sends one request at a time and reconnects, visibly,
 //! when the server closes it.
+//!
+//! Why not hyper's client: the load generator shares the machine's cores
+//! with the server it measures, and hyper's connection runs as a second task
+//! beside the worker (a channel hand-off and a wake-up each way per request)
+//! and parses every answer into a `HeaderMap`. On two cores that was about
+//! half the CPU of a run. This client writes the request from the worker's
+//! task and reads back only what it needs: the status, `Content-Length` or
+//! chunked framing, and `Connection: close`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf as _, Bytes, BytesMut};
+use hyper::header::HeaderValue;
+use hyper::{Method, StatusCode};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-
 /// Where requests go: a loopback address and the `Host` header to send.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -65,43 +71,47 @@ pub enum Failure {
 /// A lazily (re)opened HTTP/1.1 connection.
 pub struct Connection {
     endpoint: Endpoint,
-    sender: Option<SendRequest<Full<Bytes>>>,
+    stream: Option<TcpStream>,
     timeout: Duration,
+    /// The request being written, kept for its capacity.
+    out: Vec<u8>,
+    /// Bytes read and not yet consumed.
+    input: BytesMut,
 }
+
+/// The most response headers read.
+const MAX_HEADERS: usize = 64;
+/// The longest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
 
 impl Connection {
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
         Self {
             endpoint,
-            sender: None,
+            stream: None,
             timeout,
+            out: Vec::with_capacity(1024),
+            input: BytesMut::with_capacity(16 * 1024),
         }
     }
 
     /// Opens the connection now (so the first measured request does not pay
     /// for the handshake).
     pub async fn open(&mut self) -> anyhow::Result<()> {
-        if self.sender.is_none() {
-            self.sender = Some(self.connect().await?);
+        if self.stream.is_none() {
+            self.stream = Some(self.connect().await?);
         }
         Ok(())
     }
 
-    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    async fn connect(&self) -> anyhow::Result<TcpStream> {
         let stream = TcpStream::connect(self.endpoint.addr)
             .await
             .with_context(|| format!("Failed to connect to {}", self.endpoint.addr))?;
         stream
             .set_nodelay(true)
             .context("Failed to set TCP_NODELAY")?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake failed")?;
-        tokio::spawn(async move {
-            // Ends when the server or this side closes the connection.
-            let _ = connection.await;
-        });
-        Ok(sender)
+        Ok(stream)
     }
 
     /// Sends one request and reads the whole answer, within the timeout.
@@ -122,7 +132,7 @@ impl Connection {
                 Err(_) => Err(Failure::Timeout(self.timeout)),
             };
         if result.is_err() {
-            self.sender = None;
+            self.stream = None;
         }
         result
     }
@@ -134,54 +144,446 @@ impl Connection {
         headers: &Headers,
         body: Option<Bytes>,
     ) -> anyhow::Result<Answer> {
-        let usable = match &mut self.sender {
-            Some(sender) => sender.ready().await.is_ok(),
-            None => false,
-        };
-        if !usable {
-            self.sender = Some(self.connect().await?);
+        self.out.clear();
+        write_request(
+            &mut self.out,
+            &method,
+            path,
+            &self.endpoint.host,
+            headers,
+            body.as_deref(),
+        );
+        // A connection the server closed while idle shows up as a failed
+        // write or an answer that never starts: an idempotent request is
+        // sent again on a fresh connection, once, as HTTP clients do for
+        // idle keep-alive connections; any other fails (and counts).
+        let reused = self.stream.is_some();
+        if !reused {
+            self.stream = Some(self.connect().await?);
+            self.input.clear();
         }
-        let sender = self
-            .sender
-            .as_mut()
-            .context("a connection was just opened")?;
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, self.endpoint.host.clone());
-        if let Some(auth) = &headers.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
-        if let Some(tenant) = &headers.tenant {
-            request = request.header("x-tenant", tenant.clone());
-        }
-        let body = match body {
-            Some(b) => {
-                request =
-                    request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                b
+        match self.round_trip(&method).await {
+            Ok(answer) => Ok(answer),
+            Err(Exchange::NotStarted(e)) if reused && method.is_idempotent() => {
+                tracing::debug!(error = %e, "idle connection closed; reconnecting");
+                self.stream = Some(self.connect().await?);
+                self.input.clear();
+                self.round_trip(&method).await.map_err(Exchange::into_error)
             }
-            None => Bytes::new(),
+            Err(e) => Err(e.into_error()),
+        }
+    }
+
+    /// Writes the request in `out` and reads its answer.
+    async fn round_trip(&mut self, method: &Method) -> Result<Answer, Exchange> {
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| Exchange::NotStarted(anyhow::anyhow!("no connection")))?;
+        stream
+            .write_all(&self.out)
+            .await
+            .map_err(|e| Exchange::NotStarted(anyhow::Error::new(e).context("Failed to send")))?;
+        let Head {
+            status,
+            framing,
+            close,
+        } = loop {
+            match parse_head(&self.input).map_err(Exchange::Failed)? {
+                Some((consumed, head)) => {
+                    self.input.advance(consumed);
+                    break head;
+                }
+                None if self.input.len() > MAX_HEAD => {
+                    return Err(Exchange::Failed(anyhow::anyhow!(
+                        "the response head is longer than {MAX_HEAD} bytes"
+                    )));
+                }
+                None => {
+                    let started = !self.input.is_empty();
+                    let read = fill(stream, &mut self.input).await;
+                    match read {
+                        Ok(0) if !started => {
+                            return Err(Exchange::NotStarted(anyhow::anyhow!(
+                                "the server closed the connection"
+                            )));
+                        }
+                        Ok(0) => {
+                            return Err(Exchange::Failed(anyhow::anyhow!(
+                                "the server closed the connection mid-answer"
+                            )));
+                        }
+                        Ok(_) => {}
+                        Err(e) if !started => return Err(Exchange::NotStarted(e.into())),
+                        Err(e) => return Err(Exchange::Failed(e.into())),
+                    }
+                }
+            }
         };
-        let request = request
-            .body(Full::new(body))
-            .context("Failed to build a request")?;
-        let response = sender
-            .send_request(request)
-            .await
-            .context("The request failed")?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .context("Failed to read the response body")?
-            .to_bytes();
+        let no_body = *method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let body = if no_body {
+            Bytes::new()
+        } else {
+            read_body(stream, &mut self.input, framing)
+                .await
+                .map_err(Exchange::Failed)?
+        };
+        if close || framing == Framing::UntilClose {
+            self.stream = None;
+            self.input.clear();
+        }
         Ok(Answer { status, body })
+    }
+}
+
+/// How a request failed: before any of the answer arrived (safe to send
+/// again on a new connection: the server saw nothing or dropped it) or after.
+enum Exchange {
+    NotStarted(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+impl Exchange {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Exchange::NotStarted(e) | Exchange::Failed(e) => e,
+        }
+    }
+}
+
+/// How the answer's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// Appends the request's bytes to `out`.
+fn write_request(
+    out: &mut Vec<u8>,
+    method: &Method,
+    path: &str,
+    host: &HeaderValue,
+    headers: &Headers,
+    body: Option<&[u8]>,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    let mut header = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+    };
+    if let Some(auth) = &headers.auth {
+        header(b"authorization", auth.as_bytes());
+    }
+    if let Some(tenant) = &headers.tenant {
+        header(b"x-tenant", tenant.as_bytes());
+    }
+    if let Some(body) = body {
+        header(b"content-type", b"application/json");
+        header(
+            b"content-length",
+            itoa::Buffer::new().format(body.len()).as_bytes(),
+        );
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if let Some(body) = body {
+        out.extend_from_slice(body);
+    }
+}
+
+/// What the client needs of a response head.
+struct Head {
+    status: StatusCode,
+    framing: Framing,
+    /// The server closes the connection after this answer.
+    close: bool,
+}
+
+/// The complete response head at the start of `input`, with its length;
+/// `None` if it is incomplete.
+fn parse_head(input: &[u8]) -> anyhow::Result<Option<(usize, Head)>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let consumed = match response
+        .parse(input)
+        .context("The server's answer is not HTTP/1.1")?
+    {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let status = StatusCode::from_u16(response.code.unwrap_or(0))
+        .context("The server answered an invalid status")?;
+    let mut framing = Framing::UntilClose;
+    let mut close = response.version == Some(0);
+    for h in response.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") && framing != Framing::Chunked {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .context("The server sent an invalid Content-Length")?;
+            framing = Framing::Length(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if chunked {
+                framing = Framing::Chunked;
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+    }
+    Ok(Some((
+        consumed,
+        Head {
+            status,
+            framing,
+            close,
+        },
+    )))
+}
+
+/// Reads more of the connection into `input`: the bytes read, 0 at its end.
+async fn fill(stream: &mut TcpStream, input: &mut BytesMut) -> std::io::Result<usize> {
+    if input.capacity() - input.len() < 4096 {
+        input.reserve(16 * 1024);
+    }
+    stream.read_buf(input).await
+}
+
+/// Reads the body that follows the head.
+async fn read_body(
+    stream: &mut TcpStream,
+    input: &mut BytesMut,
+    framing: Framing,
+) -> anyhow::Result<Bytes> {
+    let short = || anyhow::anyhow!("the server closed the connection mid-body");
+    match framing {
+        Framing::Length(n) => {
+            while input.len() < n {
+                if fill(stream, input).await? == 0 {
+                    return Err(short());
+                }
+            }
+            Ok(input.split_to(n).freeze())
+        }
+        Framing::UntilClose => {
+            while fill(stream, input).await? != 0 {}
+            Ok(input.split().freeze())
+        }
+        Framing::Chunked => {
+            let mut body = BytesMut::new();
+            loop {
+                // `<hex size>[;extensions]\r\n<data>\r\n`, ending with size 0
+                // and optional trailers up to an empty line.
+                let line = loop {
+                    if let Some(end) = input.windows(2).position(|w| w == b"\r\n") {
+                        break input.split_to(end + 2);
+                    }
+                    anyhow::ensure!(input.len() < MAX_HEAD, "a chunk header is too long");
+                    if fill(stream, input).await? == 0 {
+                        return Err(short());
+                    }
+                };
+                let size = line[..line.len() - 2]
+                    .split(|&b| b == b';')
+                    .next()
+                    .and_then(|s| std::str::from_utf8(s).ok())
+                    .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+                    .context("The server sent an invalid chunk size")?;
+                if size == 0 {
+                    // Trailers, if any, then the empty line.
+                    loop {
+                        if let Some(end) = input.windows(2).position(|w| w == b"\r\n") {
+                            let trailer = input.split_to(end + 2);
+                            if trailer.len() == 2 {
+                                return Ok(body.freeze());
+                            }
+                            continue;
+                        }
+                        anyhow::ensure!(input.len() < MAX_HEAD, "the trailers are too long");
+                        if fill(stream, input).await? == 0 {
+                            return Err(short());
+                        }
+                    }
+                }
+                while input.len() < size + 2 {
+                    if fill(stream, input).await? == 0 {
+                        return Err(short());
+                    }
+                }
+                body.extend_from_slice(&input[..size]);
+                anyhow::ensure!(
+                    &input[size..size + 2] == b"\r\n",
+                    "a chunk does not end with CRLF"
+                );
+                input.advance(size + 2);
+            }
+        }
     }
 }
 
 /// A bearer credential as a header value.
 pub fn bearer(token: &str) -> anyhow::Result<HeaderValue> {
     HeaderValue::from_str(&format!("Bearer {token}")).context("a token is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that answers each connection's requests with `answers`
+    /// in turn (one per request read), then closes that connection; returns
+    /// the endpoint and what it read.
+    async fn server(
+        answers: Vec<Vec<&'static [u8]>>,
+    ) -> (Endpoint, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let endpoint = Endpoint::new(listener.local_addr().expect("bound")).expect("loopback");
+        let task = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for connection in answers {
+                let (mut socket, _) = listener.accept().await.expect("a connection");
+                for answer in connection {
+                    let mut request = Vec::new();
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut buf = [0u8; 4096];
+                        let n = socket.read(&mut buf).await.expect("the request");
+                        assert!(n > 0, "the client closed early");
+                        request.extend_from_slice(&buf[..n]);
+                    }
+                    requests.push(request);
+                    socket.write_all(answer).await.expect("the answer sent");
+                }
+            }
+            requests
+        });
+        (endpoint, task)
+    }
+
+    async fn get(conn: &mut Connection) -> Result<Answer, Failure> {
+        conn.send(Method::GET, "/x", &Headers::default(), None)
+            .await
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_by_length_and_by_chunks_on_one_connection() {
+        let (endpoint, server) = server(vec![vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+            b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nx-trailer: 1\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ]])
+        .await;
+        let mut conn = Connection::new(endpoint, Duration::from_secs(5));
+        let a = get(&mut conn).await.expect("an answer");
+        assert_eq!((a.status, &a.body[..]), (StatusCode::OK, &b"hello"[..]));
+        let b = get(&mut conn).await.expect("an answer");
+        assert_eq!(
+            (b.status, &b.body[..]),
+            (StatusCode::NOT_FOUND, &b"abcde"[..])
+        );
+        let c = get(&mut conn).await.expect("an answer");
+        assert_eq!((c.status, c.body.len()), (StatusCode::NO_CONTENT, 0));
+        assert_eq!(server.await.expect("the server task").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn requests_carry_host_credentials_tenant_and_body() {
+        let (endpoint, server) = server(vec![vec![
+            b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}",
+        ]])
+        .await;
+        let host = endpoint.host.clone();
+        let mut conn = Connection::new(endpoint, Duration::from_secs(5));
+        let headers = Headers {
+            auth: Some(bearer("t0k3n").expect("a header value")),
+            tenant: Some(HeaderValue::from_static("acme")),
+        };
+        let answer = conn
+            .send(
+                Method::POST,
+                "/v1/posts",
+                &headers,
+                Some(Bytes::from_static(b"{\"a\":1}")),
+            )
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status, StatusCode::CREATED);
+        let request =
+            String::from_utf8(server.await.expect("the server task").remove(0)).expect("ASCII");
+        let expected = format!(
+            "POST /v1/posts HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer t0k3n\r\nx-tenant: acme\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n",
+            host.to_str().expect("ASCII")
+        );
+        // The body follows the head, in the same read or a later one.
+        let rest = request
+            .strip_prefix(&expected)
+            .expect("the head as expected");
+        assert!(r#"{"a":1}"#.starts_with(rest), "{rest:?}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_is_reopened_for_the_next_request() {
+        // The first connection says it closes; the second is closed by the
+        // server without a word after one answer, while idle.
+        let (endpoint, server) = server(vec![
+            vec![b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\na"],
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb"],
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nc"],
+        ])
+        .await;
+        let mut conn = Connection::new(endpoint, Duration::from_secs(5));
+        for expected in [b"a", b"b", b"c"] {
+            let answer = get(&mut conn).await.expect("an answer");
+            assert_eq!(&answer.body[..], expected);
+        }
+        assert_eq!(server.await.expect("the server task").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_a_failure_not_an_answer() {
+        let (endpoint, _server) = server(vec![vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+        ]])
+        .await;
+        let mut conn = Connection::new(endpoint, Duration::from_secs(5));
+        assert!(matches!(get(&mut conn).await, Err(Failure::Io(_))));
+    }
+
+    #[tokio::test]
+    async fn a_post_on_a_connection_closed_while_idle_is_not_sent_twice() {
+        let (endpoint, server) = server(vec![
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"],
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"],
+        ])
+        .await;
+        let mut conn = Connection::new(endpoint, Duration::from_secs(5));
+        get(&mut conn).await.expect("an answer");
+        let body = Some(Bytes::from_static(b"{}"));
+        let post = conn
+            .send(Method::POST, "/x", &Headers::default(), body)
+            .await;
+        assert!(matches!(post, Err(Failure::Io(_))), "{post:?}");
+        // The failed connection is dropped; the next request opens another.
+        get(&mut conn).await.expect("an answer");
+        assert_eq!(server.await.expect("the server task").len(), 2);
+    }
 }
