@@ -27,7 +27,10 @@ pub const PLATFORM_STATEMENT_TIMEOUT_MS: u32 = 5_000;
 
 pub struct AppState {
     pub db: Db,
-    /// Read on every request, replaced whole on reload.
+    /// Fixed for the process's life: memoized callers keep limits made from
+    /// it (see [`crate::memo`]). Replacing it would have to move the
+    /// platform epoch (`Cache::bump_list(PLATFORM, …)`) so that they are made
+    /// again.
     pub tiers: ArcSwap<TierTable>,
     pub registry: TenantRegistry,
     /// `GET /v1/tenant`'s tenant part, serialized once per tenant version.

@@ -77,12 +77,17 @@ pub struct Connection {
     out: Vec<u8>,
     /// Bytes read and not yet consumed.
     input: BytesMut,
+    /// Connections opened after the first: the server closed one, or a
+    /// request failed on it.
+    reconnects: u64,
 }
 
 /// The most response headers read.
 const MAX_HEADERS: usize = 64;
 /// The longest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
+/// The longest response body accepted.
+const MAX_BODY: usize = 64 << 20;
 
 impl Connection {
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
@@ -92,7 +97,13 @@ impl Connection {
             timeout,
             out: Vec::with_capacity(1024),
             input: BytesMut::with_capacity(16 * 1024),
+            reconnects: 0,
         }
+    }
+
+    /// Connections opened after the first (see the module's comment).
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     /// Opens the connection now (so the first measured request does not pay
@@ -102,6 +113,34 @@ impl Connection {
             self.stream = Some(self.connect().await?);
         }
         Ok(())
+    }
+
+    /// Opens a new connection in place of the current one, counted.
+    async fn reconnect(&mut self) -> anyhow::Result<()> {
+        self.close();
+        self.stream = Some(self.connect().await?);
+        self.reconnects += 1;
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.stream = None;
+        self.input.clear();
+    }
+
+    /// Whether the kept-alive connection can carry the next request: the
+    /// server has not closed it and sent nothing no request asked for
+    /// (e.g. a `408` before closing an idle connection). Checked without
+    /// waiting: tokio answers from the readiness it already knows.
+    fn usable(&self) -> bool {
+        let Some(stream) = &self.stream else {
+            return false;
+        };
+        if !self.input.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     async fn connect(&self) -> anyhow::Result<TcpStream> {
@@ -132,7 +171,7 @@ impl Connection {
                 Err(_) => Err(Failure::Timeout(self.timeout)),
             };
         if result.is_err() {
-            self.stream = None;
+            self.close();
         }
         result
     }
@@ -152,22 +191,26 @@ impl Connection {
             &self.endpoint.host,
             headers,
             body.as_deref(),
-        );
-        // A connection the server closed while idle shows up as a failed
-        // write or an answer that never starts: an idempotent request is
-        // sent again on a fresh connection, once, as HTTP clients do for
-        // idle keep-alive connections; any other fails (and counts).
-        let reused = self.stream.is_some();
-        if !reused {
-            self.stream = Some(self.connect().await?);
-            self.input.clear();
-        }
+        )?;
+        // A connection the server closed while idle is reopened before the
+        // request goes out. If it closes between that check and the write,
+        // the request fails before any answer: an idempotent one is sent
+        // again on a new connection, once, as HTTP clients do for idle
+        // keep-alive connections; any other fails (and counts).
+        let fresh = if self.usable() {
+            false
+        } else {
+            match self.stream {
+                Some(_) => self.reconnect().await?,
+                None => self.stream = Some(self.connect().await?),
+            }
+            true
+        };
         match self.round_trip(&method).await {
             Ok(answer) => Ok(answer),
-            Err(Exchange::NotStarted(e)) if reused && method.is_idempotent() => {
-                tracing::debug!(error = %e, "idle connection closed; reconnecting");
-                self.stream = Some(self.connect().await?);
-                self.input.clear();
+            Err(Exchange::NotStarted(e)) if !fresh && method.is_idempotent() => {
+                tracing::debug!(error = %e, "kept-alive connection closed; reconnecting");
+                self.reconnect().await?;
                 self.round_trip(&method).await.map_err(Exchange::into_error)
             }
             Err(e) => Err(e.into_error()),
@@ -190,6 +233,14 @@ impl Connection {
             close,
         } = loop {
             match parse_head(&self.input).map_err(Exchange::Failed)? {
+                // An interim answer (100 Continue, 103 Early Hints): the
+                // final one follows.
+                Some((consumed, head))
+                    if head.status.is_informational()
+                        && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    self.input.advance(consumed);
+                }
                 Some((consumed, head)) => {
                     self.input.advance(consumed);
                     break head;
@@ -231,9 +282,8 @@ impl Connection {
                 .await
                 .map_err(Exchange::Failed)?
         };
-        if close || framing == Framing::UntilClose {
-            self.stream = None;
-            self.input.clear();
+        if close || (!no_body && framing == Framing::UntilClose) {
+            self.close();
         }
         Ok(Answer { status, body })
     }
@@ -262,7 +312,8 @@ enum Framing {
     UntilClose,
 }
 
-/// Appends the request's bytes to `out`.
+/// Appends the request's bytes to `out`. A path with a space or a control
+/// character would break the request line: refused.
 fn write_request(
     out: &mut Vec<u8>,
     method: &Method,
@@ -270,7 +321,11 @@ fn write_request(
     host: &HeaderValue,
     headers: &Headers,
     body: Option<&[u8]>,
-) {
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        path.starts_with('/') && !path.bytes().any(|b| b <= b' ' || b == 0x7f),
+        "not a request path: {path:?}"
+    );
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
@@ -299,6 +354,7 @@ fn write_request(
     if let Some(body) = body {
         out.extend_from_slice(body);
     }
+    Ok(())
 }
 
 /// What the client needs of a response head.
@@ -375,6 +431,10 @@ async fn read_body(
     let short = || anyhow::anyhow!("the server closed the connection mid-body");
     match framing {
         Framing::Length(n) => {
+            anyhow::ensure!(
+                n <= MAX_BODY,
+                "a body of {n} bytes is over the client's limit"
+            );
             while input.len() < n {
                 if fill(stream, input).await? == 0 {
                     return Err(short());
@@ -383,7 +443,9 @@ async fn read_body(
             Ok(input.split_to(n).freeze())
         }
         Framing::UntilClose => {
-            while fill(stream, input).await? != 0 {}
+            while fill(stream, input).await? != 0 {
+                anyhow::ensure!(input.len() <= MAX_BODY, "a body over the client's limit");
+            }
             Ok(input.split().freeze())
         }
         Framing::Chunked => {
@@ -406,6 +468,10 @@ async fn read_body(
                     .and_then(|s| std::str::from_utf8(s).ok())
                     .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
                     .context("The server sent an invalid chunk size")?;
+                anyhow::ensure!(
+                    body.len().saturating_add(size) <= MAX_BODY,
+                    "a chunked body over the client's limit"
+                );
                 if size == 0 {
                     // Trailers, if any, then the empty line.
                     loop {
@@ -569,21 +635,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_post_on_a_connection_closed_while_idle_is_not_sent_twice() {
+    async fn a_connection_closed_while_idle_is_reopened_before_a_post_is_sent() {
         let (endpoint, server) = server(vec![
             vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"],
-            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"],
+            vec![b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"],
         ])
         .await;
         let mut conn = Connection::new(endpoint, Duration::from_secs(5));
         get(&mut conn).await.expect("an answer");
+        // Idle long enough for the server's close to arrive.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let body = Some(Bytes::from_static(b"{}"));
         let post = conn
             .send(Method::POST, "/x", &Headers::default(), body)
-            .await;
-        assert!(matches!(post, Err(Failure::Io(_))), "{post:?}");
-        // The failed connection is dropped; the next request opens another.
-        get(&mut conn).await.expect("an answer");
+            .await
+            .expect("sent on a new connection");
+        assert_eq!(post.status, StatusCode::CREATED);
+        assert_eq!(conn.reconnects(), 1);
         assert_eq!(server.await.expect("the server task").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_and_a_204_keeps_the_connection() {
+        let (endpoint, server) = server(vec![vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        ]])
+        .await;
+        let mut conn = Connection::new(endpoint, Duration::from_secs(5));
+        let first = get(&mut conn).await.expect("an answer");
+        assert_eq!(first.status, StatusCode::NO_CONTENT);
+        let second = get(&mut conn).await.expect("an answer");
+        assert_eq!(&second.body[..], b"ok");
+        assert_eq!(conn.reconnects(), 0, "one connection for both");
+        assert_eq!(server.await.expect("the server task").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_path_that_would_break_the_request_line_is_refused() {
+        let (endpoint, _server) = server(vec![]).await;
+        let mut conn = Connection::new(endpoint, Duration::from_secs(5));
+        for path in ["/a b", "/a\r\nx-evil: 1", "relative"] {
+            let sent = conn
+                .send(Method::GET, path, &Headers::default(), None)
+                .await;
+            assert!(matches!(sent, Err(Failure::Io(_))), "{path:?}: {sent:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_chunk_is_a_failure_not_a_panic() {
+        let (endpoint, _server) = server(vec![vec![
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+        ]])
+        .await;
+        let mut conn = Connection::new(endpoint, Duration::from_secs(5));
+        assert!(matches!(get(&mut conn).await, Err(Failure::Io(_))));
     }
 }

@@ -105,14 +105,17 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self) {
+    async fn run(mut self) {
         match self.stream.load {
             Load::Closed { .. } => self.closed_loop().await,
             Load::Open { rate, connections } => self.open_loop(rate, connections).await,
         }
+        self.recorder
+            .reconnects
+            .fetch_add(self.conn.reconnects(), Ordering::Relaxed);
     }
 
-    async fn closed_loop(mut self) {
+    async fn closed_loop(&mut self) {
         let end = self.t0 + self.stream.end;
         sleep_until(self.t0 + self.stream.start).await;
         loop {
@@ -135,7 +138,7 @@ impl Worker {
         }
     }
 
-    async fn open_loop(mut self, rate: f64, connections: usize) {
+    async fn open_loop(&mut self, rate: f64, connections: usize) {
         let start = self.t0 + self.stream.start;
         let end = self.t0 + self.stream.end;
         let span = (self.stream.end.saturating_sub(self.stream.start)).as_secs_f64();
@@ -148,7 +151,16 @@ impl Worker {
                 break;
             }
             if Instant::now() > end + GRACE {
-                let left = (slots - k).div_ceil(step);
+                // The slots left, but for those in other streams' turns.
+                let left = (k..slots)
+                    .step_by(step as usize)
+                    .filter(|&j| {
+                        let due = start + Duration::from_secs_f64(j as f64 / rate);
+                        self.stream
+                            .turns
+                            .is_none_or(|t| t.is_open(due.saturating_duration_since(self.t0)))
+                    })
+                    .count() as u64;
                 self.recorder.dropped.fetch_add(left, Ordering::Relaxed);
                 break;
             }

@@ -563,6 +563,12 @@ pub fn summarize(
             "{dropped} scheduled requests were never sent: the schedule could not be kept"
         ));
     }
+    let reconnects = rec.reconnects.load(std::sync::atomic::Ordering::Relaxed);
+    if reconnects > 0 {
+        notes.push(format!(
+            "{reconnects} connections were opened again during the run (the server closed them, or a request failed on them)"
+        ));
+    }
     ScenarioResult {
         name: scenario.name().to_owned(),
         load: LoadInfo {

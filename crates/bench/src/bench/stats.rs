@@ -182,6 +182,8 @@ pub struct Recorder {
     tenants: Vec<Mutex<TenantAggregate>>,
     pub live: Live,
     pub dropped: AtomicU64,
+    /// Connections the load workers had to open again.
+    pub reconnects: AtomicU64,
 }
 
 impl Recorder {
@@ -202,6 +204,7 @@ impl Recorder {
                 .collect(),
             live: Live::default(),
             dropped: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
         }
     }
 
