@@ -65,19 +65,10 @@ pub struct Caller {
     expires: Instant,
     /// The caller's membership, once a request looked it up.
     member: OnceLock<Option<Arc<Member>>>,
-    /// Answers' JSON, made once per caller (see [`View`]).
-    views: [OnceLock<Bytes>; 1],
+    /// `GET /v1/tenant`'s body, made once per caller (see
+    /// [`Caller::tenant_answer`]).
+    tenant_answer: OnceLock<Bytes>,
     counters: Counters,
-}
-
-/// An answer's JSON kept with a [`Caller`]: made from the caller's tenant,
-/// membership and the platform settings, all of which move the caller's
-/// stamp when they change.
-#[derive(Clone, Copy)]
-pub enum View {
-    /// `GET /v1/tenant`'s body: the tenant (platform settings overlaid) and
-    /// the caller's membership.
-    TenantAnswer = 0,
 }
 
 /// The counters a hit counts in, in place of the lookups it saves.
@@ -219,7 +210,7 @@ pub fn remember(
         stamp,
         expires: Instant::now() + MEMO_TTL.min(Duration::from_secs(left)),
         member: OnceLock::new(),
-        views: Default::default(),
+        tenant_answer: OnceLock::new(),
     });
     MEMO.with(|m| {
         let callers = &mut m.borrow_mut().callers;
@@ -246,9 +237,11 @@ impl Caller {
         let _ = self.member.set(member);
     }
 
-    /// Where `view`'s JSON is kept for this caller.
-    pub fn view(&self, view: View) -> &OnceLock<Bytes> {
-        &self.views[view as usize]
+    /// Where this caller's `GET /v1/tenant` body is kept: the tenant
+    /// (platform settings overlaid) and the membership, all of which move
+    /// the caller's stamp when they change.
+    pub fn tenant_answer(&self) -> &OnceLock<Bytes> {
+        &self.tenant_answer
     }
 
     /// Counts a tenant-scoped request (for warming the busiest first).

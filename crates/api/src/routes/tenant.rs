@@ -14,7 +14,7 @@ use tenantry_db::members::Member;
 use tenantry_db::tenants::Tenant;
 use uuid::Uuid;
 
-use crate::memo::View;
+use crate::memo::Caller;
 use crate::problem::ApiError;
 use crate::tenancy::Scope;
 
@@ -56,11 +56,12 @@ pub struct TenantResponse {
     security(("user_jwt" = [])))]
 pub async fn get_tenant(mut scope: Scope) -> Result<Response, ApiError> {
     // Served from the cache at steady state: the tenant (with its member
-    // count) came with resolution, the membership is cached per user, and
-    // the memoized caller keeps the whole answer.
+    // count) came with resolution, the membership is cached per user (and
+    // counted as that cache's hit even when the kept body is used), and the
+    // memoized caller keeps the whole answer.
     let member = scope.membership().await?;
     let caller = scope.caller().cloned();
-    let slot = caller.as_deref().map(|c| c.view(View::TenantAnswer));
+    let slot = caller.as_deref().map(Caller::tenant_answer);
     let body = match slot.and_then(OnceLock::get) {
         Some(body) => body.clone(),
         None => {

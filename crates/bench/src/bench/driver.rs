@@ -144,6 +144,9 @@ impl Worker {
         let span = (self.stream.end.saturating_sub(self.stream.start)).as_secs_f64();
         let slots = (span * rate).ceil() as u64;
         let step = connections.max(1) as u64;
+        let (turns, t0) = (self.stream.turns, self.t0);
+        let in_turn =
+            move |due: Instant| turns.is_none_or(|t| t.is_open(due.saturating_duration_since(t0)));
         let mut k = self.index as u64;
         while k < slots {
             let due = start + Duration::from_secs_f64(k as f64 / rate);
@@ -154,21 +157,12 @@ impl Worker {
                 // The slots left, but for those in other streams' turns.
                 let left = (k..slots)
                     .step_by(step as usize)
-                    .filter(|&j| {
-                        let due = start + Duration::from_secs_f64(j as f64 / rate);
-                        self.stream
-                            .turns
-                            .is_none_or(|t| t.is_open(due.saturating_duration_since(self.t0)))
-                    })
+                    .filter(|&j| in_turn(start + Duration::from_secs_f64(j as f64 / rate)))
                     .count() as u64;
                 self.recorder.dropped.fetch_add(left, Ordering::Relaxed);
                 break;
             }
-            if self
-                .stream
-                .turns
-                .is_some_and(|t| !t.is_open(due.saturating_duration_since(self.t0)))
-            {
+            if !in_turn(due) {
                 k += step;
                 continue;
             }

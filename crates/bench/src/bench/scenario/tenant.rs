@@ -171,6 +171,53 @@ impl CacheCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::scenario::Load;
+
+    fn taking_turns(warmup: Duration) -> ScenarioPlan {
+        let end = Duration::from_secs(25);
+        let stream = |name, turn, pick| Stream {
+            name,
+            tenants: Vec::new(),
+            load: Load::Closed { connections: 1 },
+            start: Duration::ZERO,
+            end,
+            pick,
+            turns: Some(Turns {
+                slice: TURN,
+                turn,
+                of: 2,
+            }),
+        };
+        ScenarioPlan {
+            streams: vec![
+                stream("get-tenant", 0, pick),
+                stream("healthz", 1, super::super::healthz::pick),
+            ],
+            warmup,
+            end,
+            loaded_from: None,
+            roles: Vec::new(),
+            noisy: None,
+        }
+    }
+
+    #[test]
+    fn the_ratio_compares_answers_per_second_of_each_operations_own_turns() {
+        // Warm-up 15 s, 25 s in all: 5 s of turns each.
+        let plan = taking_turns(Duration::from_secs(15));
+        let ratio = throughput_ratio(&plan, 800, 1_000).expect("a ratio");
+        assert!((ratio - 0.8).abs() < 1e-9, "{ratio}");
+        // Warm-up ending 100 ms into a /healthz turn: it had 4.9 s, the
+        // tenant stream 5 s, so equal answers are not an equal rate.
+        let plan = taking_turns(Duration::from_millis(15_100));
+        let ratio = throughput_ratio(&plan, 1_000, 1_000).expect("a ratio");
+        assert!((ratio - 4.9 / 5.0).abs() < 1e-9, "{ratio}");
+        assert_eq!(
+            throughput_ratio(&plan, 1_000, 0),
+            None,
+            "no /healthz answers"
+        );
+    }
 
     #[test]
     fn zipf_multiset_favours_the_first_tenants_and_keeps_every_one() {
