@@ -17,6 +17,14 @@
 //!   of the flood's. Tenants that each hold less than half (an even load)
 //!   never meet this cap: they share the whole capacity.
 //! - A waiter gives up after its budget (the caller answers 503).
+//!
+//! Cancellation safety: a waiting request may be dropped at any moment (its
+//! client hung up, its budget ran out). Every waiter is owned by a guard in
+//! the waiting future, and a waiter is either still queued or already
+//! admitted, decided under the one lock: the guard's `Drop` removes a queued
+//! waiter, or gives back the slot of one admitted while nobody was left to
+//! take it. A slot can therefore never be lost between the dispatcher and a
+//! waiter that is gone.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -48,7 +56,14 @@ struct TenantQueue {
     weight: u32,
     /// Admissions left in this tenant's current turn.
     credit: u32,
-    waiters: VecDeque<oneshot::Sender<Permit>>,
+    waiters: VecDeque<Waiter>,
+}
+
+/// A queued operation: its ticket (to find it again when it gives up) and
+/// the channel that wakes it once admitted.
+struct Waiter {
+    ticket: u64,
+    wake: oneshot::Sender<()>,
 }
 
 struct State {
@@ -60,6 +75,7 @@ struct State {
     tenants: HashMap<Uuid, TenantQueue>,
     /// Tenants with waiters, in service order.
     ring: VecDeque<Uuid>,
+    next_ticket: u64,
 }
 
 /// How recently another tenant must have been admitted for the headroom to
@@ -104,8 +120,40 @@ pub struct DbShare {
 pub struct Permit {
     share: Arc<DbShare>,
     tenant: Uuid,
-    /// False while the permit travels to a waiter that may have given up.
-    live: bool,
+}
+
+/// Owns a queued waiter while its future waits. Dropped with the future,
+/// whatever the reason (timeout, client gone), it either takes the waiter
+/// off the queue or, if the dispatcher admitted it in the meantime, gives
+/// the slot back. Disarmed when the waiter becomes a [`Permit`].
+struct Queued<'a> {
+    share: &'a Arc<DbShare>,
+    tenant: Uuid,
+    ticket: u64,
+    armed: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut state = self.share.lock();
+        let state = &mut *state;
+        if let Some(t) = state.tenants.get_mut(&self.tenant)
+            && let Some(at) = t.waiters.iter().position(|w| w.ticket == self.ticket)
+        {
+            // Still queued: leave no trace.
+            t.waiters.remove(at);
+            if t.waiters.is_empty() {
+                t.credit = 0;
+                state.ring.retain(|id| *id != self.tenant);
+            }
+            return;
+        }
+        // Admitted, but nobody is left to use the slot.
+        self.share.release_locked(state, self.tenant);
+    }
 }
 
 impl std::fmt::Debug for Permit {
@@ -118,9 +166,7 @@ impl std::fmt::Debug for Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if self.live {
-            self.share.release(self.tenant);
-        }
+        self.share.release(self.tenant);
     }
 }
 
@@ -142,6 +188,7 @@ impl DbShare {
                 recent: [(None, None), (None, None)],
                 tenants: HashMap::new(),
                 ring: VecDeque::new(),
+                next_ticket: 0,
             }),
         })
     }
@@ -156,8 +203,9 @@ impl DbShare {
         claim: Claim,
         budget: Duration,
     ) -> Result<Permit, Rejected> {
-        let rx = {
+        let (ticket, woken) = {
             let mut state = self.lock();
+            let state = &mut *state;
             let now = Instant::now();
             let capacity_free = state.in_use < state.capacity;
             let allowance = state.allowance(claim.tenant, claim.limit.max(1), now);
@@ -171,38 +219,51 @@ impl DbShare {
                 return Ok(Permit {
                     share: self.clone(),
                     tenant: claim.tenant,
-                    live: true,
                 });
             }
-            let (tx, rx) = oneshot::channel();
-            tenant.waiters.push_back(tx);
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            let (wake, woken) = oneshot::channel();
+            tenant.waiters.push_back(Waiter { ticket, wake });
             if tenant.waiters.len() == 1 {
                 if tenant.credit == 0 {
                     tenant.credit = tenant.weight;
                 }
                 state.ring.push_back(claim.tenant);
             }
-            rx
+            (ticket, woken)
         };
-        match tokio::time::timeout(budget, rx).await {
-            Ok(Ok(mut permit)) => {
-                permit.live = true;
-                Ok(permit)
+        let mut queued = Queued {
+            share: self,
+            tenant: claim.tenant,
+            ticket,
+            armed: true,
+        };
+        match tokio::time::timeout(budget, woken).await {
+            Ok(Ok(())) => {
+                queued.armed = false;
+                Ok(Permit {
+                    share: self.clone(),
+                    tenant: claim.tenant,
+                })
             }
-            // Timed out: the dropped receiver makes the sender closed, and the
-            // dispatcher skips (and forgets) closed waiters. A permit sent in
-            // the meantime comes back through its Drop.
+            // Timed out (or the share is gone): `queued`'s Drop takes the
+            // waiter off the queue, or returns a slot handed over meanwhile.
             Ok(Err(_)) | Err(_) => Err(Rejected::Timeout),
         }
     }
 
     fn release(self: &Arc<Self>, tenant: Uuid) {
         let mut state = self.lock();
+        self.release_locked(&mut state, tenant);
+    }
+
+    fn release_locked(self: &Arc<Self>, state: &mut State, tenant: Uuid) {
         state.in_use = state.in_use.saturating_sub(1);
         if let Some(t) = state.tenants.get_mut(&tenant) {
             t.in_use = t.in_use.saturating_sub(1);
         }
-        self.dispatch(&mut state);
+        self.dispatch(state);
     }
 
     /// Admits waiters while there is capacity: deficit round robin over the
@@ -218,9 +279,6 @@ impl DbShare {
                 state.ring.pop_front();
                 continue;
             };
-            while tenant.waiters.front().is_some_and(|w| w.is_closed()) {
-                tenant.waiters.pop_front();
-            }
             if tenant.waiters.is_empty() {
                 tenant.credit = 0;
                 state.ring.pop_front();
@@ -235,18 +293,10 @@ impl DbShare {
             let waiter = tenant.waiters.pop_front().expect("checked non-empty");
             tenant.in_use += 1;
             state.in_use += 1;
-            let permit = Permit {
-                share: self.clone(),
-                tenant: id,
-                live: false,
-            };
-            if let Err(mut returned) = waiter.send(permit) {
-                // The waiter gave up between our check and the send.
-                returned.live = false;
-                tenant.in_use -= 1;
-                state.in_use -= 1;
-                continue;
-            }
+            // The slot is the waiter's from here on. If its future is gone
+            // before it reads this, its guard finds it off the queue and
+            // gives the slot back; the send's outcome changes nothing.
+            let _ = waiter.wake.send(());
             skipped = 0;
             tenant.credit = tenant.credit.saturating_sub(1);
             if tenant.waiters.is_empty() {
@@ -456,5 +506,114 @@ mod tests {
             .acquire(claim(t, 1, 1), Duration::from_millis(5))
             .await;
         assert!(again.is_ok());
+    }
+
+    /// What happens to the holder of the only slot while a second request
+    /// waits for it.
+    #[derive(Debug, Clone, Copy)]
+    enum Event {
+        /// The holder finishes: the slot is handed over to the waiter.
+        Release,
+        /// The waiter's budget runs out.
+        Expire,
+        /// The holder finishes and the budget runs out at the same instant.
+        Both,
+    }
+
+    /// The cancellation property: a waiting acquire dropped after any number
+    /// of polls, with the slot handed over or the budget expiring at any of
+    /// those points, leaves nothing behind — no slot in use, no waiter, no
+    /// tenant on the ring — and the next request is admitted at once.
+    #[tokio::test(start_paused = true)]
+    async fn an_acquire_dropped_at_any_poll_leaves_nothing_behind() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let budget = Duration::from_millis(100);
+        for event in [Event::Release, Event::Expire, Event::Both] {
+            for polls in 0..6 {
+                for at in 0..=polls {
+                    let share = DbShare::new(1);
+                    let mut holder = Some(
+                        share
+                            .acquire(claim(Uuid::now_v7(), 1, 1), LONG)
+                            .await
+                            .expect("holder"),
+                    );
+                    // Boxed, so that dropping it drops the future itself.
+                    let mut waiting = Box::pin(share.acquire(claim(Uuid::now_v7(), 1, 1), budget));
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let mut admitted = None;
+                    // The event comes before poll `at`; with `at == polls`,
+                    // after the last poll, just before the drop.
+                    for poll in 0..=polls {
+                        if poll == at {
+                            if matches!(event, Event::Release | Event::Both) {
+                                holder.take();
+                            }
+                            if matches!(event, Event::Expire | Event::Both) {
+                                tokio::time::advance(budget * 2).await;
+                            }
+                        }
+                        if poll == polls {
+                            break;
+                        }
+                        if let Poll::Ready(outcome) = waiting.as_mut().poll(&mut cx) {
+                            admitted = outcome.ok();
+                            break;
+                        }
+                    }
+                    // The request goes away here, whatever it was doing.
+                    drop(waiting);
+                    drop(admitted);
+                    drop(holder);
+                    let stats = share.stats();
+                    let case = format!("{event:?} at poll {at}, dropped after {polls} polls");
+                    assert_eq!(stats.in_use, 0, "{case}: a slot leaked");
+                    assert_eq!(stats.waiting, 0, "{case}: a waiter stayed queued");
+                    assert_eq!(
+                        stats.waiting_tenants, 0,
+                        "{case}: a tenant stayed on the ring"
+                    );
+                    let next = share
+                        .acquire(claim(Uuid::now_v7(), 1, 1), Duration::ZERO)
+                        .await;
+                    assert!(next.is_ok(), "{case}: the next request waited");
+                }
+            }
+        }
+    }
+
+    /// The leak that once left every tenant answering 503: a slot handed
+    /// over to a waiter whose request was dropped before it read it.
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_handed_to_a_waiter_that_is_gone_comes_back() {
+        let share = DbShare::new(2);
+        let t = Uuid::now_v7();
+        let held: Vec<Permit> = futures_all(&share, claim(t, 2, 1), 2).await;
+        let mut waiters = Vec::new();
+        for _ in 0..8 {
+            let share = share.clone();
+            waiters.push(tokio::spawn(async move {
+                share.acquire(claim(t, 2, 1), LONG).await.map(drop)
+            }));
+        }
+        settle().await;
+        assert_eq!(share.stats().waiting, 8);
+        // Hand the two slots over, and drop every waiting request before any
+        // of them runs again.
+        drop(held);
+        for w in &waiters {
+            w.abort();
+        }
+        for w in waiters {
+            let _ = w.await;
+        }
+        let stats = share.stats();
+        assert_eq!(
+            (stats.in_use, stats.waiting, stats.waiting_tenants),
+            (0, 0, 0)
+        );
+        let again = futures_all(&share, claim(t, 2, 1), 2).await;
+        assert_eq!(again.len(), 2);
     }
 }
