@@ -83,12 +83,12 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     let admitted = state.fairness.shedder.admit(privileged(req.uri().path()));
     let mut response = match admitted {
         Some(_in_flight) => {
-            metrics::gauge!("http_requests_in_flight").increment(1.0);
+            let gauge = InFlightGauge::enter(&route);
             // Every statement the request's task sends is counted: a request
             // served from the cache shows 0.
             let (response, statements) =
                 tenantry_db::count_statements(REQUEST_ID.scope(id.clone(), next.run(req))).await;
-            metrics::gauge!("http_requests_in_flight").decrement(1.0);
+            gauge.finished();
             metrics::counter!("tenantry_db_statements_total", "route" => route.clone())
                 .increment(statements);
             response
@@ -122,6 +122,39 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     counted.push(("status", status));
     metrics::counter!("http_requests_total", &counted).increment(1);
     response
+}
+
+/// `http_requests_in_flight`, held by a guard: a client that hangs up makes
+/// hyper drop the request's future at whatever await it is parked on, and the
+/// gauge must come down all the same. A request dropped before it finished is
+/// counted in `http_requests_cancelled_total` by route.
+struct InFlightGauge<'a> {
+    route: &'a str,
+    finished: bool,
+}
+
+impl<'a> InFlightGauge<'a> {
+    fn enter(route: &'a str) -> Self {
+        metrics::gauge!("http_requests_in_flight").increment(1.0);
+        Self {
+            route,
+            finished: false,
+        }
+    }
+
+    fn finished(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for InFlightGauge<'_> {
+    fn drop(&mut self) {
+        metrics::gauge!("http_requests_in_flight").decrement(1.0);
+        if !self.finished {
+            metrics::counter!("http_requests_cancelled_total", "route" => self.route.to_owned())
+                .increment(1);
+        }
+    }
 }
 
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

@@ -198,7 +198,7 @@ impl Db {
             prelude: Some(ctx.clone()),
             mode: self.mode,
             admission: std::sync::Mutex::new(None),
-            _admitted: None,
+            admitted: None,
         })
     }
 
@@ -214,7 +214,7 @@ impl Db {
             prelude: Some(ctx.clone()),
             mode: self.mode,
             admission: std::sync::Mutex::new(admission),
-            _admitted: None,
+            admitted: None,
         }
     }
 
@@ -297,7 +297,7 @@ pub struct Tx {
     /// `Tx` stays `Sync` (the future is not); never contended.
     admission: std::sync::Mutex<Option<Admission>>,
     /// What the admission yielded (the share permit), released with the Tx.
-    _admitted: Option<Box<dyn Any + Send + Sync>>,
+    admitted: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl Tx {
@@ -324,7 +324,7 @@ impl Tx {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(admission) = admission {
-            self._admitted = Some(admission.await?);
+            self.admitted = Some(admission.await?);
         }
         self.conn = Some(self.pool.get().await?);
         Ok(())
@@ -486,12 +486,17 @@ impl Drop for Tx {
         }
         // The connection may be mid-transaction: roll back before it returns to
         // the pool. If no runtime is left (shutdown), drop it from the pool.
+        // The share's slot stays taken until the connection is free again: a
+        // statement the dropped request sent still runs in PostgreSQL, and
+        // the share counts the work the database is really doing.
+        let admitted = self.admitted.take();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move {
                     if conn.batch_execute("ROLLBACK").await.is_err() {
                         let _ = Object::take(conn);
                     }
+                    drop(admitted);
                 });
             }
             Err(_) => {

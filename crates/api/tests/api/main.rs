@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod batch;
 mod cache;
+mod cancellation;
 mod conventions;
 mod embedded;
 mod events;
