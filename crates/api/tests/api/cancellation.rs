@@ -201,3 +201,75 @@ async fn hang_ups_racing_statement_timeouts_and_queue_expiry_leave_nothing_behin
     all_given_back(&app).await;
     next_request_is_served(&app, &owner).await;
 }
+
+/// The harness for the database path: transactions that wait for the share,
+/// take a connection, send the prelude with a statement, write and commit,
+/// each cut off after a growing slice of time — at the admission, the
+/// connect, mid-statement, at the commit or after it. Four run at once over a
+/// share of two, so some are cut off while queued or while being handed a
+/// slot. Afterwards every slot and every pooled connection is back.
+#[tokio::test]
+async fn a_transaction_dropped_at_any_point_gives_back_its_slot_and_connection() {
+    use tenantry_db::{DbError, TenantContext};
+    use tenantry_fairness::share::{Claim, DbShare};
+
+    let app = TestApp::spawn().await;
+    let (tenant, owner) = app.tenant("drops").await;
+    app.post(&owner, "counted").await;
+    let tenant_id: uuid::Uuid = tenant["id"].as_str().expect("id").parse().expect("uuid");
+    let share = DbShare::new(2);
+    let db = app.state.db.clone();
+    let claim = Claim {
+        tenant: tenant_id,
+        limit: 2,
+        weight: 1,
+    };
+
+    for step in 0..60u32 {
+        let cut_off = Duration::from_micros(200 * u64::from(step));
+        let runs = (0..4u64).map(|i| {
+            // Staggered, so one is cut off just as another hands over.
+            let cut_off = cut_off + Duration::from_micros(150 * i);
+            let share = share.clone();
+            let admission: tenantry_db::Admission = Box::pin(async move {
+                share
+                    .acquire(claim, Duration::from_secs(5))
+                    .await
+                    .map(|permit| Box::new(permit) as Box<dyn std::any::Any + Send + Sync>)
+                    .map_err(|_| DbError::Unavailable("the share is busy".to_owned()))
+            });
+            let mut tx = db.begin_lazy(&TenantContext::tenant(tenant_id, 5_000), Some(admission));
+            let work = async move {
+                tx.query(
+                    "SELECT pg_sleep(0.001), count(*) FROM posts WHERE tenant_id = $1",
+                    &[&tenant_id],
+                )
+                .await?;
+                tx.execute(
+                    "UPDATE posts SET content = content WHERE tenant_id = $1",
+                    &[&tenant_id],
+                )
+                .await?;
+                tx.commit().await
+            };
+            tokio::time::timeout(cut_off, work)
+        });
+        futures::future::join_all(runs).await;
+    }
+
+    eventually("every slot and every connection is back", || {
+        let (share, db) = (share.clone(), db.clone());
+        async move {
+            let s = share.stats();
+            let (open, idle, waiting) = db.pool_status();
+            s.in_use == 0 && s.waiting == 0 && open == idle && waiting == 0
+        }
+    })
+    .await;
+    let res = app
+        .as_user(&owner, Method::GET, "/v1/posts?limit=20")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+}
