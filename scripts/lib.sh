@@ -86,3 +86,11 @@ ensure_test_database() {
         start >/dev/null || true
     export TENANTRY_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
+
+# schemathesis, the independent fuzzer that reads /openapi.json (PyPI).
+ensure_schemathesis() {
+    if command -v schemathesis >/dev/null; then return 0; fi
+    say "installing schemathesis (pip)"
+    python3 -m pip install -q --disable-pip-version-check 'schemathesis>=4,<5' 2>&1 | grep -v "^WARNING: Running pip as" >&2 || true
+    command -v schemathesis >/dev/null || { say "schemathesis did not install"; return 1; }
+}
