@@ -109,9 +109,10 @@ async fn all_given_back(app: &TestApp) {
     })
     .await;
     // The `/metrics` request that reads the gauge is itself in flight.
-    eventually("the in-flight gauge is back to the one reading it", || async {
-        gauge(app, "http_requests_in_flight").await == 1.0
-    })
+    eventually(
+        "the in-flight gauge is back to the one reading it",
+        || async { gauge(app, "http_requests_in_flight").await == 1.0 },
+    )
     .await;
 }
 

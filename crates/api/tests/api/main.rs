@@ -23,3 +23,4 @@ mod posts;
 mod rls;
 mod search;
 mod shares;
+mod soak;
