@@ -76,6 +76,20 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
 ];
 
+/// A fingerprint of every migration's version, name and text: two databases
+/// migrated by builds with the same fingerprint have the same schema (the
+/// tests' template database is named after it).
+pub fn fingerprint() -> u64 {
+    MIGRATIONS
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, (version, name, sql)| {
+            let text = format!("{version}:{name}:{sql}\n");
+            text.bytes().fold(hash, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        })
+}
+
 /// Months of partitions made ahead when migrating (the server's maintenance
 /// worker keeps its own horizon, `TENANTRY_PARTITION_HORIZON_MONTHS`).
 pub const PARTITION_HORIZON_MONTHS: u32 = 12;

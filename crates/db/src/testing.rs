@@ -5,6 +5,11 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`, which `scripts/test` sets
 //! up) and drops it afterwards. Here once, so the api, bench and db tests
 //! share one way of doing it.
+//!
+//! A migrated database is a copy (`CREATE DATABASE … TEMPLATE`) of a template
+//! migrated once per schema version, named after
+//! [`crate::migrate::fingerprint`]: copying is a file copy, where migrating
+//! runs every migration's statements again.
 
 use std::str::FromStr as _;
 
@@ -42,6 +47,21 @@ impl FreshDatabase {
         Self { name, url }
     }
 
+    /// A fresh database with every migration applied: a copy of the template
+    /// for this build's migrations, made (once, by whichever test comes
+    /// first) if it does not exist yet.
+    pub async fn migrated() -> Self {
+        let template = ensure_template().await;
+        let name = format!("tenantry_test_{}", Uuid::new_v4().simple());
+        let client = server().await;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .await
+            .expect("copy the template database");
+        let url = url_of(&name);
+        Self { name, url }
+    }
+
     /// A new connection to the database as the connecting (owner) user,
     /// which bypasses nothing the server does not.
     pub async fn connect(&self) -> tokio_postgres::Client {
@@ -51,6 +71,87 @@ impl FreshDatabase {
         tokio::spawn(conn);
         client
     }
+}
+
+/// A connection to the test server's own database.
+async fn server() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL for tests is reachable (start it, or set TENANTRY_TEST_DATABASE_URL)");
+    tokio::spawn(conn);
+    client
+}
+
+/// Serializes making templates across test processes.
+const TEMPLATE_LOCK: i64 = 0x7465_6d70_6c61_7465; // "template"
+
+/// The name of the migrated template for this build, made if missing. It is
+/// built under another name and renamed when complete, so a test process
+/// that dies half-way leaves no half-migrated template behind; templates of
+/// other schema versions are dropped.
+async fn ensure_template() -> String {
+    let template = format!("tenantry_template_{:016x}", crate::migrate::fingerprint());
+    let client = server().await;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&TEMPLATE_LOCK])
+        .await
+        .expect("take the template lock");
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
+        .await
+        .expect("look for the template")
+        .is_some();
+    if !exists {
+        let stale = client
+            .query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'tenantry\\_template\\_%'",
+                &[],
+            )
+            .await
+            .expect("list templates");
+        for row in stale {
+            let name: String = row.get(0);
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+        let building = format!("{template}_building");
+        client
+            .batch_execute(&format!("CREATE DATABASE {building}"))
+            .await
+            .expect("create the template database");
+        {
+            let db = crate::Db::connect(&url_of(&building), &crate::DbOptions::default())
+                .expect("pool for the template");
+            crate::migrate::migrate(&db)
+                .await
+                .expect("migrate the template database");
+        }
+        // The pool's connections close as it drops, a moment later; RENAME
+        // refuses while any is still there.
+        let mut renamed = Err(None);
+        for _ in 0..100 {
+            renamed = client
+                .batch_execute(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{building}'; \
+                     ALTER DATABASE {building} RENAME TO {template}"
+                ))
+                .await
+                .map_err(Some);
+            if renamed.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if let Err(e) = renamed {
+            panic!("rename the template database: {e:?}");
+        }
+    }
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&TEMPLATE_LOCK])
+        .await
+        .expect("release the template lock");
+    template
 }
 
 /// The test server's connection settings, pointed at database `name`.

@@ -8,7 +8,7 @@ use tenantry_db::testing::FreshDatabase;
 use tenantry_db::{Db, DbOptions};
 
 async fn fresh() -> (Db, FreshDatabase) {
-    let fresh = FreshDatabase::create().await;
+    let fresh = FreshDatabase::migrated().await;
     let db = Db::connect(&fresh.url, &DbOptions::default()).expect("pool");
     tenantry_db::migrate::migrate(&db).await.expect("migrate");
     (db, fresh)

@@ -20,7 +20,7 @@ fn events(n: usize) -> Vec<Event> {
 
 #[tokio::test]
 async fn every_event_acknowledged_before_a_stop_is_committed() {
-    let fresh = FreshDatabase::create().await;
+    let fresh = FreshDatabase::migrated().await;
     let db = Db::connect(&fresh.url, &DbOptions::default()).expect("pool");
     tenantry_db::migrate::migrate(&db).await.expect("migrate");
     let raw = fresh.connect().await;

@@ -23,7 +23,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let fresh = FreshDatabase::create().await;
+    let fresh = FreshDatabase::migrated().await;
     let db = Db::connect(&fresh.url, &DbOptions::default()).expect("pool");
     tenantry_db::migrate::migrate(&db).await.expect("migrate");
     Fixture { db, fresh }

@@ -69,7 +69,7 @@ impl TestApp {
         base_domain: Option<String>,
         configure: impl FnOnce(AppState) -> AppState,
     ) -> TestApp {
-        let fresh = Arc::new(FreshDatabase::create().await);
+        let fresh = Arc::new(FreshDatabase::migrated().await);
         Self::spawn_on(fresh, base_domain, configure).await
     }
 
