@@ -291,10 +291,12 @@ impl Application {
             Some(_) => format!("embedded PostgreSQL in {}", self.data_dir.display()),
             None => "DATABASE_URL".to_owned(),
         };
+        // The one line a newcomer looks for: on stdout, apart from the logs.
         println!(
-            "tenantry listening on http://{addr} ({db_note}; admin token: {})",
+            "==> tenantry ready on http://{addr} (API docs: http://{addr}/docs; {db_note}; admin token: {})",
             self.secrets.admin_token
         );
+        tracing::info!(%addr, "ready");
         let result = run(self.listener, self.state, shutdown).await;
         if let Some(pg) = self.embedded {
             pg.stop()

@@ -189,15 +189,27 @@ fn parse_ttl(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Logs go to stderr: coloured only on a terminal, and one JSON object per
+/// line with `TENANTRY_LOG_FORMAT=json` (for log shippers). `RUST_LOG`
+/// filters as usual.
+fn init_logs() -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,tower_http=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("TENANTRY_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().with_current_span(false).init(),
+        Ok("text") | Err(_) => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        Ok(other) => anyhow::bail!("TENANTRY_LOG_FORMAT is `text` or `json`, not `{other}`"),
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs()?;
 
     match Cli::parse().command {
         Command::Serve(common) => {
@@ -223,6 +235,17 @@ async fn main() -> anyhow::Result<()> {
                 ..Settings::default()
             };
             settings.validate()?;
+            // A secret generated here would sign tokens no server accepts.
+            let kept = settings.data_dir.join("jwt_secret");
+            if settings.jwt_secret.is_none() && !kept.exists() {
+                anyhow::bail!(
+                    "no server has run with the data dir {} (there is no {}): pass the server's \
+                     --data-dir (or TENANTRY_DATA_DIR), or the secret it uses as \
+                     TENANTRY_JWT_SECRET",
+                    settings.data_dir.display(),
+                    kept.display()
+                );
+            }
             let secrets = Secrets::load(&settings).context("Failed to read the JWT secret")?;
             let keys = tenantry_api::auth::JwtKeys::new(secrets.jwt_secret.as_bytes());
             println!(
