@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, patch, post};
 use tenantry_cache::{Cache, CacheOptions, L2};
 use tenantry_db::embedded::EmbeddedPostgres;
 use tenantry_db::{Db, DbOptions};
@@ -16,13 +15,10 @@ use tenantry_fairness::rate::RateLimiter;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::{Secrets, Settings};
-use crate::routes::{
-    admin, analytics, audit, community, events, jobs, journeys, members, notifications, ops, posts,
-    search, shares, tenant,
-};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -31,96 +27,10 @@ pub const BODY_LIMIT: usize = 1 << 20;
 
 /// Every route of the API.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route(
-            "/v1/admin/tenants",
-            post(admin::create_tenant).get(admin::list_tenants),
-        )
-        .route(
-            "/v1/admin/tenants/{id}",
-            get(admin::get_tenant)
-                .patch(admin::patch_tenant)
-                .delete(admin::delete_tenant),
-        )
-        .route("/v1/admin/tenants/{id}/usage", get(admin::usage))
-        .route(
-            "/v1/admin/settings",
-            get(admin::get_settings).patch(admin::patch_settings),
-        )
-        .route("/v1/tenant", get(tenant::get_tenant))
-        .route(
-            "/v1/members",
-            post(members::add_member).get(members::list_members),
-        )
-        .route("/v1/members/me", post(members::join))
-        .route(
-            "/v1/members/{user_id}",
-            patch(members::change_role).delete(members::remove_member),
-        )
-        .route("/v1/posts", post(posts::create_post).get(posts::list_posts))
-        .route(
-            "/v1/posts/{id}",
-            get(posts::get_post)
-                .patch(posts::edit_post)
-                .delete(posts::delete_post),
-        )
-        .route(
-            "/v1/posts/{id}/like",
-            post(posts::like).delete(posts::unlike),
-        )
-        .route(
-            "/v1/posts/{id}/comments",
-            post(posts::add_comment).get(posts::list_comments),
-        )
-        .route(
-            "/v1/events",
-            post(events::create_event).get(events::list_events),
-        )
-        .route(
-            "/v1/events/{id}",
-            get(events::get_event)
-                .patch(events::edit_event)
-                .delete(events::cancel_event),
-        )
-        .route(
-            "/v1/journeys",
-            post(journeys::create_journey).get(journeys::list_journeys),
-        )
-        .route(
-            "/v1/journeys/{id}",
-            get(journeys::get_journey).patch(journeys::edit_journey),
-        )
-        .route(
-            "/v1/journeys/{id}/activities",
-            post(journeys::add_activity).get(journeys::list_activities),
-        )
-        .route(
-            "/v1/journeys/{id}/activities/{activity_id}",
-            patch(journeys::edit_activity),
-        )
-        .route("/v1/search", get(search::search))
-        .route("/v1/me/communities", get(community::my_communities))
-        .route("/v1/feed", get(community::feed))
-        .route("/v1/shares", post(shares::share))
-        .route("/v1/admin/jobs", get(jobs::overview))
-        .route("/v1/admin/jobs/{id}", axum::routing::delete(jobs::discard))
-        .route("/v1/admin/jobs/{id}/retry", post(jobs::retry))
-        .route("/v1/analytics/events", post(analytics::ingest))
-        .route("/v1/stats/daily", get(analytics::daily))
-        .route("/v1/announcements", post(notifications::announce))
-        .route("/v1/notifications", get(notifications::list))
-        .route("/v1/notifications/read", post(notifications::mark_read))
-        .route(
-            "/v1/notifications/preferences",
-            get(notifications::get_preferences)
-                .put(notifications::put_preferences)
-                .patch(notifications::patch_preferences),
-        )
-        .route("/v1/audit-log", get(audit::list))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::ApiDoc::openapi()))
+    let (api, openapi) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .merge(crate::routes::all())
+        .split_for_parts();
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(telemetry::not_found)
         .method_not_allowed_fallback(telemetry::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

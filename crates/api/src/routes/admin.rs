@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tenantry_core::{Domain, JoinPolicy, LimitOverrides, TenantSlug, TenantStatus};
 use tenantry_db::tenants::{self, Lookup, NewTenant, Tenant, TenantPatch};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{Checks, double_option, no_nul, text};
@@ -16,6 +18,15 @@ use crate::auth::PlatformAdmin;
 use crate::pagination::{Page, PageParams};
 use crate::problem::{ApiError, FieldError, Json, Path, Query};
 use crate::state::{AppState, PLATFORM_STATEMENT_TIMEOUT_MS};
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(get_tenant, patch_tenant, delete_tenant))
+        .routes(routes!(usage))
+        .routes(routes!(get_settings, patch_settings))
+}
 
 /// A tenant as the admin API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -1,18 +1,28 @@
 //! Analytics ingestion (group-committed) and the daily statistics.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::Arc;
 use tenantry_core::Role;
 use tenantry_jobs::ingest::{Event, IngestError};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Checks, no_nul, text};
 use crate::problem::{ApiError, FieldError, Json, Query};
 use crate::state::AppState;
 use crate::tenancy::Scope;
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(ingest))
+        .routes(routes!(daily))
+}
 
 /// Events one request may carry.
 pub const MAX_EVENTS: usize = 1_000;

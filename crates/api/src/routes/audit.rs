@@ -1,14 +1,24 @@
 //! The audit log (admin+): who did what in the tenant, newest first.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use tenantry_core::Role;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, Json, Query};
+use crate::state::AppState;
 use crate::tenancy::Scope;
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(list))
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {

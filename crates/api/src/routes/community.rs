@@ -7,6 +7,9 @@
 //! read exists.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,7 +20,15 @@ use super::events::EventView;
 use super::posts::PostView;
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, Json, Query};
+use crate::state::AppState;
 use crate::user_scope::UserScope;
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(my_communities))
+        .routes(routes!(feed))
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CommunityView {

@@ -1,17 +1,29 @@
 //! Events: create, list upcoming, read, edit, cancel.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenantry_core::Role;
 use tenantry_db::events::{self, Event, EventPatch, NewEvent, UpcomingQuery};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::shares::OriginView;
 use super::{Checks, double_option, text};
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, FieldError, Json, Path, Query};
+use crate::state::AppState;
 use crate::tenancy::{Scope, not_a_member};
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_event, list_events))
+        .routes(routes!(get_event, edit_event, cancel_event))
+}
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_DESCRIPTION_CHARS: usize = 10_000;

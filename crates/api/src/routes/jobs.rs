@@ -8,11 +8,21 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tenantry_jobs::queue;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::PlatformAdmin;
 use crate::problem::{ApiError, Json, Path};
 use crate::state::AppState;
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(overview))
+        .routes(routes!(discard))
+        .routes(routes!(retry))
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueueDepthView {

@@ -1,6 +1,8 @@
 //! Journeys (a member's trips: status, public flag, dates, locations) and
 //! their activities.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -9,13 +11,25 @@ use tenantry_core::Role;
 use tenantry_db::journeys::{
     self, ActivitiesPage, Activity, ActivityQuery, Added, Journey, NewActivity, NewJourney,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::events::instant;
 use super::{Checks, double_option, no_nul, text};
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, FieldError, Json, Path, Query};
+use crate::state::AppState;
 use crate::tenancy::{Scope, not_a_member};
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_journey, list_journeys))
+        .routes(routes!(get_journey, edit_journey))
+        .routes(routes!(add_activity, list_activities))
+        .routes(routes!(edit_activity))
+}
 
 const MAX_TITLE_CHARS: usize = 200;
 const MAX_TEXT_CHARS: usize = 10_000;

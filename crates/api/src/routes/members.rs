@@ -1,5 +1,7 @@
 //! Members of a tenant and their roles.
 
+use std::sync::Arc;
+
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -7,11 +9,22 @@ use serde_json::json;
 use tenantry_core::{JoinPolicy, Role};
 use tenantry_db::DbError;
 use tenantry_db::members::{self, Member};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::pagination::{Page, PageParams};
 use crate::problem::{ApiError, Json, Path, Query};
+use crate::state::AppState;
 use crate::tenancy::Scope;
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(add_member, list_members))
+        .routes(routes!(join))
+        .routes(routes!(change_role, remove_member))
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MemberView {

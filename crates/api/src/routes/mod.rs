@@ -15,9 +15,33 @@ pub mod search;
 pub mod shares;
 pub mod tenant;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Deserializer};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::problem::{ApiError, FieldError};
+use crate::state::AppState;
+
+/// Every route of the API with its OpenAPI operation: each module registers
+/// its own, once (a route and its documentation cannot drift apart).
+pub fn all() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .merge(admin::routes())
+        .merge(tenant::routes())
+        .merge(members::routes())
+        .merge(posts::routes())
+        .merge(events::routes())
+        .merge(journeys::routes())
+        .merge(search::routes())
+        .merge(community::routes())
+        .merge(shares::routes())
+        .merge(jobs::routes())
+        .merge(analytics::routes())
+        .merge(notifications::routes())
+        .merge(audit::routes())
+        .merge(ops::routes())
+}
 
 /// Tells a field that is absent (`None`) from one set to null
 /// (`Some(None)`), for PATCH bodies.

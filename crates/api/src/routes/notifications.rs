@@ -1,6 +1,8 @@
 //! Announcements (fanned out to members by a job) and each member's
 //! notifications.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -9,12 +11,24 @@ use serde_json::{Value, json};
 use tenantry_core::Role;
 use tenantry_db::notifications::{self, Notification};
 use tenantry_jobs::announcements::Once;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{Checks, text};
 use crate::pagination::{Page, TimeKey};
 use crate::problem::{ApiError, FieldError, Json, Query};
+use crate::state::AppState;
 use crate::tenancy::{Scope, not_a_member};
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(announce))
+        .routes(routes!(list))
+        .routes(routes!(mark_read))
+        .routes(routes!(get_preferences, put_preferences, patch_preferences))
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -7,9 +7,19 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::problem::{ApiError, Json};
 use crate::state::AppState;
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {

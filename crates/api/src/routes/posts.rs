@@ -1,5 +1,6 @@
 //! Posts, likes and comments.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -7,12 +8,24 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenantry_core::Role;
 use tenantry_db::posts::{self, Comment, Post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::text;
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, Json, Path, Query};
+use crate::state::AppState;
 use crate::tenancy::Scope;
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_post, list_posts))
+        .routes(routes!(get_post, edit_post, delete_post))
+        .routes(routes!(like, unlike))
+        .routes(routes!(add_comment, list_comments))
+}
 
 pub const MAX_POST_CHARS: usize = 10_000;
 pub const MAX_COMMENT_CHARS: usize = 5_000;

@@ -1,13 +1,23 @@
 //! `GET /v1/search?q=`: full-text search over the tenant's posts and events.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenantry_db::search::{self, Hit};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::pagination::{Page, PageParams};
 use crate::problem::{ApiError, Json, Query};
+use crate::state::AppState;
 use crate::tenancy::{Scope, not_a_member};
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(search))
+}
 
 /// The longest query string accepted (422 beyond).
 pub const MAX_QUERY_CHARS: usize = 500;

@@ -7,16 +7,25 @@
 //! into the same target again answers the existing copy (200), not a second
 //! one.
 
+use crate::state::AppState;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use tenantry_db::posts::PostQuota;
 use tenantry_db::shares::{self, Origin, Shared};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::events::EventView;
 use super::posts::PostView;
 use crate::problem::{ApiError, Json};
 use crate::user_scope::UserScope;
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(share))
+}
 
 /// Where shared content came from.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

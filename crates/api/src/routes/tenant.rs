@@ -12,11 +12,19 @@ use serde::Serialize;
 use serde_json::Value;
 use tenantry_db::members::Member;
 use tenantry_db::tenants::Tenant;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::memo::Caller;
 use crate::problem::ApiError;
+use crate::state::AppState;
 use crate::tenancy::Scope;
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(get_tenant))
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantSummary {
