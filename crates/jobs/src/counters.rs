@@ -114,6 +114,7 @@ pub async fn flush(db: &Db) -> Result<Flushed, DbError> {
             let tx = db
                 .begin(&TenantContext {
                     tenant_ids: tenants.clone(),
+                    user_id: None,
                     statement_timeout_ms: crate::worker::JOB_STATEMENT_TIMEOUT_MS,
                 })
                 .await?;

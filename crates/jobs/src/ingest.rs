@@ -240,6 +240,7 @@ async fn write(db: &Db, batch: &[Submission]) -> Result<Vec<Result<usize, Ingest
     let (lock_tenants, lock_days): (Vec<Uuid>, Vec<NaiveDate>) = days.iter().copied().unzip();
     let ctx = TenantContext {
         tenant_ids: tenants.into_iter().collect(),
+        user_id: None,
         statement_timeout_ms: 30_000,
     };
     let mut tx = db.begin(&ctx).await?;
