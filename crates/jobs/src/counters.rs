@@ -138,6 +138,10 @@ pub async fn flush(db: &Db) -> Result<Flushed, DbError> {
     }
 }
 
+/// A failed flush repeats every interval while the database is away: one
+/// warning per minute says so.
+static FLUSH_WARNING: tenantry_db::Throttle = tenantry_db::Throttle::new(Duration::from_secs(60));
+
 /// Applies deltas every `interval` until `stop` (and once more on stop, so a
 /// graceful shutdown leaves nothing pending). `applied` is told the tenants
 /// whose counters changed (to drop their cached lists).
@@ -161,7 +165,11 @@ pub async fn run(
                 applied(tenants);
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "applying post counters failed; will retry"),
+            Err(e) => {
+                if let Some(held_back) = FLUSH_WARNING.admit() {
+                    tracing::warn!(error = %e, held_back, "applying post counters failed; will retry");
+                }
+            }
         }
         if stopping {
             return;

@@ -17,6 +17,7 @@ mod isolation;
 mod journeys;
 mod members;
 mod notifications;
+mod outage;
 mod plans;
 mod posts;
 mod rls;
