@@ -209,7 +209,9 @@ async fn flush(db: &Db, batch: Vec<Submission>) {
             }
         }
         Err(e) => {
-            if let Some(held_back) = FLUSH_WARNING.admit() {
+            if !e.is_unavailable() {
+                tracing::warn!(error = %e, requests = batch.len(), "analytics batch failed");
+            } else if let Some(held_back) = FLUSH_WARNING.admit() {
                 tracing::warn!(error = %e, requests = batch.len(), held_back, "analytics batch failed");
             }
             for s in batch {
@@ -220,7 +222,7 @@ async fn flush(db: &Db, batch: Vec<Submission>) {
 }
 
 /// Batch failures while the database is away repeat on every flush: one
-/// warning per interval says so.
+/// warning per interval says so (other failures are each logged).
 static FLUSH_WARNING: tenantry_db::Throttle =
     tenantry_db::Throttle::new(std::time::Duration::from_secs(10));
 
