@@ -16,30 +16,45 @@ use crate::state::AppState;
 /// a stray row sits unreported.
 const INTERVAL: Duration = Duration::from_secs(3_600);
 
-/// Runs one pass now, then every [`INTERVAL`] until `stop`.
+/// How soon a failed pass is tried again (the database was away, say): far
+/// sooner than [`INTERVAL`], so partitions do not wait an hour after an
+/// outage, yet a pass a minute cannot storm a database that is down.
+const RETRY: Duration = Duration::from_secs(60);
+
+/// Runs one pass now, then every [`INTERVAL`] (after a failure, [`RETRY`])
+/// until `stop`.
 pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     loop {
-        run_once(&state).await;
+        let pause = if run_once(&state).await {
+            INTERVAL
+        } else {
+            RETRY
+        };
         tokio::select! {
             _ = stop.changed() => return,
-            () = tokio::time::sleep(INTERVAL) => {},
+            () = tokio::time::sleep(pause) => {},
         }
     }
 }
 
 /// One pass: make partitions, apply retention, report the rows that landed
 /// in default partitions (metric `tenantry_partition_default_rows`).
-pub async fn run_once(state: &AppState) {
+/// Returns whether it succeeded.
+pub async fn run_once(state: &AppState) -> bool {
     match tenantry_db::partitions::maintain(&state.db, state.partition_horizon_months).await {
         Ok(report) => {
             for table in &report.tables {
                 metrics::gauge!("tenantry_partition_default_rows", "table" => table.parent.clone())
                     .set(table.default_rows as f64);
             }
+            true
         }
-        Err(e) => tracing::warn!(
-            error = format!("{e:#}"),
-            "partition maintenance failed; will retry"
-        ),
+        Err(e) => {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "partition maintenance failed; will retry"
+            );
+            false
+        }
     }
 }

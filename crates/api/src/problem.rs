@@ -72,8 +72,36 @@ pub enum ApiError {
     Overloaded { retry_after: u64 },
     #[error("the query ran past this tenant's statement timeout")]
     QueryTimeout,
+    /// The database is away (restarting, unreachable): 503
+    /// `database_unavailable`, apart from `overloaded` (the server or the
+    /// tenant's share is busy) and from internal errors, so a client knows
+    /// to retry and an operator knows where to look.
+    #[error("the database is unavailable; retry in {DATABASE_RETRY_AFTER} s")]
+    DatabaseUnavailable,
     #[error("internal error")]
-    Internal(#[from] anyhow::Error),
+    Internal(#[source] anyhow::Error),
+}
+
+/// The `Retry-After` of `database_unavailable`. A restart of PostgreSQL takes
+/// seconds; asking for a retry within one second would mostly meet the
+/// same outage.
+pub const DATABASE_RETRY_AFTER: u64 = 2;
+
+/// "The database is away" is logged per request at most once per this
+/// interval (with a count of the rest), so an outage is a few log lines.
+static UNAVAILABLE_WARNING: tenantry_db::Throttle =
+    tenantry_db::Throttle::new(std::time::Duration::from_secs(5));
+
+impl From<anyhow::Error> for ApiError {
+    /// An error from anywhere may wrap a broken database connection
+    /// (`.context(...)` over a tokio-postgres or pool error): the cause chain
+    /// is walked, and such an error is 503 `database_unavailable`, not 500.
+    fn from(err: anyhow::Error) -> Self {
+        match tenantry_db::unavailable_cause(err.as_ref()) {
+            Some(reason) => DbError::Unavailable(reason).into(),
+            None => ApiError::Internal(err),
+        }
+    }
 }
 
 /// The problem+json body (API.md, "Conventions").
@@ -114,7 +142,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) | Self::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded { .. } | Self::QueryTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::QueryTimeout | Self::DatabaseUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -138,6 +168,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Overloaded { .. } => "overloaded",
             Self::QueryTimeout => "query_timeout",
+            Self::DatabaseUnavailable => "database_unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -160,6 +191,7 @@ impl ApiError {
             Self::RateLimited { .. } => "Rate limited",
             Self::Overloaded { .. } => "Overloaded",
             Self::QueryTimeout => "Query timeout",
+            Self::DatabaseUnavailable => "Database unavailable",
             Self::Internal(_) => "Internal server error",
         }
     }
@@ -210,6 +242,9 @@ impl IntoResponse for ApiError {
             Self::QueryTimeout => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
+            Self::DatabaseUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(DATABASE_RETRY_AFTER));
+            }
             _ => {}
         }
         response
@@ -226,11 +261,18 @@ impl From<DbError> for ApiError {
             DbError::QuotaExceeded { quota } => ApiError::QuotaExceeded {
                 quota: quota.to_owned(),
             },
-            DbError::Unavailable(reason) => {
-                tracing::warn!(%reason, "database unavailable");
+            DbError::Busy(reason) => {
+                tracing::debug!(%reason, "database busy");
                 ApiError::Overloaded { retry_after: 1 }
             }
-            DbError::Other(e) => ApiError::Internal(e),
+            DbError::Unavailable(reason) => {
+                if let Some(held_back) = UNAVAILABLE_WARNING.admit() {
+                    let request_id = REQUEST_ID.try_with(Clone::clone).ok();
+                    tracing::warn!(%reason, held_back, request_id, "database unavailable");
+                }
+                ApiError::DatabaseUnavailable
+            }
+            DbError::Other(e) => e.into(),
         }
     }
 }

@@ -134,6 +134,7 @@ pub(crate) fn unshare(err: Arc<tenantry_db::DbError>) -> tenantry_db::DbError {
         Err(shared) => match &*shared {
             tenantry_db::DbError::Timeout => tenantry_db::DbError::Timeout,
             tenantry_db::DbError::Unavailable(s) => tenantry_db::DbError::Unavailable(s.clone()),
+            tenantry_db::DbError::Busy(s) => tenantry_db::DbError::Busy(s.clone()),
             other => tenantry_db::DbError::Other(anyhow::anyhow!("{other}")),
         },
     }
@@ -623,7 +624,8 @@ fn rate_limited(tenant: &Tenant, checked: Checked) -> ApiError {
 
 /// Waits for the tenant's share of the database, in the fair queue: the
 /// admission of the request's lazy transaction. A wait past the budget is
-/// [`tenantry_db::DbError::Unavailable`], which answers 503 `overloaded`.
+/// [`tenantry_db::DbError::Busy`], which answers 503 `overloaded` (not
+/// `database_unavailable`: the database is there, the tenant's turn is not).
 fn admit_db(state: Arc<AppState>, tenant: &Arc<Tenant>, limits: &Limits) -> Admission {
     let claim = Claim {
         tenant: tenant.id,
@@ -649,7 +651,7 @@ fn admit_db(state: Arc<AppState>, tenant: &Arc<Tenant>, limits: &Limits) -> Admi
             Err(Rejected::Timeout) => {
                 metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => tier.to_owned())
                     .increment(1);
-                Err(tenantry_db::DbError::Unavailable(
+                Err(tenantry_db::DbError::Busy(
                     "the tenant's database share is busy".to_owned(),
                 ))
             }

@@ -72,6 +72,7 @@ impl UserScope {
     pub async fn begin(&self, tenants: Vec<Uuid>) -> Result<Tx, ApiError> {
         let ctx = TenantContext {
             tenant_ids: tenants,
+            user_id: Some(self.user.id),
             statement_timeout_ms: self.limits.statement_timeout_ms,
         };
         Ok(self.state.db.begin(&ctx).await?)

@@ -92,6 +92,11 @@ pub async fn flush_traffic(state: &AppState) -> Result<u64, tenantry_db::DbError
     tenants::record_traffic(&state.db, &ids, &counts, PLATFORM_STATEMENT_TIMEOUT_MS).await
 }
 
+/// The traffic flush fails on every tick while the database is away: one
+/// warning per minute says so.
+static FLUSH_WARNING: tenantry_db::Throttle =
+    tenantry_db::Throttle::new(std::time::Duration::from_secs(60));
+
 /// The warming worker: warms at start, after every reset, and after a tick
 /// with an invalidation storm; flushes traffic every tick.
 pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
@@ -107,8 +112,10 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
             () = state.cache.resets.notified() => true,
             _ = tick.tick() => {
-                if let Err(e) = flush_traffic(&state).await {
-                    tracing::warn!(error = %e, "tenant traffic flush failed");
+                if let Err(e) = flush_traffic(&state).await
+                    && let Some(held_back) = FLUSH_WARNING.admit()
+                {
+                    tracing::warn!(error = %e, held_back, "tenant traffic flush failed");
                 }
                 let now = state.cache.invalidations.load(Relaxed);
                 let storm = now.saturating_sub(invalidations) > STORM;

@@ -348,6 +348,7 @@ async fn enqueue_noops(db: &Db, ids: &[Uuid], first: usize, n: usize) -> anyhow:
     let mut tx = db
         .begin(&TenantContext {
             tenant_ids: ids.to_vec(),
+            user_id: None,
             statement_timeout_ms: 60_000,
         })
         .await?;

@@ -20,7 +20,12 @@ pub fn redis_channel(l2: &L2) -> String {
     format!("{}invalidate", l2.prefix)
 }
 
-/// How long a lost listener waits before reconnecting.
+/// One "cache LISTEN failed" warning per interval while the database is away.
+static LISTEN_WARNING: tenantry_db::Throttle = tenantry_db::Throttle::new(Duration::from_secs(10));
+
+/// How long a lost listener waits before reconnecting. Fixed, not growing:
+/// the cache is stale for as long as the listener is away, so it comes back
+/// as soon as the database does.
 const RECONNECT: Duration = Duration::from_millis(500);
 
 /// One bump: `tenant`'s `list` (empty: the whole tenant) moved to
@@ -105,7 +110,12 @@ async fn listen_pg(cache: &Cache, mut stop: watch::Receiver<bool>) {
                 }
                 tracing::warn!("cache LISTEN connection lost; reconnecting");
             }
-            Err(e) => tracing::warn!(error = %e, "cache LISTEN failed; retrying"),
+            Err(e) => {
+                // Every half second while the database is away: throttled.
+                if let Some(held_back) = LISTEN_WARNING.admit() {
+                    tracing::warn!(error = %e, held_back, "cache LISTEN failed; retrying");
+                }
+            }
         }
         first = false;
         tokio::select! {

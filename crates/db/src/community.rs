@@ -4,7 +4,9 @@
 //! with `memberships` by a trigger: reading "every community of this user"
 //! is one index range, never a scan of every tenant's members. Member counts
 //! come from `tenants.member_count`, kept incrementally by the statements that
-//! add and remove members.
+//! add and remove members. The directory says who belongs where across
+//! tenants, so row-level security (V51) lets a transaction read only the rows
+//! of the user its context names ([`TenantContext::user`]).
 //!
 //! The feed reads each allowed tenant through a LATERAL that walks that
 //! tenant's own index from the keyset and stops after `limit` rows, and only
@@ -63,7 +65,7 @@ pub async fn page(
     limit: i64,
     timeout_ms: u32,
 ) -> Result<Vec<Community>, DbError> {
-    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let tx = db.begin(&TenantContext::user(user, timeout_ms)).await?;
     let after = after.unwrap_or(Uuid::nil());
     let rows = tx
         .query_and_commit(
@@ -77,7 +79,7 @@ pub async fn page(
 /// Every active community of `user` (suspended and deleted tenants left
 /// out): the set a feed or a share may touch.
 pub async fn active(db: &Db, user: Uuid, timeout_ms: u32) -> Result<Vec<Community>, DbError> {
-    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let tx = db.begin(&TenantContext::user(user, timeout_ms)).await?;
     let rows = tx
         .query_and_commit(
             &format!("{COMMUNITY_SQL} AND t.status = 'active' ORDER BY uc.tenant_id"),

@@ -32,7 +32,7 @@ pub mod tenants;
 pub mod testing;
 pub mod users;
 
-pub use error::DbError;
+pub use error::{DbError, Throttle, unavailable_cause};
 pub use pool::{
     Admission, Db, DbOptions, StatementMode, TenantContext, Tx, count_statements, statements_total,
 };

@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "announcement_idempotency",
         include_str!("../migrations/V50__announcement_idempotency.sql"),
     ),
+    (
+        51,
+        "user_communities_rls",
+        include_str!("../migrations/V51__user_communities_rls.sql"),
+    ),
 ];
 
 /// A fingerprint of every migration's version, name and text: two databases

@@ -8,10 +8,11 @@
 //! BEGIN;
 //! SELECT set_config('role', 'tenantry_app', true),
 //!        set_config('tenantry.tenant_ids', '{...}', true),
+//!        set_config('tenantry.user_id', '...', true),
 //!        set_config('statement_timeout', '2000', true);
 //! ```
 //!
-//! All three settings are transaction-local, so a connection goes back to the
+//! All four settings are transaction-local, so a connection goes back to the
 //! pool with no tenant context left on it, and a statement that runs without a
 //! prelude sees no tenant rows at all (the policies fail closed).
 
@@ -65,10 +66,14 @@ impl Default for DbOptions {
     }
 }
 
-/// The tenants a transaction may see and how long each statement may run.
+/// The tenants a transaction may see, the user it acts for, and how long
+/// each statement may run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantContext {
     pub tenant_ids: Vec<Uuid>,
+    /// The user whose rows of the per-user directory (`user_communities`)
+    /// the transaction may read; `None` reads none of them.
+    pub user_id: Option<Uuid>,
     pub statement_timeout_ms: u32,
 }
 
@@ -76,6 +81,7 @@ impl TenantContext {
     pub fn tenant(id: Uuid, statement_timeout_ms: u32) -> Self {
         Self {
             tenant_ids: vec![id],
+            user_id: None,
             statement_timeout_ms,
         }
     }
@@ -85,17 +91,34 @@ impl TenantContext {
     pub fn platform(statement_timeout_ms: u32) -> Self {
         Self {
             tenant_ids: Vec::new(),
+            user_id: None,
+            statement_timeout_ms,
+        }
+    }
+
+    /// No tenant, acting for `user`: reads that user's own rows of the
+    /// per-user directory (which communities they belong to) and the global
+    /// tables.
+    pub fn user(user: Uuid, statement_timeout_ms: u32) -> Self {
+        Self {
+            tenant_ids: Vec::new(),
+            user_id: Some(user),
             statement_timeout_ms,
         }
     }
 
     /// The prelude as one simple-protocol string. Only UUIDs and an integer are
     /// interpolated, both formatted by Rust, so nothing here can inject SQL.
+    /// The user is always set, empty when there is none, so a pooled
+    /// connection never carries one transaction's user into the next (the
+    /// settings are transaction-local anyway).
     fn prelude(&self) -> String {
         let ids: Vec<String> = self.tenant_ids.iter().map(Uuid::to_string).collect();
+        let user = self.user_id.map(|u| u.to_string()).unwrap_or_default();
         format!(
             "BEGIN; SELECT set_config('role', '{APP_ROLE}', true), \
              set_config('tenantry.tenant_ids', '{{{}}}', true), \
+             set_config('tenantry.user_id', '{user}', true), \
              set_config('statement_timeout', '{}', true)",
             ids.join(","),
             self.statement_timeout_ms

@@ -90,6 +90,7 @@ async fn a_transaction_sees_only_the_tenants_of_its_context() {
         );
         let both = TenantContext {
             tenant_ids: vec![a, b],
+            user_id: None,
             statement_timeout_ms: 1_000,
         };
         assert_eq!(visible_posts(&t.db, &both).await, 2);

@@ -114,6 +114,7 @@ pub async fn flush(db: &Db) -> Result<Flushed, DbError> {
             let tx = db
                 .begin(&TenantContext {
                     tenant_ids: tenants.clone(),
+                    user_id: None,
                     statement_timeout_ms: crate::worker::JOB_STATEMENT_TIMEOUT_MS,
                 })
                 .await?;
@@ -136,6 +137,10 @@ pub async fn flush(db: &Db) -> Result<Flushed, DbError> {
         after = last;
     }
 }
+
+/// A failed flush repeats every interval while the database is away: one
+/// warning per minute says so.
+static FLUSH_WARNING: tenantry_db::Throttle = tenantry_db::Throttle::new(Duration::from_secs(60));
 
 /// Applies deltas every `interval` until `stop` (and once more on stop, so a
 /// graceful shutdown leaves nothing pending). `applied` is told the tenants
@@ -160,7 +165,11 @@ pub async fn run(
                 applied(tenants);
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "applying post counters failed; will retry"),
+            Err(e) => {
+                if let Some(held_back) = FLUSH_WARNING.admit() {
+                    tracing::warn!(error = %e, held_back, "applying post counters failed; will retry");
+                }
+            }
         }
         if stopping {
             return;

@@ -44,6 +44,10 @@ pub enum IngestError {
     /// of this submission was written.
     #[error("analytics ingestion unavailable: {0}")]
     Unavailable(String),
+    /// The batch could not be committed because the database is away;
+    /// nothing of this submission was written.
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
 }
 
 /// Collector settings.
@@ -187,7 +191,8 @@ async fn flush(db: &Db, batch: Vec<Submission>) {
                 let _ = s.reply.send(answer);
             }
         }
-        Err(e) if batch.len() > 1 && !matches!(e, DbError::Unavailable(_)) => {
+        // Retrying one by one cannot help while the database is away or busy.
+        Err(e) if batch.len() > 1 && !e.is_unavailable() && !matches!(e, DbError::Busy(_)) => {
             tracing::warn!(error = %e, requests = batch.len(),
                 "analytics batch failed; retrying its requests one by one");
             for s in batch {
@@ -196,7 +201,7 @@ async fn flush(db: &Db, batch: Vec<Submission>) {
                     Ok(mut a) => a.pop().unwrap_or_else(|| unavailable("no answer")),
                     Err(e) => {
                         tracing::warn!(error = %e, "analytics request failed");
-                        unavailable(&e.to_string())
+                        refused(&e)
                     }
                 };
                 let [s] = one;
@@ -204,11 +209,29 @@ async fn flush(db: &Db, batch: Vec<Submission>) {
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, requests = batch.len(), "analytics batch failed");
+            if !e.is_unavailable() {
+                tracing::warn!(error = %e, requests = batch.len(), "analytics batch failed");
+            } else if let Some(held_back) = FLUSH_WARNING.admit() {
+                tracing::warn!(error = %e, requests = batch.len(), held_back, "analytics batch failed");
+            }
             for s in batch {
-                let _ = s.reply.send(Err(IngestError::Unavailable(e.to_string())));
+                let _ = s.reply.send(refused(&e));
             }
         }
+    }
+}
+
+/// Batch failures while the database is away repeat on every flush: one
+/// warning per interval says so (other failures are each logged).
+static FLUSH_WARNING: tenantry_db::Throttle =
+    tenantry_db::Throttle::new(std::time::Duration::from_secs(10));
+
+/// The answer to a submission whose write failed with `e`.
+fn refused(e: &DbError) -> Result<usize, IngestError> {
+    if e.is_unavailable() {
+        Err(IngestError::DatabaseUnavailable(e.to_string()))
+    } else {
+        unavailable(&e.to_string())
     }
 }
 
@@ -240,6 +263,7 @@ async fn write(db: &Db, batch: &[Submission]) -> Result<Vec<Result<usize, Ingest
     let (lock_tenants, lock_days): (Vec<Uuid>, Vec<NaiveDate>) = days.iter().copied().unzip();
     let ctx = TenantContext {
         tenant_ids: tenants.into_iter().collect(),
+        user_id: None,
         statement_timeout_ms: 30_000,
     };
     let mut tx = db.begin(&ctx).await?;

@@ -397,7 +397,9 @@ impl Worker {
                 }
                 Err(e) => {
                     errors = errors.saturating_add(1);
-                    tracing::warn!(error = %e, "job claim failed; will retry");
+                    if let Some(held_back) = CLAIM_WARNING.admit() {
+                        tracing::warn!(error = %e, held_back, "job claim failed; will retry");
+                    }
                     true
                 }
             };
@@ -454,14 +456,28 @@ pub async fn listen(db: Db, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) 
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "job listener could not LISTEN"),
+            Err(e) => {
+                if let Some(held_back) = LISTEN_WARNING.admit() {
+                    tracing::warn!(error = %e, held_back, "job listener could not LISTEN");
+                }
+            }
         }
+        // A fixed pause, not a growing one: an attempt a second costs nothing
+        // while the database is away, and LISTEN is back within a second of
+        // its return.
         tokio::select! {
             _ = stop.changed() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {},
         }
     }
 }
+
+/// While the database is away every worker's claim fails on every turn, and
+/// the listener's every reconnect: one warning per interval for each (with
+/// the count held back) says so without flooding the log. The claims back
+/// off (`poll_interval` times the failures in a row, up to ten).
+static CLAIM_WARNING: tenantry_db::Throttle = tenantry_db::Throttle::new(Duration::from_secs(10));
+static LISTEN_WARNING: tenantry_db::Throttle = tenantry_db::Throttle::new(Duration::from_secs(10));
 
 /// Wakes every idle worker, and leaves a permit for one that is between
 /// batches (it would otherwise sleep through this wake-up).

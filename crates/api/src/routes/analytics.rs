@@ -140,6 +140,9 @@ pub async fn ingest(
             tracing::warn!(%reason, "analytics events not committed");
             Err(ApiError::Overloaded { retry_after: 1 })
         }
+        Err(IngestError::DatabaseUnavailable(reason)) => {
+            Err(tenantry_db::DbError::Unavailable(reason).into())
+        }
     }
 }
 

@@ -32,17 +32,23 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The database answers within a second.
+/// The database answers within a second; else 503 `database_unavailable`
+/// (whatever the error: a load balancer only needs to know not to send
+/// traffic here).
 #[utoipa::path(get, path = "/readyz", tag = "ops",
-    responses((status = 200, body = Health), (status = 503, body = crate::problem::Problem)))]
+    responses((status = 200, body = Health), (status = 503, body = crate::problem::Problem,
+        content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
     match tokio::time::timeout(Duration::from_secs(1), state.db.ping()).await {
         Ok(Ok(())) => Ok(Json(Health { status: "ready" })),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::Overloaded { retry_after: 1 })
+            Err(ApiError::DatabaseUnavailable)
         }
-        Err(_) => Err(ApiError::Overloaded { retry_after: 1 }),
+        Err(_) => {
+            tracing::warn!("readiness check: the database did not answer within a second");
+            Err(ApiError::DatabaseUnavailable)
+        }
     }
 }
 

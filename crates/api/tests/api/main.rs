@@ -18,6 +18,7 @@ mod isolation;
 mod journeys;
 mod members;
 mod notifications;
+mod outage;
 mod plans;
 mod posts;
 mod rls;

@@ -11,6 +11,16 @@ use crate::helpers::{Fetch as _, TestApp, User};
 
 const TENANT_TABLES: [&str; 4] = ["memberships", "posts", "post_likes", "comments"];
 
+/// Every table under row-level security here: the tenant tables and the
+/// per-user directory of memberships (keyed by user, not by tenant).
+const RLS_TABLES: [&str; 5] = [
+    "memberships",
+    "posts",
+    "post_likes",
+    "comments",
+    "user_communities",
+];
+
 /// Two tenants with posts, likes and comments; returns their ids and owners.
 async fn two_tenants(app: &TestApp) -> ((Uuid, User), (Uuid, User)) {
     let mut out = Vec::new();
@@ -49,26 +59,26 @@ async fn the_app_role_sees_no_tenant_rows_without_a_tenant_context() {
 
     // The superuser sees the rows, so the zero below is RLS at work.
     let tx = db.transaction().await.expect("begin");
-    for table in TENANT_TABLES {
+    for table in RLS_TABLES {
         assert!(count(&tx, table).await > 0, "{table} has rows");
     }
     tx.batch_execute("SET LOCAL ROLE tenantry_app")
         .await
         .expect("set role");
-    for table in TENANT_TABLES {
+    for table in RLS_TABLES {
         assert_eq!(count(&tx, table).await, 0, "{table} without a context");
     }
     // An empty setting also means "no tenant".
     tx.execute("SELECT set_config('tenantry.tenant_ids', '', true)", &[])
         .await
         .expect("set_config");
-    for table in TENANT_TABLES {
+    for table in RLS_TABLES {
         assert_eq!(count(&tx, table).await, 0, "{table} with an empty context");
     }
     tx.execute("SELECT set_config('tenantry.tenant_ids', '{}', true)", &[])
         .await
         .expect("set_config");
-    for table in TENANT_TABLES {
+    for table in RLS_TABLES {
         assert_eq!(count(&tx, table).await, 0, "{table} with an empty set");
     }
 }
@@ -203,7 +213,7 @@ async fn writing_another_tenants_rows_fails_the_policy_check() {
 async fn row_level_security_is_enabled_and_forced_on_every_tenant_table() {
     let app = TestApp::spawn().await;
     let db = app.raw_db().await;
-    for table in TENANT_TABLES {
+    for table in RLS_TABLES {
         let row = db
             .query_one(
                 "SELECT relrowsecurity, relforcerowsecurity FROM pg_class
@@ -240,7 +250,7 @@ async fn the_app_role_cannot_bypass_row_level_security_and_owns_no_table() {
     assert!(!row.get::<_, bool>(0), "rolbypassrls");
     assert!(!row.get::<_, bool>(1), "rolsuper");
     assert!(!row.get::<_, bool>(2), "rolcanlogin");
-    for table in TENANT_TABLES {
+    for table in RLS_TABLES {
         let owner: String = db
             .query_one(
                 "SELECT pg_get_userbyid(relowner)::text FROM pg_class
@@ -366,4 +376,194 @@ async fn a_pooled_connection_keeps_no_tenant_context_after_its_transaction() {
         .expect("query");
     assert_ne!(row.get::<_, String>(0), "tenantry_app", "the role is reset");
     assert_eq!(row.get::<_, String>(1), "", "the tenant context is reset");
+}
+
+#[tokio::test]
+async fn the_directory_shows_the_app_role_only_its_users_rows() {
+    let app = TestApp::spawn().await;
+    let ((a, a_owner), (b, b_owner)) = two_tenants(&app).await;
+    // A's owner also joins B: two rows of theirs, one of B's owner.
+    let joined = app
+        .as_user(&b_owner, Method::POST, "/v1/members")
+        .json(&json!({"user_id": a_owner.id, "role": "member"}))
+        .fetch()
+        .await;
+    assert_eq!(joined.status(), reqwest::StatusCode::CREATED);
+    let mut db = app.raw_db().await;
+    let tx = db.transaction().await.expect("begin");
+    tx.batch_execute("SET LOCAL ROLE tenantry_app")
+        .await
+        .expect("set role");
+    let visible = |user: Option<Uuid>| {
+        let tx = &tx;
+        async move {
+            let user = user.map(|u| u.to_string()).unwrap_or_default();
+            tx.execute("SELECT set_config('tenantry.user_id', $1, true)", &[&user])
+                .await
+                .expect("set_config");
+            tx.query(
+                "SELECT user_id, tenant_id FROM user_communities ORDER BY tenant_id",
+                &[],
+            )
+            .await
+            .expect("read the directory")
+            .iter()
+            .map(|r| (r.get::<_, Uuid>(0), r.get::<_, Uuid>(1)))
+            .collect::<Vec<_>>()
+        }
+    };
+    let mut mine = vec![(a_owner.id, a), (a_owner.id, b)];
+    mine.sort_by_key(|(_, t)| *t);
+    assert_eq!(visible(Some(a_owner.id)).await, mine);
+    assert_eq!(visible(Some(b_owner.id)).await, vec![(b_owner.id, b)]);
+    assert_eq!(visible(Some(Uuid::now_v7())).await, vec![], "a stranger");
+    assert_eq!(visible(None).await, vec![], "no user: nothing");
+    // A tenant context does not open the directory: it is keyed by user.
+    tx.execute(
+        "SELECT set_config('tenantry.tenant_ids', $1, true)",
+        &[&format!("{{{a},{b}}}")],
+    )
+    .await
+    .expect("set_config");
+    assert_eq!(visible(None).await, vec![], "tenants but no user");
+    // The app role may not write it (the trigger does, as the owner).
+    let err = tx
+        .execute(
+            "DELETE FROM user_communities WHERE user_id = $1",
+            &[&a_owner.id],
+        )
+        .await
+        .expect_err("no write grant");
+    assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+}
+
+#[tokio::test]
+async fn the_servers_user_context_reads_only_that_users_communities() {
+    let app = TestApp::spawn().await;
+    let ((a, a_owner), (_, b_owner)) = two_tenants(&app).await;
+    let mut tx = app
+        .state
+        .db
+        .begin(&TenantContext::user(a_owner.id, 2_000))
+        .await
+        .expect("begin");
+    let row = tx
+        .query_one(
+            "SELECT current_user::text,
+                    (SELECT array_agg(tenant_id) FROM user_communities),
+                    (SELECT count(*) FROM user_communities WHERE user_id = $1),
+                    (SELECT count(*) FROM memberships)",
+            &[&b_owner.id],
+        )
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, String>(0), "tenantry_app");
+    assert_eq!(row.get::<_, Vec<Uuid>>(1), vec![a], "only A's owner's rows");
+    assert_eq!(row.get::<_, i64>(2), 0, "not another user's");
+    assert_eq!(row.get::<_, i64>(3), 0, "and no tenant's rows");
+    tx.commit().await.expect("commit");
+
+    // The platform context names no user: the directory reads as empty.
+    let mut tx = app
+        .state
+        .db
+        .begin(&TenantContext::platform(2_000))
+        .await
+        .expect("begin");
+    let n: i64 = tx
+        .query_one("SELECT count(*) FROM user_communities", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 0);
+    tx.commit().await.expect("commit");
+}
+
+#[tokio::test]
+async fn a_malformed_user_setting_errors_instead_of_showing_rows() {
+    let app = TestApp::spawn().await;
+    two_tenants(&app).await;
+    let mut db = app.raw_db().await;
+    let tx = db.transaction().await.expect("begin");
+    tx.batch_execute(
+        "SET LOCAL ROLE tenantry_app;
+         SELECT set_config('tenantry.user_id', 'garbage', true)",
+    )
+    .await
+    .expect("set context");
+    let result = tx.query("SELECT user_id FROM user_communities", &[]).await;
+    assert!(result.is_err(), "got {result:?}");
+}
+
+/// The tests migrate as a superuser, which row-level security never filters.
+/// Here the directory trigger runs as an ordinary role that holds only the
+/// owner's policy (`directory_sync`), as it would under a non-superuser
+/// schema owner: a membership written in its tenant's context still reaches
+/// the directory, and one outside it cannot.
+#[tokio::test]
+async fn the_directory_trigger_writes_under_row_level_security_in_the_members_tenant() {
+    let app = TestApp::spawn().await;
+    let ((a, _), (b, _)) = two_tenants(&app).await;
+    let mut db = app.raw_db().await;
+    let tx = db.transaction().await.expect("begin");
+    let probe = format!("directory_owner_{}", Uuid::now_v7().simple());
+    tx.batch_execute(&format!(
+        "CREATE ROLE {probe} NOSUPERUSER NOBYPASSRLS NOLOGIN;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON user_communities TO {probe};
+         GRANT USAGE ON SCHEMA public TO {probe};
+         GRANT EXECUTE ON FUNCTION tenantry_allowed_tenants() TO {probe};
+         ALTER POLICY directory_sync ON user_communities TO {probe};
+         ALTER FUNCTION tenantry_sync_user_communities() OWNER TO {probe};"
+    ))
+    .await
+    .expect("a non-superuser directory writer");
+    let user = Uuid::now_v7();
+    tx.execute(
+        "INSERT INTO users (id, email) VALUES ($1, 'probe@example.com')",
+        &[&user],
+    )
+    .await
+    .expect("user");
+    tx.batch_execute(&format!(
+        "SET LOCAL ROLE tenantry_app;
+         SELECT set_config('tenantry.tenant_ids', '{{{a}}}', true);
+         INSERT INTO memberships (tenant_id, user_id, role) VALUES ('{a}', '{user}', 'member');
+         RESET ROLE;"
+    ))
+    .await
+    .expect("a membership in its tenant's context reaches the directory");
+    let rows: Vec<Uuid> = tx
+        .query(
+            "SELECT tenant_id FROM user_communities WHERE user_id = $1",
+            &[&user],
+        )
+        .await
+        .expect("directory")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, vec![a]);
+
+    // The writer's policy is what admitted it: outside the member's tenant,
+    // the same write is refused.
+    tx.batch_execute("SAVEPOINT outside")
+        .await
+        .expect("savepoint");
+    let err = tx
+        .batch_execute(&format!(
+            "SET LOCAL ROLE {probe};
+             INSERT INTO user_communities (user_id, tenant_id, role, display_in_feed, joined_at)
+             VALUES ('{user}', '{b}', 'member', true, now())"
+        ))
+        .await
+        .expect_err("a directory row outside the tenant context");
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "refused by the policy: {err}"
+    );
+    tx.batch_execute("ROLLBACK TO SAVEPOINT outside")
+        .await
+        .expect("rollback to savepoint");
+    tx.rollback().await.expect("rollback");
 }

@@ -298,7 +298,9 @@ pub async fn load(
 
     // The per-user directory of memberships (V20) is kept by a trigger that
     // the loading sessions skip (session_replication_role = replica): fill
-    // it in one statement.
+    // it in one statement. The loader bypasses row-level security (see
+    // `check_role`), so the directory's policy (V51) filters neither this
+    // nor the `verify` checks below.
     control
         .batch_execute(
             "INSERT INTO user_communities (user_id, tenant_id, role, display_in_feed, joined_at)
