@@ -9,6 +9,13 @@ use anyhow::Context as _;
 use tenantry_core::TierTable;
 use tenantry_db::StatementMode;
 
+/// The largest request body accepted (413 beyond).
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// Statement timeout for platform work that belongs to no tenant (tenant
+/// lookups, user provisioning, admin API).
+pub const PLATFORM_STATEMENT_TIMEOUT_MS: u32 = 5_000;
+
 /// Everything `tenantry serve` needs to start. Secrets are never printed by
 /// `Debug`.
 #[derive(Clone)]

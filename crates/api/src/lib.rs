@@ -4,22 +4,20 @@
 //! [`server::run`] serves an already-bound listener until a shutdown future
 //! completes, so tests start a whole server on port 0 in one line.
 
-pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod json_time;
 pub mod maintenance;
-pub mod memo;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
 pub mod purge;
+pub mod request;
 pub mod routes;
 pub mod server;
 pub mod state;
 pub mod telemetry;
-pub mod tenancy;
-pub mod user_scope;
+pub mod views;
 pub mod warm;
 
 pub use config::Settings;

@@ -347,7 +347,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::BytesRejection(e) => {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge {
-                    limit: crate::server::BODY_LIMIT,
+                    limit: crate::config::BODY_LIMIT,
                 }
             } else {
                 ApiError::BadRequest(e.body_text())

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::state::{AppState, PLATFORM_STATEMENT_TIMEOUT_MS};
+use crate::config::PLATFORM_STATEMENT_TIMEOUT_MS;
+use crate::state::AppState;
 
 /// Purges every deleted tenant, then waits for the next deletion (or a
 /// minute, in case another node deleted one).

@@ -18,12 +18,9 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::config::{Secrets, Settings};
+use crate::config::{BODY_LIMIT, Secrets, Settings};
 use crate::state::AppState;
 use crate::telemetry;
-
-/// The largest request body accepted (413 beyond).
-pub const BODY_LIMIT: usize = 1 << 20;
 
 /// Every route of the API.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -36,6 +33,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(telemetry::panic_response))
         .layer(axum::middleware::from_fn(telemetry::buffer_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::request::shed::shed,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             telemetry::observe,

@@ -16,25 +16,23 @@ use tenantry_fairness::rate::RateLimiter;
 use tenantry_fairness::share::DbShare;
 use tenantry_fairness::shed::LoadShedder;
 
-use crate::auth::{AuthUser, JwtKeys};
 use crate::problem::ApiError;
-use crate::tenancy::TenantRegistry;
+use crate::request::TenantRegistry;
+use crate::request::auth::{AuthUser, JwtKeys};
 use tenantry_cache::{Cache, CacheOptions};
 
-/// Statement timeout for platform work that belongs to no tenant (tenant
-/// lookups, user provisioning, admin API).
-pub const PLATFORM_STATEMENT_TIMEOUT_MS: u32 = 5_000;
+pub use crate::config::PLATFORM_STATEMENT_TIMEOUT_MS;
 
 pub struct AppState {
     pub db: Db,
     /// Fixed for the process's life: memoized callers keep limits made from
-    /// it (see [`crate::memo`]). Replacing it would have to move the
+    /// it (see [`crate::request::memo`]). Replacing it would have to move the
     /// platform epoch (`Cache::bump_list(PLATFORM, …)`) so that they are made
     /// again.
     pub tiers: ArcSwap<TierTable>,
     pub registry: TenantRegistry,
     /// `GET /v1/tenant`'s tenant part, serialized once per tenant version.
-    pub views: crate::routes::tenant::TenantViews,
+    pub views: crate::views::TenantViews,
     /// Tenant-namespaced L1 (+ L2 Redis) cache: tenants, memberships, hot
     /// query results (`tenantry_cache`).
     pub cache: Arc<Cache>,
@@ -175,7 +173,7 @@ impl AppState {
             db: db.clone(),
             tiers: ArcSwap::from_pointee(tiers),
             registry: TenantRegistry::new(db.clone(), cache.clone()),
-            views: crate::routes::tenant::TenantViews::default(),
+            views: crate::views::TenantViews::default(),
             cache,
             tokens: moka::sync::Cache::builder()
                 .max_capacity(TOKEN_CACHE_BYTES)
@@ -317,7 +315,7 @@ impl AppState {
                 tenantry_cache::PLATFORM,
                 "platform:settings",
                 "",
-                crate::tenancy::METADATA_TTL,
+                crate::request::registry::METADATA_TTL,
                 || async {
                     tenantry_db::platform::get(db, PLATFORM_STATEMENT_TIMEOUT_MS)
                         .await
@@ -325,7 +323,7 @@ impl AppState {
                 },
             )
             .await
-            .map_err(|e| ApiError::from(crate::tenancy::unshare(e)))?;
+            .map_err(|e| ApiError::from(crate::request::registry::unshare(e)))?;
         Ok(found)
     }
 

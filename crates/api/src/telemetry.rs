@@ -16,8 +16,8 @@ use axum::http::HeaderMap;
 use tenantry_fairness::gcra::Decision;
 
 use crate::problem::{ApiError, ErrorCode, REQUEST_ID};
+use crate::request::RequestInfo;
 use crate::state::{AppState, ThrottleCounts};
-use crate::tenancy::RequestInfo;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -50,19 +50,11 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Routes that may use the shedder's reserve: an operator must be able to
-/// look at and fix an overloaded server.
-fn privileged(path: &str) -> bool {
-    path.starts_with("/v1/admin/")
-        || path == "/v1/admin"
-        || matches!(path, "/healthz" | "/readyz" | "/metrics")
-}
-
 /// The outermost layer. Gives every request an id (the caller's
-/// `X-Request-Id` if it is sane) that error bodies carry; sheds load beyond
-/// the in-flight cap before any work is done; adds the `RateLimit` headers;
-/// counts the request by route, method, status and tier, and throttles by
-/// tenant.
+/// `X-Request-Id` if it is sane) that error bodies carry; adds the
+/// `RateLimit` headers; counts the request by route, method, status and
+/// tier, and throttles by tenant. Load shedding is the next layer in
+/// ([`crate::request::shed`]), so a shed request is counted too.
 pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = req
@@ -80,28 +72,14 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     let info = RequestInfo::default();
     req.extensions_mut().insert(info.clone());
 
-    let admitted = state.fairness.shedder.admit(privileged(req.uri().path()));
-    let mut response = match admitted {
-        Some(_in_flight) => {
-            let gauge = InFlightGauge::enter(&route);
-            // Every statement the request's task sends is counted: a request
-            // served from the cache shows 0.
-            let (response, statements) =
-                tenantry_db::count_statements(REQUEST_ID.scope(id.clone(), next.run(req))).await;
-            gauge.finished();
-            metrics::counter!("tenantry_db_statements_total", "route" => route.clone())
-                .increment(statements);
-            response
-        }
-        None => {
-            metrics::counter!("tenantry_shed_total").increment(1);
-            REQUEST_ID
-                .scope(id.clone(), async {
-                    ApiError::Overloaded { retry_after: 1 }.into_response()
-                })
-                .await
-        }
-    };
+    let gauge = InFlightGauge::enter(&route);
+    // Every statement the request's task sends is counted: a request served
+    // from the cache shows 0.
+    let (mut response, statements) =
+        tenantry_db::count_statements(REQUEST_ID.scope(id.clone(), next.run(req))).await;
+    gauge.finished();
+    metrics::counter!("tenantry_db_statements_total", "route" => route.clone())
+        .increment(statements);
 
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
@@ -238,14 +216,14 @@ const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 pub async fn buffer_body(req: Request, next: Next) -> Response {
     use http_body_util::BodyExt as _;
     let (parts, body) = req.into_parts();
-    let limited = http_body_util::Limited::new(body, crate::server::BODY_LIMIT);
+    let limited = http_body_util::Limited::new(body, crate::config::BODY_LIMIT);
     match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
         Ok(Ok(collected)) => {
             let body = axum::body::Body::from(collected.to_bytes());
             next.run(Request::from_parts(parts, body)).await
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => ApiError::PayloadTooLarge {
-            limit: crate::server::BODY_LIMIT,
+            limit: crate::config::BODY_LIMIT,
         }
         .into_response(),
         Ok(Err(e)) => {

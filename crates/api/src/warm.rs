@@ -17,8 +17,9 @@ use tenantry_cache::PLATFORM;
 use tenantry_db::tenants::{self, Tenant};
 use tokio::sync::watch;
 
-use crate::state::{AppState, PLATFORM_STATEMENT_TIMEOUT_MS};
-use crate::tenancy::METADATA_TTL;
+use crate::config::PLATFORM_STATEMENT_TIMEOUT_MS;
+use crate::request::registry::METADATA_TTL;
+use crate::state::AppState;
 
 /// How many tenants a warming pass loads.
 pub const WARM_TENANTS: usize = 1_000;

@@ -247,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             let secrets = Secrets::load(&settings).context("Failed to read the JWT secret")?;
-            let keys = tenantry_api::auth::JwtKeys::new(secrets.jwt_secret.as_bytes());
+            let keys = tenantry_api::request::auth::JwtKeys::new(secrets.jwt_secret.as_bytes());
             println!(
                 "{}",
                 keys.issue(args.user, args.ttl, args.email, args.name)?

@@ -14,10 +14,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{Checks, double_option, no_nul, text};
-use crate::auth::PlatformAdmin;
+use crate::config::PLATFORM_STATEMENT_TIMEOUT_MS;
 use crate::pagination::{Page, PageParams};
 use crate::problem::{ApiError, FieldError, Json, Path, Query};
-use crate::state::{AppState, PLATFORM_STATEMENT_TIMEOUT_MS};
+use crate::request::PlatformAdmin;
+use crate::state::AppState;
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -14,8 +14,8 @@ use utoipa_axum::routes;
 
 use super::{Checks, no_nul, text};
 use crate::problem::{ApiError, FieldError, Json, Query};
+use crate::request::Scope;
 use crate::state::AppState;
-use crate::tenancy::Scope;
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, Json, Query};
+use crate::request::Scope;
 use crate::state::AppState;
-use crate::tenancy::Scope;
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {

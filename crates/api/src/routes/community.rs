@@ -20,8 +20,8 @@ use super::events::EventView;
 use super::posts::PostView;
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, Json, Query};
+use crate::request::UserScope;
 use crate::state::AppState;
-use crate::user_scope::UserScope;
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {

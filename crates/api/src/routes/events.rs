@@ -15,8 +15,8 @@ use super::shares::OriginView;
 use super::{Checks, double_option, text};
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, FieldError, Json, Path, Query};
+use crate::request::{Scope, not_a_member};
 use crate::state::AppState;
-use crate::tenancy::{Scope, not_a_member};
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -12,8 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::PlatformAdmin;
 use crate::problem::{ApiError, Json, Path};
+use crate::request::PlatformAdmin;
 use crate::state::AppState;
 
 /// This module's routes, each registered once with its OpenAPI operation.

@@ -19,8 +19,8 @@ use super::events::instant;
 use super::{Checks, double_option, no_nul, text};
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, FieldError, Json, Path, Query};
+use crate::request::{Scope, not_a_member};
 use crate::state::AppState;
-use crate::tenancy::{Scope, not_a_member};
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {

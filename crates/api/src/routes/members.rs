@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::pagination::{Page, PageParams};
 use crate::problem::{ApiError, Json, Path, Query};
+use crate::request::Scope;
 use crate::state::AppState;
-use crate::tenancy::Scope;
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -153,7 +153,7 @@ pub async fn list_members(
     let (role, rows) =
         members::list_for_member_and_commit(scope.tx, tenant, scope.user.id, after, limit + 1)
             .await?;
-    let role = role.ok_or_else(crate::tenancy::not_a_member)?;
+    let role = role.ok_or_else(crate::request::not_a_member)?;
     // Email addresses are for the tenant's admins (and each member's own).
     let me = scope.user.id;
     let view = |m: Member| {

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use super::{Checks, text};
 use crate::pagination::{Page, TimeKey};
 use crate::problem::{ApiError, FieldError, Json, Query};
+use crate::request::{Scope, not_a_member};
 use crate::state::AppState;
-use crate::tenancy::{Scope, not_a_member};
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::text;
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, Json, Path, Query};
+use crate::request::Scope;
 use crate::state::AppState;
-use crate::tenancy::Scope;
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -133,7 +133,7 @@ pub async fn list_posts(
                 },
             )
             .await
-            .map_err(|e| ApiError::from(crate::tenancy::unshare(e)))?;
+            .map_err(|e| ApiError::from(crate::request::registry::unshare(e)))?;
         page.as_ref().clone()
     } else {
         // Membership, page and commit in one round trip.
@@ -146,7 +146,7 @@ pub async fn list_posts(
         )
         .await?;
         if role.is_none() {
-            return Err(crate::tenancy::not_a_member());
+            return Err(crate::request::not_a_member());
         }
         rows
     };
@@ -168,7 +168,7 @@ pub async fn get_post(scope: Scope, Path(id): Path<Uuid>) -> Result<Json<PostVie
     // Membership, post and commit in one round trip.
     let (role, post) = posts::get_for_member_and_commit(scope.tx, tenant, user, id).await?;
     if role.is_none() {
-        return Err(crate::tenancy::not_a_member());
+        return Err(crate::request::not_a_member());
     }
     Ok(Json(post.ok_or_else(post_not_found)?.into()))
 }
@@ -341,7 +341,7 @@ pub async fn list_comments(
     )
     .await?;
     let rows = match page {
-        posts::CommentsPage::NotAMember => return Err(crate::tenancy::not_a_member()),
+        posts::CommentsPage::NotAMember => return Err(crate::request::not_a_member()),
         posts::CommentsPage::NoSuchPost => return Err(post_not_found()),
         posts::CommentsPage::Page(rows) => rows,
     };

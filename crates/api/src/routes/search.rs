@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::pagination::{Page, PageParams};
 use crate::problem::{ApiError, Json, Query};
+use crate::request::{Scope, not_a_member};
 use crate::state::AppState;
-use crate::tenancy::{Scope, not_a_member};
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::events::EventView;
 use super::posts::PostView;
 use crate::problem::{ApiError, Json};
-use crate::user_scope::UserScope;
+use crate::request::UserScope;
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tenantry_api::auth::JwtKeys;
+use tenantry_api::request::auth::JwtKeys;
 use uuid::Uuid;
 
 use crate::helpers::{

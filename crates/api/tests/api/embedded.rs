@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tenantry_api::auth::JwtKeys;
+use tenantry_api::request::auth::JwtKeys;
 use tenantry_api::{Application, Settings};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tenantry_api::auth::JwtKeys;
+use tenantry_api::request::auth::JwtKeys;
 use tenantry_api::{Application, Settings};
 use tenantry_db::embedded::EmbeddedPostgres;
 use tokio::sync::oneshot;

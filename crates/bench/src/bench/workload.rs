@@ -13,7 +13,7 @@ use bytes::Bytes;
 use hyper::Method;
 use hyper::header::HeaderValue;
 use serde_json::{Value, json};
-use tenantry_api::auth::JwtKeys;
+use tenantry_api::request::auth::JwtKeys;
 use uuid::Uuid;
 
 use super::client::{Connection, Endpoint, Headers, bearer};

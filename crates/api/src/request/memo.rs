@@ -17,7 +17,7 @@
 //! - it is younger than [`MEMO_TTL`] (the bound the cache's TTLs give for a
 //!   change whose announcement was lost) and its token has not expired.
 //!
-//! It is keyed by everything [`crate::tenancy::resolve`] reads (the `Host`,
+//! It is keyed by everything [`crate::request::naming::resolve`] reads (the `Host`,
 //! the `X-Tenant` header, the `?tenant=` parameter) and the whole token,
 //! and a hit compares all of them, so two tokens or two namings never share
 //! an entry. Per thread, so a hit takes no lock and writes no shared cache
@@ -45,7 +45,7 @@ use tenantry_db::tenants::Tenant;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::request::auth::AuthUser;
 
 /// The longest a memo entry is used, whatever else holds.
 pub const MEMO_TTL: Duration = Duration::from_secs(5);
@@ -154,7 +154,7 @@ pub fn naming<'a>(
         host,
         x_tenant: parts
             .headers
-            .get(crate::tenancy::X_TENANT)
+            .get(crate::request::X_TENANT)
             .map(|v| v.as_bytes()),
         query_tenant,
     };

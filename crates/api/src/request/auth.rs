@@ -1,17 +1,13 @@
 //! Authentication: user JWTs (HS256) and the platform admin token.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::problem::ApiError;
-use crate::state::AppState;
 
 /// The claims Tenantry reads from a user token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,29 +147,9 @@ pub struct AuthUser {
     pub name: Option<String>,
 }
 
-/// A request made with the platform admin token.
-#[derive(Debug, Clone, Copy)]
-pub struct PlatformAdmin;
-
-impl FromRequestParts<Arc<AppState>> for PlatformAdmin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers)?;
-        if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
-            Ok(PlatformAdmin)
-        } else {
-            Err(ApiError::Unauthenticated("invalid admin token".to_owned()))
-        }
-    }
-}
-
 /// Compares without stopping at the first difference, so response time does
 /// not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

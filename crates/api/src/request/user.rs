@@ -16,11 +16,11 @@ use axum::http::request::Parts;
 use tenantry_core::Limits;
 use tenantry_db::community::{self, Community};
 use tenantry_db::{TenantContext, Tx};
-use tenantry_fairness::gcra::Quota;
-use tenantry_fairness::share::{Claim, Permit, Rejected};
+use tenantry_fairness::share::Permit;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use super::admission;
+use super::auth::AuthUser;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -98,15 +98,27 @@ impl FromRequestParts<Arc<AppState>> for UserScope {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let user = state.jwt.verify(crate::auth::bearer(&parts.headers)?)?;
+        // The same token path as a tenant's request, through the verified
+        // token cache.
+        let (user, _) = state.verify_token_exp(super::auth::bearer(&parts.headers)?)?;
         let limits = {
             let tiers = state.tiers.load();
             tiers.limits(&tiers.default_tier).clone()
         };
         let permit = if state.fairness.enforce {
-            admit_rate(state, &limits, user.id).await?;
+            let who = admission::Admittee {
+                key: user.id,
+                user: user.id,
+                tier: "user",
+                user_scoped: true,
+            };
+            let checked = admission::check_rate(state, who, &limits).await;
+            if !checked.allowed() {
+                return Err(admission::rate_limited(who, checked));
+            }
             state.provision(&user).await?;
-            Some(admit_db(state, &limits, user.id).await?)
+            let claim = admission::claim(user.id, &limits);
+            Some(admission::share(state, claim, "user").await?)
         } else {
             state.provision(&user).await?;
             None
@@ -117,45 +129,5 @@ impl FromRequestParts<Arc<AppState>> for UserScope {
             state: state.clone(),
             _permit: permit,
         })
-    }
-}
-
-/// The user's own rate: their id keys both levels of the limiter (no tenant
-/// is involved, and user and tenant ids never collide).
-async fn admit_rate(state: &AppState, limits: &Limits, user: Uuid) -> Result<(), ApiError> {
-    let quota = Quota {
-        per_sec: limits.user_rate_per_sec,
-        burst: limits.user_rate_per_sec.max(1),
-    };
-    let checked = state.fairness.rate.check(user, user, quota, quota).await;
-    if checked.allowed() {
-        return Ok(());
-    }
-    metrics::counter!("tenantry_rate_limited_total", "tier" => "user", "scope" => "user")
-        .increment(1);
-    let decision = checked.binding();
-    Err(ApiError::RateLimited {
-        retry_after: decision.retry_after.as_secs_f64().ceil().max(1.0) as u64,
-    })
-}
-
-/// The user's share of the database, in the same fair queue as tenants.
-async fn admit_db(state: &AppState, limits: &Limits, user: Uuid) -> Result<Permit, ApiError> {
-    let claim = Claim {
-        tenant: user,
-        limit: limits.db_concurrency,
-        weight: limits.weight,
-    };
-    let fairness = &state.fairness;
-    match fairness
-        .db_share
-        .acquire(claim, fairness.db_queue_budget)
-        .await
-    {
-        Ok(permit) => Ok(permit),
-        Err(Rejected::Timeout) => {
-            metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => "user").increment(1);
-            Err(ApiError::Overloaded { retry_after: 1 })
-        }
     }
 }

@@ -1,0 +1,119 @@
+//! Admission: the rate a request may come at and its turn at the database,
+//! the same two steps for a tenant's request and for a user's request that
+//! names no tenant.
+//!
+//! - Rate: GCRA at two levels, a tenant's (or, for a user-scoped request,
+//!   the user's own key) and a user's within it; over either, 429 with the
+//!   tighter decision in the `RateLimit` headers.
+//! - Database: a turn in the fair share ([`tenantry_fairness::share`]),
+//!   keyed by the tenant (or the user); a wait past the budget answers 503
+//!   `overloaded` — the database is there, this key's turn is not.
+
+use std::sync::Arc;
+
+use tenantry_core::Limits;
+use tenantry_db::tenants::Tenant;
+use tenantry_db::{Admission, DbError};
+use tenantry_fairness::gcra::Quota;
+use tenantry_fairness::rate::Checked;
+use tenantry_fairness::share::{Claim, Permit, Rejected};
+use uuid::Uuid;
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// Who a request is admitted as, and the labels its metrics carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Admittee<'a> {
+    /// The first level's key: the tenant, or the user for a user-scoped
+    /// request (user and tenant ids never collide).
+    pub key: Uuid,
+    pub user: Uuid,
+    /// The `tier` label of the metrics (`user` for user-scoped requests).
+    pub tier: &'a str,
+    /// Whether the first level is the user's own key.
+    pub user_scoped: bool,
+}
+
+/// The rate check, counted if allowed. A tenant's request meets the
+/// tenant's rate, then the user's within the tenant; a user-scoped request
+/// meets the user's rate at both levels.
+pub async fn check_rate(state: &AppState, who: Admittee<'_>, limits: &Limits) -> Checked {
+    let user_quota = Quota {
+        per_sec: limits.user_rate_per_sec,
+        burst: limits.user_rate_per_sec.max(1),
+    };
+    let first = if who.user_scoped {
+        user_quota
+    } else {
+        Quota {
+            per_sec: limits.rate_per_sec,
+            burst: limits.burst,
+        }
+    };
+    state
+        .fairness
+        .rate
+        .check(who.key, who.user, first, user_quota)
+        .await
+}
+
+/// The answer to a request over its rate (429), counted by tier and by the
+/// level that refused it.
+pub fn rate_limited(who: Admittee<'_>, checked: Checked) -> ApiError {
+    let scope = if who.user_scoped || checked.tenant.allowed {
+        "user"
+    } else {
+        "tenant"
+    };
+    metrics::counter!("tenantry_rate_limited_total", "tier" => who.tier.to_owned(), "scope" => scope)
+        .increment(1);
+    ApiError::RateLimited {
+        retry_after: checked.binding().retry_after.as_secs_f64().ceil().max(1.0) as u64,
+    }
+}
+
+/// `key`'s standing in the fair share: its limit and weight, as in force.
+pub fn claim(key: Uuid, limits: &Limits) -> Claim {
+    Claim {
+        tenant: key,
+        limit: limits.db_concurrency,
+        weight: limits.weight,
+    }
+}
+
+/// Waits for the claim's turn in the fair database share, at most the
+/// configured budget. The permit is the turn: dropping it, whatever await
+/// its holder dies at, lets the next one in.
+pub async fn share(state: &AppState, claim: Claim, tier: &str) -> Result<Permit, DbError> {
+    let started = tokio::time::Instant::now();
+    let fairness = &state.fairness;
+    match fairness
+        .db_share
+        .acquire(claim, fairness.db_queue_budget)
+        .await
+    {
+        Ok(permit) => {
+            metrics::histogram!("tenantry_db_queue_wait_seconds", "tier" => tier.to_owned())
+                .record(started.elapsed().as_secs_f64());
+            Ok(permit)
+        }
+        Err(Rejected::Timeout) => {
+            metrics::counter!("tenantry_db_queue_timeouts_total", "tier" => tier.to_owned())
+                .increment(1);
+            Err(DbError::Busy("the database share is busy".to_owned()))
+        }
+    }
+}
+
+/// [`share`] for a tenant, as the admission of its request's lazy
+/// transaction: awaited only if the handler sends a statement, so a request
+/// served from the cache never queues. The tier is read only then.
+pub fn tenant_share(state: Arc<AppState>, tenant: &Arc<Tenant>, limits: &Limits) -> Admission {
+    let claim = claim(tenant.id, limits);
+    let tenant = tenant.clone();
+    Box::pin(async move {
+        let permit = share(&state, claim, &tenant.tier).await?;
+        Ok(Box::new(permit) as Box<dyn std::any::Any + Send + Sync>)
+    })
+}

@@ -1,0 +1,339 @@
+//! The tenant-scoped request: [`Scope`], the extractor every tenant route
+//! takes. In order: the bearer token (anonymous callers learn nothing about
+//! tenants), the tenant the request names ([`super::naming`]), both from the
+//! per-thread memo ([`super::memo`]) when it is current; the tenant's and the
+//! user's rate ([`super::admission`]); then a lazy transaction whose first
+//! statement waits for the tenant's fair database share.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use tenantry_cache::{Cache, PLATFORM, Stamp};
+use tenantry_core::{Limits, Role};
+use tenantry_db::members::Member;
+use tenantry_db::tenants::Tenant;
+use tenantry_db::{TenantContext, Tx};
+use tenantry_fairness::gcra::Decision;
+use uuid::Uuid;
+
+use super::admission;
+use super::auth::AuthUser;
+use super::memo::{self, Caller};
+use super::naming::{query_tenant, resolve_named};
+use super::registry::{METADATA_TTL, unshare};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// What the tenant-scoped extractor learned about a request, for the
+/// middleware that wraps it, set once: see [`Resolved`].
+#[derive(Clone, Default)]
+pub struct RequestInfo(pub Arc<std::sync::OnceLock<Resolved>>);
+
+/// A request's tenant (its id and tier, for metrics and throttle counts)
+/// and its rate-limit decision (for the `RateLimit` headers), if checked.
+pub struct Resolved {
+    pub tenant: Arc<Tenant>,
+    pub rate: Option<Decision>,
+}
+
+/// A tenant-scoped request: the tenant, its limits, the signed-in user and
+/// a transaction carrying the tenant context. The transaction is lazy: it
+/// waits for the tenant's database share and takes a connection only on its
+/// first statement, so a request answered from the cache holds neither. The
+/// caller's membership comes from the cache (loaded in the transaction on a
+/// miss).
+pub struct Scope {
+    pub tenant: Arc<Tenant>,
+    pub limits: Limits,
+    pub user: Arc<AuthUser>,
+    pub tx: Tx,
+    /// `None` until looked up; then the membership, or `Some(None)` for a
+    /// non-member.
+    member: Option<Option<Arc<Member>>>,
+    /// The memo entry of this caller (see [`crate::request::memo`]), if current.
+    caller: Option<Arc<Caller>>,
+    state: Arc<AppState>,
+}
+
+impl Scope {
+    /// The caller's membership (with their profile), or `None` if not a
+    /// member. Cached per (tenant, user) until the tenant's generation moves.
+    pub async fn membership(&mut self) -> Result<Option<Arc<Member>>, ApiError> {
+        if let Some(m) = &self.member {
+            return Ok(m.clone());
+        }
+        if let Some(m) = self.caller.as_ref().and_then(|c| c.member()) {
+            self.member = Some(m.clone());
+            return Ok(m);
+        }
+        let (tenant, user) = (self.tenant.id, self.user.id);
+        let tx = &mut self.tx;
+        let found = self
+            .state
+            .cache
+            .get_or_load(
+                tenant,
+                "member",
+                &user.to_string(),
+                METADATA_TTL,
+                || async {
+                    let found = tenantry_db::members::get(tx, tenant, user).await?;
+                    Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
+                },
+            )
+            .await
+            .map_err(|e| ApiError::from(unshare(e)))?;
+        let member = found.as_ref().clone();
+        if let Some(caller) = &self.caller {
+            caller.set_member(member.clone());
+        }
+        self.member = Some(member.clone());
+        Ok(member)
+    }
+
+    /// This request's memoized caller (see [`crate::request::memo`]), if current.
+    pub fn caller(&self) -> Option<&Arc<Caller>> {
+        self.caller.as_ref()
+    }
+
+    /// Memoized views of tenants (see [`crate::views::TenantViews`]).
+    pub fn views(&self) -> &crate::views::TenantViews {
+        &self.state.views
+    }
+
+    /// The platform's default settings (cached once for every tenant).
+    pub async fn platform_settings(&self) -> Result<Arc<serde_json::Value>, ApiError> {
+        self.state.platform_settings().await
+    }
+
+    /// The caller's role, or `None` if not a member.
+    pub async fn role(&mut self) -> Result<Option<Role>, ApiError> {
+        Ok(self.membership().await?.map(|m| m.role))
+    }
+
+    /// The shared cache, for handlers that cache query results
+    /// ([`Cache::get_or_load`] under [`Scope::tenant_id`]) and bump a list's
+    /// generation after a write ([`Scope::changed`]).
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.state.cache
+    }
+
+    /// What to invalidate once this request's write commits: the tenant's
+    /// cached `list` (e.g. `"posts"`), or `""` for the whole tenant (its
+    /// record, memberships, every list). Taken before the commit consumes
+    /// the transaction; [`Invalidation::announce`] after it.
+    pub fn invalidation(&self, list: &'static str) -> Invalidation {
+        Invalidation {
+            cache: self.state.cache.clone(),
+            tenant: self.tenant.id,
+            list,
+        }
+    }
+
+    /// The caller's role; 403 if they are not a member.
+    pub async fn member(&mut self) -> Result<Role, ApiError> {
+        self.role().await?.ok_or_else(not_a_member)
+    }
+
+    /// 403 unless the caller's role is at least `min`.
+    pub async fn require(&mut self, min: Role) -> Result<Role, ApiError> {
+        let role = self.member().await?;
+        if role >= min {
+            Ok(role)
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this needs the {min} role or higher"
+            )))
+        }
+    }
+
+    pub fn tenant_id(&self) -> Uuid {
+        self.tenant.id
+    }
+}
+
+/// A pending cache invalidation (see [`Scope::invalidation`]).
+#[must_use = "announce it after the commit"]
+pub struct Invalidation {
+    cache: Arc<Cache>,
+    tenant: Uuid,
+    list: &'static str,
+}
+
+impl Invalidation {
+    /// Bumps the generation here and tells the other nodes.
+    pub async fn announce(self) {
+        self.cache.bump_list(self.tenant, self.list).await;
+    }
+}
+
+/// The answer to a non-member on a member-only route.
+pub fn not_a_member() -> ApiError {
+    ApiError::Forbidden("you are not a member of this tenant".to_owned())
+}
+
+impl FromRequestParts<Arc<AppState>> for Scope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        // Authenticate first: anonymous callers learn nothing about tenants.
+        let token = super::auth::bearer_bytes(&parts.headers)?;
+        let query = query_tenant(parts.uri.query());
+        let naming = memo::naming(&state.cache, parts, token, query.as_deref());
+        let found = match memo::lookup(&state.cache, &naming) {
+            Some(caller) => Found::Known(caller),
+            // The slow path, boxed so that every request's future stays
+            // small.
+            None => Box::pin(Found::fresh(parts, state, token, query.as_deref())).await?,
+        };
+        let (user, tenant, limits) = match &found {
+            Found::Known(caller) => (
+                caller.user.clone(),
+                caller.tenant.clone(),
+                caller.limits.clone(),
+            ),
+            Found::Fresh { user, tenant, .. } => {
+                (user.clone(), tenant.clone(), state.limits_of(tenant))
+            }
+        };
+        let info = parts
+            .extensions
+            .get::<RequestInfo>()
+            .cloned()
+            .unwrap_or_default();
+        let who = admission::Admittee {
+            key: tenant.id,
+            user: user.id,
+            tier: &tenant.tier,
+            user_scoped: false,
+        };
+        let checked = match state.fairness.enforce {
+            true => Some(admission::check_rate(state, who, &limits).await),
+            false => None,
+        };
+        let _ = info.0.set(Resolved {
+            tenant: tenant.clone(),
+            rate: checked.map(|c| c.binding()),
+        });
+        if let Some(checked) = checked
+            && !checked.allowed()
+        {
+            return Err(admission::rate_limited(who, checked));
+        }
+        let caller = match found {
+            Found::Known(caller) => Some(caller),
+            Found::Fresh {
+                before, exp, names, ..
+            } => {
+                state.provision(&user).await?;
+                Box::pin(remember(
+                    state,
+                    &naming,
+                    before,
+                    (&user, exp),
+                    (&tenant, &limits),
+                    names,
+                ))
+                .await?
+            }
+        };
+        match &caller {
+            Some(caller) => caller.count_request(),
+            None => {
+                state
+                    .cache
+                    .stats
+                    .tenant(tenant.id)
+                    .requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let admission = state
+            .fairness
+            .enforce
+            .then(|| admission::tenant_share(state.clone(), &tenant, &limits));
+        let ctx = TenantContext::tenant(tenant.id, limits.statement_timeout_ms);
+        // Nothing is taken or sent yet: the share, the connection and the
+        // prelude come with the handler's first statement, if any.
+        let tx = state.db.begin_lazy(&ctx, admission);
+        Ok(Scope {
+            tenant,
+            limits,
+            user,
+            tx,
+            member: None,
+            caller,
+            state: state.clone(),
+        })
+    }
+}
+
+/// A request's caller and tenant: from the memo, or looked up just now.
+enum Found {
+    Known(Arc<Caller>),
+    Fresh {
+        user: Arc<AuthUser>,
+        tenant: Arc<Tenant>,
+        /// Taken before anything was read (see [`remember`]).
+        before: Stamp,
+        /// The token's expiry.
+        exp: u64,
+        /// The namespace the tenant's name was looked up in.
+        names: &'static str,
+    },
+}
+
+impl Found {
+    async fn fresh(
+        parts: &Parts,
+        state: &AppState,
+        token: &[u8],
+        query_tenant: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let before = state.cache.stamp(PLATFORM);
+        let (user, exp) = state.verify_token_exp(super::auth::token_str(token)?)?;
+        let (tenant, names) = resolve_named(parts, state, query_tenant).await?;
+        Ok(Found::Fresh {
+            user: Arc::new(user),
+            tenant,
+            before,
+            exp,
+            names,
+        })
+    }
+}
+
+/// Memoizes a provisioned caller of `tenant`, unless something it was read
+/// from may have moved while it was read: a platform generation (a name)
+/// since `before`, or the tenant's record, which is read again under the
+/// tenant's stamp and must be the very value resolution returned.
+async fn remember(
+    state: &AppState,
+    naming: &memo::Naming<'_>,
+    before: Stamp,
+    (user, exp): (&Arc<AuthUser>, u64),
+    (tenant, limits): (&Arc<Tenant>, &Limits),
+    names: &'static str,
+) -> Result<Option<Arc<Caller>>, ApiError> {
+    let stamp = state.cache.stamp(tenant.id);
+    if !stamp.same_platform(before) {
+        return Ok(None);
+    }
+    let current = state.registry.by_id(tenant.id).await?;
+    if !current.is_some_and(|c| Arc::ptr_eq(&c, tenant)) {
+        return Ok(None);
+    }
+    Ok(Some(memo::remember(
+        &state.cache,
+        naming,
+        stamp,
+        user.clone(),
+        exp,
+        (tenant.clone(), limits.clone()),
+        names,
+    )))
+}
