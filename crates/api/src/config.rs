@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tenantry_core::TierTable;
@@ -41,8 +42,8 @@ pub struct Settings {
     pub db_queue_budget: std::time::Duration,
     /// Rate limits and the database share; off only to measure their cost.
     pub fairness: bool,
-    /// Tenant database operations admitted at once; `None`: this machine's
-    /// cores (see `state::default_db_share`).
+    /// Tenant database operations admitted at once; `None`: 3 × this
+    /// machine's cores, at most the pool − 2 (`state::default_db_share`).
     pub db_share: Option<usize>,
     /// Months of range partitions made ahead (events, activities, logs).
     pub partition_horizon_months: u32,
@@ -84,9 +85,9 @@ impl fmt::Debug for Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
             database_url: None,
-            data_dir: PathBuf::from(".tenantry"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             redis_url: None,
             jwt_secret: None,
             admin_token: None,
@@ -99,9 +100,9 @@ impl Default for Settings {
             fairness: true,
             db_share: None,
             partition_horizon_months: DEFAULT_PARTITION_HORIZON_MONTHS,
-            job_workers: 2,
-            job_lease: std::time::Duration::from_secs(60),
-            ingest_window: std::time::Duration::from_millis(2),
+            job_workers: DEFAULT_JOB_WORKERS,
+            job_lease: std::time::Duration::from_secs(DEFAULT_JOB_LEASE_SECS),
+            ingest_window: std::time::Duration::from_millis(DEFAULT_INGEST_WINDOW_MS),
         }
     }
 }
@@ -109,7 +110,14 @@ impl Default for Settings {
 /// Enough in flight to keep the database share full with a deep fair queue
 /// behind it; beyond that, waiting only adds latency.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1_024;
-pub const DEFAULT_DB_QUEUE_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+pub const DEFAULT_DB_QUEUE_BUDGET_MS: u64 = 2_000;
+pub const DEFAULT_DB_QUEUE_BUDGET: std::time::Duration =
+    std::time::Duration::from_millis(DEFAULT_DB_QUEUE_BUDGET_MS);
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = ".tenantry";
+pub const DEFAULT_JOB_WORKERS: usize = 2;
+pub const DEFAULT_JOB_LEASE_SECS: u64 = 60;
+pub const DEFAULT_INGEST_WINDOW_MS: u64 = 2;
 pub const DEFAULT_PARTITION_HORIZON_MONTHS: u32 = 12;
 
 /// A pool a little larger than the cores: more connections than the
@@ -117,6 +125,121 @@ pub const DEFAULT_PARTITION_HORIZON_MONTHS: u32 = 12;
 pub fn default_db_connections() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores * 4).clamp(8, 64)
+}
+
+/// The flags of `tenantry serve` (and `migrate`), each also read from its
+/// environment variable. Every default is written once, here or in the
+/// constants below, which [`Settings::default`] uses too; a test holds the
+/// README's configuration table to them.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TENANTRY_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL; unset runs an embedded cluster in the data dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Where the embedded cluster and generated secrets are kept.
+    #[arg(long, env = "TENANTRY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Redis URL for the shared cache and limits (unset: in-process only).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// HS256 secret for user JWTs (unset: generated once in the data dir).
+    #[arg(long, env = "TENANTRY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Platform admin token (unset: generated once in the data dir).
+    #[arg(long, env = "TENANTRY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Tenants are reached at <slug>.<base domain> when set.
+    #[arg(long, env = "TENANTRY_BASE_DOMAIN")]
+    pub base_domain: Option<String>,
+    /// A TOML file of service tiers (unset: built-in tiers).
+    #[arg(long = "config", env = "TENANTRY_CONFIG")]
+    pub config_file: Option<PathBuf>,
+    /// Database connections in the pool.
+    #[arg(long, env = "TENANTRY_DB_POOL", default_value_t = default_db_connections())]
+    pub db_pool: usize,
+    /// `per-transaction` prepares statements inside each transaction, for
+    /// PgBouncer in transaction mode (< 1.21).
+    #[arg(long, env = "TENANTRY_DB_STATEMENTS", value_enum, default_value_t = Statements::Cached)]
+    pub db_statements: Statements,
+    /// Requests in flight beyond which the server answers 503 at once
+    /// (admin and health endpoints keep a reserve above it).
+    #[arg(long, env = "TENANTRY_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// How long a request may wait for its tenant's share of the database
+    /// before it answers 503, in milliseconds.
+    #[arg(long, env = "TENANTRY_DB_QUEUE_BUDGET_MS", default_value_t = DEFAULT_DB_QUEUE_BUDGET_MS)]
+    pub db_queue_budget_ms: u64,
+    /// `off` disables rate limits and the database share, only to measure
+    /// what they cost; never in production.
+    #[arg(long, env = "TENANTRY_FAIRNESS", value_enum, default_value_t = Switch::On)]
+    pub fairness: Switch,
+    /// Tenant database operations run at once, across all tenants (the fair
+    /// share's capacity). Default: 3 × this machine's cores, at most the
+    /// pool − 2. About the database's cores is best: more only queues inside
+    /// PostgreSQL, out of fair order.
+    #[arg(long, env = "TENANTRY_DB_SHARE")]
+    pub db_share: Option<usize>,
+    /// Months of range partitions (journey activities, analytics, audit log)
+    /// the maintenance worker keeps made ahead.
+    #[arg(long, env = "TENANTRY_PARTITION_HORIZON_MONTHS", default_value_t = DEFAULT_PARTITION_HORIZON_MONTHS)]
+    pub partition_horizon_months: u32,
+    /// Job queue workers in this server.
+    #[arg(long, env = "TENANTRY_JOB_WORKERS", default_value_t = DEFAULT_JOB_WORKERS)]
+    pub job_workers: usize,
+    /// Seconds a claimed job is leased: a crashed worker's jobs run again
+    /// after this.
+    #[arg(long, env = "TENANTRY_JOB_LEASE_SECS", default_value_t = DEFAULT_JOB_LEASE_SECS)]
+    pub job_lease_secs: u64,
+    /// Milliseconds the analytics collector gathers concurrent requests into
+    /// one commit.
+    #[arg(long, env = "TENANTRY_INGEST_WINDOW_MS", default_value_t = DEFAULT_INGEST_WINDOW_MS)]
+    pub ingest_window_ms: u64,
+}
+
+/// On or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// How statements are prepared.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Statements {
+    Cached,
+    PerTransaction,
+}
+
+impl ServeArgs {
+    /// The settings these flags say.
+    pub fn settings(self) -> Settings {
+        Settings {
+            listen: self.listen,
+            database_url: self.database_url,
+            data_dir: self.data_dir,
+            redis_url: self.redis_url,
+            jwt_secret: self.jwt_secret,
+            admin_token: self.admin_token,
+            base_domain: self.base_domain,
+            config_file: self.config_file,
+            db_max_connections: self.db_pool,
+            statement_mode: match self.db_statements {
+                Statements::Cached => tenantry_db::StatementMode::Cached,
+                Statements::PerTransaction => tenantry_db::StatementMode::PerTransaction,
+            },
+            max_in_flight: self.max_in_flight,
+            db_queue_budget: Duration::from_millis(self.db_queue_budget_ms),
+            fairness: self.fairness == Switch::On,
+            db_share: self.db_share,
+            partition_horizon_months: self.partition_horizon_months,
+            job_workers: self.job_workers,
+            job_lease: Duration::from_secs(self.job_lease_secs),
+            ingest_window: Duration::from_millis(self.ingest_window_ms),
+        }
+    }
 }
 
 impl Settings {
@@ -236,4 +359,76 @@ pub fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    /// The README's configuration table: env var → default cell.
+    fn readme_table() -> Vec<(String, String)> {
+        let readme = include_str!("../../../README.md");
+        readme
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let env = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+                let ok = env.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+                ok.then(|| {
+                    (
+                        env.to_owned(),
+                        cells.get(3).copied().unwrap_or("").to_owned(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_names_every_flag_with_the_default_help_gives() {
+        let table = readme_table();
+        assert!(
+            table.len() > 10,
+            "the README's configuration table is found"
+        );
+        for arg in Serve::command().get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let env = env.to_string_lossy();
+            let Some((_, default)) = table.iter().find(|(e, _)| *e == env) else {
+                panic!("README's configuration table lacks {env}");
+            };
+            for value in arg.get_default_values() {
+                let value = value.to_string_lossy();
+                let value = value.replace('_', "");
+                assert!(
+                    default.contains(value.as_str()),
+                    "README says {env} defaults to `{default}`, --help says `{value}`"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn settings_default_to_what_the_flags_default_to() {
+        // The flags read their environment variables too: only compare when
+        // none is set.
+        let set = Serve::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .any(|env| std::env::var_os(env).is_some());
+        if set {
+            return;
+        }
+        let flags = Serve::parse_from(["serve"]).args.settings();
+        let defaults = Settings::default();
+        assert_eq!(format!("{flags:?}"), format!("{defaults:?}"));
+    }
 }

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use tenantry_api::Settings;
-use tenantry_api::config::Secrets;
+use tenantry_api::config::{Secrets, ServeArgs};
 use uuid::Uuid;
 
 /// mimalloc instead of glibc's malloc: under load on two cores, glibc's
@@ -27,9 +27,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the HTTP server and its workers.
-    Serve(Common),
+    Serve(ServeArgs),
     /// Applies the schema migrations and exits.
-    Migrate(Common),
+    Migrate(ServeArgs),
     /// Prints a user JWT signed with the configured secret.
     Token(TokenArgs),
     /// Generates a synthetic multi-tenant data set straight into the
@@ -42,114 +42,6 @@ enum Command {
     /// group-commit ingestion against one INSERT per event, and no-op jobs
     /// through the queue.
     BenchBatch(tenantry_bench::batch::BatchBenchArgs),
-}
-
-#[derive(Args, Clone)]
-struct Common {
-    /// Address to listen on.
-    #[arg(long, env = "TENANTRY_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// PostgreSQL URL; unset runs an embedded cluster in the data dir.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
-    /// Where the embedded cluster and generated secrets are kept.
-    #[arg(long, env = "TENANTRY_DATA_DIR", default_value = ".tenantry")]
-    data_dir: PathBuf,
-    /// Redis URL for the shared cache and limits (unset: in-process only).
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    redis_url: Option<String>,
-    /// HS256 secret for user JWTs (unset: generated once in the data dir).
-    #[arg(long, env = "TENANTRY_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
-    /// Platform admin token (unset: generated once in the data dir).
-    #[arg(long, env = "TENANTRY_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// Tenants are reached at <slug>.<base domain> when set.
-    #[arg(long, env = "TENANTRY_BASE_DOMAIN")]
-    base_domain: Option<String>,
-    /// A TOML file of service tiers (unset: built-in tiers).
-    #[arg(long = "config", env = "TENANTRY_CONFIG")]
-    config_file: Option<PathBuf>,
-    /// Database connections in the pool.
-    #[arg(long, env = "TENANTRY_DB_POOL", default_value_t = tenantry_api::config::default_db_connections())]
-    db_pool: usize,
-    /// `per-transaction` prepares statements inside each transaction, for
-    /// PgBouncer in transaction mode (< 1.21).
-    #[arg(long, env = "TENANTRY_DB_STATEMENTS", value_enum, default_value_t = Statements::Cached)]
-    db_statements: Statements,
-    /// Requests in flight beyond which the server answers 503 at once
-    /// (admin and health endpoints keep a reserve above it).
-    #[arg(long, env = "TENANTRY_MAX_IN_FLIGHT", default_value_t = tenantry_api::config::DEFAULT_MAX_IN_FLIGHT)]
-    max_in_flight: usize,
-    /// How long a request may wait for its tenant's share of the database
-    /// before it answers 503, in milliseconds.
-    #[arg(long, env = "TENANTRY_DB_QUEUE_BUDGET_MS", default_value_t = 2_000)]
-    db_queue_budget_ms: u64,
-    /// `off` disables rate limits and the database share, only to measure
-    /// what they cost; never in production.
-    #[arg(long, env = "TENANTRY_FAIRNESS", value_enum, default_value_t = Switch::On)]
-    fairness: Switch,
-    /// Tenant database operations run at once, across all tenants (the fair
-    /// share's capacity). Default: this machine's cores (at least 2). About
-    /// the database's cores is best: more only queues inside PostgreSQL, out
-    /// of fair order.
-    #[arg(long, env = "TENANTRY_DB_SHARE")]
-    db_share: Option<usize>,
-    /// Months of range partitions (journey activities, analytics, audit log)
-    /// the maintenance worker keeps made ahead.
-    #[arg(long, env = "TENANTRY_PARTITION_HORIZON_MONTHS", default_value_t = tenantry_api::config::DEFAULT_PARTITION_HORIZON_MONTHS)]
-    partition_horizon_months: u32,
-    /// Job queue workers in this server.
-    #[arg(long, env = "TENANTRY_JOB_WORKERS", default_value_t = 2)]
-    job_workers: usize,
-    /// Seconds a claimed job is leased: a crashed worker's jobs run again
-    /// after this.
-    #[arg(long, env = "TENANTRY_JOB_LEASE_SECS", default_value_t = 60)]
-    job_lease_secs: u64,
-    /// Milliseconds the analytics collector gathers concurrent requests into
-    /// one commit.
-    #[arg(long, env = "TENANTRY_INGEST_WINDOW_MS", default_value_t = 2)]
-    ingest_window_ms: u64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Switch {
-    On,
-    Off,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Statements {
-    Cached,
-    PerTransaction,
-}
-
-impl Common {
-    fn settings(self) -> Settings {
-        Settings {
-            listen: self.listen,
-            database_url: self.database_url,
-            data_dir: self.data_dir,
-            redis_url: self.redis_url,
-            jwt_secret: self.jwt_secret,
-            admin_token: self.admin_token,
-            base_domain: self.base_domain,
-            config_file: self.config_file,
-            db_max_connections: self.db_pool,
-            statement_mode: match self.db_statements {
-                Statements::Cached => tenantry_db::StatementMode::Cached,
-                Statements::PerTransaction => tenantry_db::StatementMode::PerTransaction,
-            },
-            max_in_flight: self.max_in_flight,
-            db_queue_budget: Duration::from_millis(self.db_queue_budget_ms),
-            fairness: self.fairness == Switch::On,
-            db_share: self.db_share,
-            partition_horizon_months: self.partition_horizon_months,
-            job_workers: self.job_workers,
-            job_lease: Duration::from_secs(self.job_lease_secs),
-            ingest_window: Duration::from_millis(self.ingest_window_ms),
-        }
-    }
 }
 
 #[derive(Args)]
