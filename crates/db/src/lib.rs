@@ -16,6 +16,7 @@ pub mod audit;
 pub mod community;
 pub mod embedded;
 mod error;
+pub mod json;
 pub mod events;
 pub mod journeys;
 pub mod members;
