@@ -54,7 +54,10 @@ pub fn pg_numeric_text(written: &str) -> String {
     }
     // Zeros the exponent adds after the digits, or between the point and them.
     if point > digits.len() as i64 {
-        int_digits.extend(std::iter::repeat_n('0', (point - digits.len() as i64) as usize));
+        int_digits.extend(std::iter::repeat_n(
+            '0',
+            (point - digits.len() as i64) as usize,
+        ));
     }
     if point < 0 {
         frac_digits.insert_str(0, &"0".repeat(point.unsigned_abs() as usize));
@@ -208,7 +211,10 @@ mod tests {
             ("1.5e-7", "0.00000015"),
             ("-2.5e3", "-2500"),
             ("123.456", "123.456"),
-            ("1.7976931348623157e308", &format!("17976931348623157{}", "0".repeat(292))),
+            (
+                "1.7976931348623157e308",
+                &format!("17976931348623157{}", "0".repeat(292)),
+            ),
             ("5e-324", &format!("0.{}5", "0".repeat(323))),
         ] {
             assert_eq!(pg_numeric_text(written), printed, "{written}");
