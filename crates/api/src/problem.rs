@@ -9,6 +9,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tenantry_db::DbError;
 
 tokio::task_local! {
@@ -238,22 +240,43 @@ impl From<DbError> for ApiError {
 /// `axum::Json`, with rejections as problem+json: malformed JSON 400, a
 /// missing or wrong content type 415, a body over the limit 413, and a body
 /// of the wrong shape 422 naming the field.
+///
+/// A body must be a JSON object, checked here once for every body rather
+/// than in each handler: serde reads a struct from an array too (its tuple
+/// form: `["text"]` made a post), which no client means. Every body this API
+/// takes is an object; an endpoint that ever takes another shape needs its
+/// own extractor. So the body is parsed once into a [`serde_json::Value`],
+/// checked, then read into `T`, keeping the path of a failing field for the
+/// 422.
+///
+/// A number beyond `f64` (`1e400`) is a 422 naming its field: the server
+/// could neither keep it nor read it back. Every other number is kept
+/// exactly (see [`tenantry_db::json`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        let axum::Json(value) = axum::Json::<Value>::from_request(req, state)
+            .await
+            .map_err(json_rejection)?;
+        read_body(value).map(Json)
     }
+}
+
+/// Reads a request body already parsed into `value` into `T`, after the
+/// check of [`Json`].
+pub(crate) fn read_body<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::validation("body", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| data_error(&e.to_string()))
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {
@@ -270,35 +293,53 @@ fn named_field(message: &str) -> Option<String> {
     rest.split_once('`').map(|(name, _)| name.to_owned())
 }
 
+/// A body of the wrong shape (422), from serde_path_to_error's "field:
+/// problem" (no field when the problem is the body as a whole).
+fn data_error(detail: &str) -> ApiError {
+    let (field, message) = match detail.split_once(": ") {
+        Some((field, message)) if !field.contains(' ') && field != "." => {
+            (field.to_owned(), message.to_owned())
+        }
+        _ => {
+            let message = detail.strip_prefix(".: ").unwrap_or(detail).to_owned();
+            (
+                named_field(&message).unwrap_or_else(|| "body".to_owned()),
+                message,
+            )
+        }
+    };
+    ApiError::Validation(vec![FieldError { field, message }])
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => {
-            // serde_path_to_error's message reads "field: problem".
+            let text = e.body_text();
+            data_error(
+                text.strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                    .unwrap_or(&text),
+            )
+        }
+        JsonRejection::JsonSyntaxError(e) => {
             let text = e.body_text();
             let detail = text
-                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
-                .unwrap_or(&text)
-                .to_owned();
-            let (field, message) = match detail.split_once(": ") {
-                Some((field, message)) if !field.contains(' ') && field != "." => {
-                    (field.to_owned(), message.to_owned())
-                }
-                _ => {
-                    let message = detail.strip_prefix(".: ").unwrap_or(&detail).to_owned();
-                    (
-                        named_field(&message).unwrap_or_else(|| "body".to_owned()),
-                        message,
-                    )
-                }
-            };
-            ApiError::Validation(vec![FieldError { field, message }])
-        }
-        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!(
-            "malformed JSON: {}",
-            e.body_text()
                 .strip_prefix("Failed to parse the request body as JSON: ")
-                .unwrap_or(&e.body_text())
-        )),
+                .unwrap_or(&text);
+            // Well-formed JSON whose number is beyond f64 (`1e400`): serde_json
+            // calls it a syntax error, but it is a value the server cannot
+            // keep, named like any other (422).
+            if detail.contains("number out of range") {
+                let field = match detail.split_once(": ") {
+                    Some((field, _)) if !field.contains(' ') && field != "." => field,
+                    _ => "body",
+                };
+                return ApiError::validation(
+                    field,
+                    "number out of range: the server cannot store it",
+                );
+            }
+            ApiError::BadRequest(format!("malformed JSON: {detail}"))
+        }
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
             "expected a body with Content-Type: application/json".to_owned(),
         ),

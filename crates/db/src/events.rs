@@ -199,12 +199,11 @@ pub async fn get_for_update(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Optio
         "SELECT {EVENT_COLUMNS} FROM events
          WHERE tenant_id = $1 AND id = $2 AND cancelled_at IS NULL FOR UPDATE"
     );
-    Ok(tx
-        .query_opt(&sql, &[&tenant, &id])
+    tx.query_opt(&sql, &[&tenant, &id])
         .await?
         .as_ref()
         .map(Event::from_row)
-        .transpose()?)
+        .transpose()
 }
 
 /// An edit: `None` leaves a field as it is; `Some(None)` clears an optional

@@ -403,12 +403,11 @@ pub async fn get_for_update(
          WHERE tenant_id = $1 AND id = $2 AND (is_public OR owner_id = $3)
          FOR UPDATE"
     );
-    Ok(tx
-        .query_opt(&sql, &[&tenant, &id, &viewer])
+    tx.query_opt(&sql, &[&tenant, &id, &viewer])
         .await?
         .as_ref()
         .map(Journey::from_row)
-        .transpose()?)
+        .transpose()
 }
 
 /// Writes an edited journey and commits.

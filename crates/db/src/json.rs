@@ -3,100 +3,26 @@
 //! `jsonb` keeps a number as `numeric`, exactly as written, and prints it back
 //! as plain decimal, never with an exponent: the `1.7976931348623157e308` that
 //! serde_json writes comes back as a 309-digit integer. serde_json's default
-//! (best-effort, fast) float parser cannot read every such text back: it
-//! answers "number out of range" for numbers near `f64::MAX`, and reading the
-//! row with `row.get` then panics. Two halves close that hole:
+//! (best-effort, fast) float parser could not read every such text back: it
+//! answered "number out of range" near `f64::MAX`, `row.get` then panicked,
+//! and one tenant's setting took down every list of tenants. Two things keep
+//! what the server stores readable:
 //!
-//! - [`number_reads_back`] tells the write path whether a number would read
-//!   back equal after the trip, so the HTTP edge refuses the ones that would
-//!   not (422) instead of storing what it cannot read.
-//! - [`Jsonb`] decodes a `json`/`jsonb` column without ever failing on what
-//!   PostgreSQL may hold (rows written before the check, or by hand): the
-//!   fast path is serde_json as before, and only a text serde_json refuses is
-//!   read again with its numbers parsed by the standard library's correctly
-//!   rounded parser. One bad value never takes a request, let alone a list,
-//!   down.
+//! - The workspace builds serde_json with `float_roundtrip`: floats parse
+//!   correctly rounded, so every finite `f64` the server writes reads back
+//!   equal from the exact decimal `jsonb` prints (the property tests below
+//!   model that text and fail if the feature is ever dropped). The same
+//!   feature makes the server read a client's float exactly as sent.
+//! - [`Jsonb`] decodes a `json`/`jsonb` column without failing on whatever
+//!   PostgreSQL may hold (a number beyond `f64` written by hand, rows from an
+//!   older server): the fast path is serde_json as before, and only a text
+//!   serde_json refuses is read again leniently. One bad value never takes a
+//!   request, let alone a list, down.
 
 use std::error::Error;
 
 use serde_json::Value;
 use tokio_postgres::types::{FromSql, Type};
-
-/// The text `jsonb` prints for the number serde_json writes as `written`
-/// (serde_json's own output: digits, optional fraction, optional exponent).
-///
-/// PostgreSQL's `numeric_in` keeps the exact decimal value and a display scale
-/// of `max(0, fraction digits - exponent)`; `numeric_out` prints that value
-/// plain, with exactly that many fraction digits, and no sign on zero.
-pub fn pg_numeric_text(written: &str) -> String {
-    let (negative, unsigned) = match written.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, written),
-    };
-    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
-        None => (unsigned, 0),
-    };
-    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits: String = format!("{int_part}{frac_part}");
-    // Where the decimal point falls within `digits`.
-    let point = int_part.len() as i64 + exponent;
-    let scale = (frac_part.len() as i64 - exponent).max(0);
-
-    let mut int_digits = String::new();
-    let mut frac_digits = String::new();
-    for (i, d) in digits.chars().enumerate() {
-        if (i as i64) < point {
-            int_digits.push(d);
-        } else {
-            frac_digits.push(d);
-        }
-    }
-    // Zeros the exponent adds after the digits, or between the point and them.
-    if point > digits.len() as i64 {
-        int_digits.extend(std::iter::repeat_n(
-            '0',
-            (point - digits.len() as i64) as usize,
-        ));
-    }
-    if point < 0 {
-        frac_digits.insert_str(0, &"0".repeat(point.unsigned_abs() as usize));
-    }
-    let int_digits = int_digits.trim_start_matches('0');
-    let int_digits = if int_digits.is_empty() {
-        "0"
-    } else {
-        int_digits
-    };
-    // Trailing zeros beyond the scale carry no value; fewer are padded.
-    let mut frac: String = frac_digits.chars().take(scale as usize).collect();
-    while (frac.len() as i64) < scale {
-        frac.push('0');
-    }
-    let zero = int_digits == "0" && frac.chars().all(|c| c == '0');
-    let sign = if negative && !zero { "-" } else { "" };
-    if frac.is_empty() {
-        format!("{sign}{int_digits}")
-    } else {
-        format!("{sign}{int_digits}.{frac}")
-    }
-}
-
-/// Whether this number, stored in `jsonb` and read back by this build's
-/// serde_json, comes back equal. Integers always do (`numeric` is exact and
-/// serde_json reads every `i64`/`u64`); a float does when the plain decimal
-/// `jsonb` prints for it parses back to the same `f64` (`-0.0` comes back as
-/// `0.0`, which compares equal).
-pub fn number_reads_back(n: &serde_json::Number) -> bool {
-    let Some(x) = n.as_f64().filter(|_| n.is_f64()) else {
-        return true;
-    };
-    let stored = pg_numeric_text(&n.to_string());
-    match serde_json::from_str::<Value>(&stored) {
-        Ok(back) => back.as_f64() == Some(x),
-        Err(_) => false,
-    }
-}
 
 /// A `json` or `jsonb` column, decoded leniently (see the module doc). Read
 /// JSON columns with `row.try_get::<_, Jsonb>(..)?.0`, never `row.get`.
@@ -140,7 +66,7 @@ pub fn decode(text: &[u8]) -> Result<Value, Box<dyn Error + Sync + Send>> {
     Ok(value)
 }
 
-/// `text` with every number serde_json might misread rewritten (see
+/// `text` with every number that is not an exact integer rewritten (see
 /// [`decode`]). Strings, including escaped quotes inside them, are copied
 /// untouched.
 fn rewrite_numbers(text: &str) -> String {
@@ -201,6 +127,66 @@ fn rewrite_numbers(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The text `jsonb` prints for the number serde_json writes as `written`
+    /// (serde_json's own output: digits, optional fraction, optional exponent).
+    ///
+    /// PostgreSQL's `numeric_in` keeps the exact decimal value and a display scale
+    /// of `max(0, fraction digits - exponent)`; `numeric_out` prints that value
+    /// plain, with exactly that many fraction digits, and no sign on zero.
+    fn pg_numeric_text(written: &str) -> String {
+        let (negative, unsigned) = match written.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, written),
+        };
+        let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+            Some((m, e)) => (m, e.parse::<i64>().unwrap_or(0)),
+            None => (unsigned, 0),
+        };
+        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let digits: String = format!("{int_part}{frac_part}");
+        // Where the decimal point falls within `digits`.
+        let point = int_part.len() as i64 + exponent;
+        let scale = (frac_part.len() as i64 - exponent).max(0);
+
+        let mut int_digits = String::new();
+        let mut frac_digits = String::new();
+        for (i, d) in digits.chars().enumerate() {
+            if (i as i64) < point {
+                int_digits.push(d);
+            } else {
+                frac_digits.push(d);
+            }
+        }
+        // Zeros the exponent adds after the digits, or between the point and them.
+        if point > digits.len() as i64 {
+            int_digits.extend(std::iter::repeat_n(
+                '0',
+                (point - digits.len() as i64) as usize,
+            ));
+        }
+        if point < 0 {
+            frac_digits.insert_str(0, &"0".repeat(point.unsigned_abs() as usize));
+        }
+        let int_digits = int_digits.trim_start_matches('0');
+        let int_digits = if int_digits.is_empty() {
+            "0"
+        } else {
+            int_digits
+        };
+        // Trailing zeros beyond the scale carry no value; fewer are padded.
+        let mut frac: String = frac_digits.chars().take(scale as usize).collect();
+        while (frac.len() as i64) < scale {
+            frac.push('0');
+        }
+        let zero = int_digits == "0" && frac.chars().all(|c| c == '0');
+        let sign = if negative && !zero { "-" } else { "" };
+        if frac.is_empty() {
+            format!("{sign}{int_digits}")
+        } else {
+            format!("{sign}{int_digits}.{frac}")
+        }
+    }
+
     #[test]
     fn pg_numeric_text_prints_what_postgresql_prints() {
         for (written, printed) in [
@@ -222,22 +208,10 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_float_does_not_read_back_and_ordinary_ones_do() {
-        let max = serde_json::Number::from_f64(f64::MAX).unwrap();
-        assert!(!number_reads_back(&max));
-        for x in [0.0, -0.0, 1.5, -2.25, 0.1, 1e20, 1e-7, 12345.6789] {
-            let n = serde_json::Number::from_f64(x).unwrap();
-            assert!(number_reads_back(&n), "{x}");
-        }
-        assert!(number_reads_back(&serde_json::Number::from(u64::MAX)));
-        assert!(number_reads_back(&serde_json::Number::from(i64::MIN)));
-    }
-
-    #[test]
-    fn a_huge_integer_that_serde_json_refuses_still_decodes() {
+    fn a_number_beyond_f64_is_kept_as_its_digits_and_the_rest_decodes() {
         let stored = pg_numeric_text("1.7976931348623157e308");
         let text = format!(r#"{{"x": {stored}, "s": "-1e999 \" 5", "n": [1, -2.5, 1e999]}}"#);
-        let value = decode(text.as_bytes()).unwrap();
+        let value = decode(text.as_bytes()).expect("decodes");
         assert_eq!(value["x"].as_f64(), Some(f64::MAX));
         assert_eq!(value["s"], "-1e999 \" 5");
         assert_eq!(value["n"][0], 1);
@@ -248,11 +222,54 @@ mod tests {
 
     #[test]
     fn jsonb_accepts_both_json_types_and_checks_the_version_byte() {
-        let jsonb = Jsonb::from_sql(&Type::JSONB, b"\x01{\"a\": 1}").unwrap();
+        let jsonb = Jsonb::from_sql(&Type::JSONB, b"\x01{\"a\": 1}").expect("jsonb");
         assert_eq!(jsonb.0, serde_json::json!({"a": 1}));
-        let json = Jsonb::from_sql(&Type::JSON, b"[true]").unwrap();
+        let json = Jsonb::from_sql(&Type::JSON, b"[true]").expect("json");
         assert_eq!(json.0, serde_json::json!([true]));
         assert!(Jsonb::from_sql(&Type::JSONB, b"\x02{}").is_err());
         assert!(!<Jsonb as FromSql>::accepts(&Type::TEXT));
+    }
+
+    /// Any finite f64, with the edges `any::<f64>()` rarely draws.
+    fn any_finite() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<f64>().prop_filter("finite", |x| x.is_finite()),
+            (1u64..(1 << 52)).prop_map(f64::from_bits), // subnormals
+            Just(f64::MAX),
+            Just(f64::MIN),
+            Just(f64::MIN_POSITIVE),
+            Just(5e-324),
+            Just(-0.0),
+            Just(0.1 + 0.2),
+            Just(9_007_199_254_740_993.0),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The modelled jsonb text is the exact decimal serde_json wrote: the
+        /// standard library's correctly rounded parser reads it back to `x`.
+        #[test]
+        fn pg_numeric_text_keeps_the_value(x in any_finite()) {
+            let written = serde_json::Number::from_f64(x).expect("finite").to_string();
+            let printed = pg_numeric_text(&written);
+            proptest::prop_assert!(!printed.contains(['e', 'E']), "{}", printed);
+            proptest::prop_assert_eq!(printed.parse::<f64>().expect("a decimal"), x, "{} -> {}", written, printed);
+        }
+
+        /// Every finite float, written by serde_json and printed back by
+        /// jsonb, reads back equal with this build's serde_json: strictly, and
+        /// through the lenient decoder.
+        #[test]
+        fn every_float_reads_back_through_jsonb(x in any_finite()) {
+            let n = serde_json::Number::from_f64(x).expect("finite");
+            let printed = pg_numeric_text(&n.to_string());
+            let strict: Value = serde_json::from_str(&printed)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{printed}: {e}")))?;
+            proptest::prop_assert_eq!(strict.as_f64(), Some(x), "{}", printed);
+            let stored = format!("{{\"v\": [{printed}]}}");
+            let lenient = decode(stored.as_bytes()).expect("decodes");
+            proptest::prop_assert_eq!(lenient["v"][0].as_f64(), Some(x), "{}", printed);
+        }
     }
 }

@@ -367,12 +367,11 @@ async fn default_rows(conn: &deadpool_postgres::Object, parent: &Parent) -> anyh
     let Some(d) = default_partition(conn, parent).await? else {
         return Ok(0);
     };
-    Ok(conn
-        .query_one(&format!("SELECT count(*) FROM {d}"), &[])
+    conn.query_one(&format!("SELECT count(*) FROM {d}"), &[])
         .await
         .context("Failed to count the default partition's rows")?
         .try_get(0)
-        .context("Failed to read the default partition's row count")?)
+        .context("Failed to read the default partition's row count")
 }
 
 /// An identifier, quoted for SQL.

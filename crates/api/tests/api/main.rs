@@ -15,6 +15,7 @@ mod fairness;
 mod feed;
 mod isolation;
 mod journeys;
+mod json;
 mod members;
 mod notifications;
 mod plans;
