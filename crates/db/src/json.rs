@@ -243,6 +243,8 @@ mod tests {
             Just(-0.0),
             Just(0.1 + 0.2),
             Just(9_007_199_254_740_993.0),
+            // A subnormal the default parser misread by an ulp.
+            Just(6.50736165164083e-309),
         ]
     }
 
