@@ -9,6 +9,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde::de::{DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer};
 use tenantry_db::DbError;
 
 tokio::task_local! {
@@ -280,21 +282,61 @@ impl From<DbError> for ApiError {
 /// `axum::Json`, with rejections as problem+json: malformed JSON 400, a
 /// missing or wrong content type 415, a body over the limit 413, and a body
 /// of the wrong shape 422 naming the field.
+///
+/// A body must be a JSON object, checked here once for every body rather
+/// than in each handler: serde reads a struct from an array too (its tuple
+/// form: `["text"]` made a post), which no client means. Every body this API
+/// takes is an object; an endpoint that ever takes another shape needs its
+/// own extractor. The check costs nothing: `T` is read straight from the
+/// bytes, only asked for as a map (see [`ObjectOnly`]).
+///
+/// A number beyond `f64` (`1e400`) is a 422 naming its field: the server
+/// could neither keep it nor read it back. Every other number is kept
+/// exactly (see [`tenantry_db::json`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
+        match axum::Json::<ObjectBody<T>>::from_request(req, state).await {
+            Ok(axum::Json(ObjectBody(value))) => Ok(Json(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// `T`, read only from a JSON object.
+struct ObjectBody<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectBody<T> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        T::deserialize(ObjectOnly(de)).map(ObjectBody)
+    }
+}
+
+/// Asks the underlying deserializer for a map whatever `T` asks for, so
+/// serde_json refuses anything but `{...}` ("invalid type: sequence, expected
+/// struct ..."), a 422 for the body. Only the top level goes through here:
+/// fields are read by serde_json's own map access.
+struct ObjectOnly<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
     }
 }
 
@@ -312,35 +354,53 @@ fn named_field(message: &str) -> Option<String> {
     rest.split_once('`').map(|(name, _)| name.to_owned())
 }
 
+/// A body of the wrong shape (422), from serde_path_to_error's "field:
+/// problem" (no field when the problem is the body as a whole).
+fn data_error(detail: &str) -> ApiError {
+    let (field, message) = match detail.split_once(": ") {
+        Some((field, message)) if !field.contains(' ') && field != "." => {
+            (field.to_owned(), message.to_owned())
+        }
+        _ => {
+            let message = detail.strip_prefix(".: ").unwrap_or(detail).to_owned();
+            (
+                named_field(&message).unwrap_or_else(|| "body".to_owned()),
+                message,
+            )
+        }
+    };
+    ApiError::Validation(vec![FieldError { field, message }])
+}
+
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => {
-            // serde_path_to_error's message reads "field: problem".
+            let text = e.body_text();
+            data_error(
+                text.strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                    .unwrap_or(&text),
+            )
+        }
+        JsonRejection::JsonSyntaxError(e) => {
             let text = e.body_text();
             let detail = text
-                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
-                .unwrap_or(&text)
-                .to_owned();
-            let (field, message) = match detail.split_once(": ") {
-                Some((field, message)) if !field.contains(' ') && field != "." => {
-                    (field.to_owned(), message.to_owned())
-                }
-                _ => {
-                    let message = detail.strip_prefix(".: ").unwrap_or(&detail).to_owned();
-                    (
-                        named_field(&message).unwrap_or_else(|| "body".to_owned()),
-                        message,
-                    )
-                }
-            };
-            ApiError::Validation(vec![FieldError { field, message }])
-        }
-        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!(
-            "malformed JSON: {}",
-            e.body_text()
                 .strip_prefix("Failed to parse the request body as JSON: ")
-                .unwrap_or(&e.body_text())
-        )),
+                .unwrap_or(&text);
+            // Well-formed JSON whose number is beyond f64 (`1e400`): serde_json
+            // calls it a syntax error, but it is a value the server cannot
+            // keep, named like any other (422).
+            if detail.contains("number out of range") {
+                let field = match detail.split_once(": ") {
+                    Some((field, _)) if !field.contains(' ') && field != "." => field,
+                    _ => "body",
+                };
+                return ApiError::validation(
+                    field,
+                    "number out of range: the server cannot store it",
+                );
+            }
+            ApiError::BadRequest(format!("malformed JSON: {detail}"))
+        }
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
             "expected a body with Content-Type: application/json".to_owned(),
         ),
@@ -408,5 +468,79 @@ where
                     .unwrap_or(&rejection.body_text())
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// What [`Json`] makes of a body of `text`.
+    fn read<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+        axum::Json::<ObjectBody<T>>::from_bytes(text.as_bytes())
+            .map(|axum::Json(ObjectBody(value))| value)
+            .map_err(json_rejection)
+    }
+
+    fn read_body<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+        read(&body.to_string())
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read only through Debug
+    struct Post {
+        content: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    fn fields(err: ApiError) -> Vec<String> {
+        match err {
+            ApiError::Validation(errors) => errors.into_iter().map(|e| e.field).collect(),
+            other => panic!("expected a 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused_even_where_serde_would_read_it() {
+        // serde reads a struct from its tuple form; the API does not.
+        for value in [json!(["text", null]), json!("text"), json!(1), json!(null)] {
+            let err = read_body::<Post>(value).expect_err("refused");
+            assert_eq!(fields(err), ["body"]);
+        }
+        assert!(read_body::<Post>(json!({"content": "text"})).is_ok());
+    }
+
+    #[test]
+    fn a_field_error_names_the_field_by_its_path() {
+        let err = read_body::<Post>(json!({"content": "x", "inner": {"n": "one"}}))
+            .expect_err("wrong type");
+        assert_eq!(fields(err), ["inner.n"]);
+        let err = read_body::<Post>(json!({})).expect_err("missing");
+        assert_eq!(fields(err), ["content"]);
+        let err = read_body::<Post>(json!({"content": "x", "extra": 1})).expect_err("unknown");
+        assert_eq!(fields(err), ["extra"]);
+    }
+
+    #[test]
+    fn a_number_beyond_f64_is_a_422_naming_its_field() {
+        let err = read::<Post>(r#"{"content": "x", "inner": {"n": 1e400}}"#).expect_err("too big");
+        assert_eq!(fields(err), ["inner.n"]);
+        let err =
+            read::<serde_json::Map<String, Value>>(r#"{"a": [-1e999]}"#).expect_err("too big");
+        assert_eq!(fields(err), ["a[0]"]);
+        // Malformed JSON stays a 400.
+        assert!(matches!(
+            read::<Post>(r#"{"content": "#),
+            Err(ApiError::BadRequest(_))
+        ));
     }
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::json::Jsonb;
 use crate::{DbError, Keyset, Tx};
 
 /// One entry.
@@ -76,15 +77,16 @@ pub async fn list_and_commit(
             .await?
         }
     };
-    Ok(rows
-        .iter()
-        .map(|r| Entry {
-            id: r.get(0),
-            created_at: r.get(1),
-            actor_id: r.get(2),
-            action: r.get(3),
-            target: r.get(4),
-            details: r.get(5),
+    rows.iter()
+        .map(|r| {
+            Ok(Entry {
+                id: r.try_get(0)?,
+                created_at: r.try_get(1)?,
+                actor_id: r.try_get(2)?,
+                action: r.try_get(3)?,
+                target: r.try_get(4)?,
+                details: r.try_get::<_, Jsonb>(5)?.0,
+            })
         })
-        .collect())
+        .collect()
 }

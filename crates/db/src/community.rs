@@ -38,15 +38,15 @@ pub struct Community {
 impl Community {
     fn from_row(row: &Row) -> Result<Self, DbError> {
         Ok(Self {
-            tenant_id: row.get("tenant_id"),
-            slug: row.get("slug"),
-            name: row.get("name"),
-            status: row.get("status"),
-            role: tenantry_core::Role::parse(row.get("role"))
+            tenant_id: row.try_get("tenant_id")?,
+            slug: row.try_get("slug")?,
+            name: row.try_get("name")?,
+            status: row.try_get("status")?,
+            role: tenantry_core::Role::parse(row.try_get("role")?)
                 .map_err(|e| DbError::Other(e.into()))?,
-            display_in_feed: row.get("display_in_feed"),
-            joined_at: row.get("joined_at"),
-            member_count: row.get("member_count"),
+            display_in_feed: row.try_get("display_in_feed")?,
+            joined_at: row.try_get("joined_at")?,
+            member_count: row.try_get("member_count")?,
         })
     }
 }
@@ -165,12 +165,15 @@ pub struct FeedItem<T> {
     pub item: T,
 }
 
-fn feed_item<T>(row: &Row, read: impl Fn(&Row) -> T) -> FeedItem<T> {
-    FeedItem {
-        tenant_id: row.get("tenant_id"),
-        tenant_slug: row.get("tenant_slug"),
-        item: read(row),
-    }
+fn feed_item<T>(
+    row: &Row,
+    read: impl Fn(&Row) -> Result<T, DbError>,
+) -> Result<FeedItem<T>, DbError> {
+    Ok(FeedItem {
+        tenant_id: row.try_get("tenant_id")?,
+        tenant_slug: row.try_get("tenant_slug")?,
+        item: read(row)?,
+    })
 }
 
 /// Newest posts across `tenants` (whose ids the transaction's context must
@@ -194,7 +197,7 @@ pub async fn feed_posts_and_commit(
             .await?
         }
     };
-    Ok(rows.iter().map(|r| feed_item(r, Post::from_row)).collect())
+    rows.iter().map(|r| feed_item(r, Post::from_row)).collect()
 }
 
 /// Upcoming events (starting at or after `now`) across `tenants`, soonest
@@ -213,5 +216,5 @@ pub async fn feed_events_and_commit(
         params.push(id);
     }
     let rows = tx.query_and_commit(&sql, &params).await?;
-    Ok(rows.iter().map(|r| feed_item(r, Event::from_row)).collect())
+    rows.iter().map(|r| feed_item(r, Event::from_row)).collect()
 }

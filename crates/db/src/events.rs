@@ -27,20 +27,20 @@ pub(crate) const EVENT_COLUMNS: &str = "id, created_by, title, description, star
      location_name, cancelled_at, origin_tenant_id, origin_id, shared_by, created_at, updated_at";
 
 impl Event {
-    pub(crate) fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            created_by: row.get("created_by"),
-            title: row.get("title"),
-            description: row.get("description"),
-            start_date: row.get("start_date"),
-            end_date: row.get("end_date"),
-            location_name: row.get("location_name"),
-            cancelled_at: row.get("cancelled_at"),
-            origin: Origin::from_row(row),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
-        }
+    pub(crate) fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            created_by: row.try_get("created_by")?,
+            title: row.try_get("title")?,
+            description: row.try_get("description")?,
+            start_date: row.try_get("start_date")?,
+            end_date: row.try_get("end_date")?,
+            location_name: row.try_get("location_name")?,
+            cancelled_at: row.try_get("cancelled_at")?,
+            origin: Origin::from_row(row)?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
     }
 
     /// The keyset of the upcoming list: `(start_date, id)`.
@@ -92,6 +92,7 @@ pub async fn create(tx: Tx, tenant: Uuid, creator: Uuid, new: &NewEvent) -> Resu
         .await?;
     rows.first()
         .map(Event::from_row)
+        .transpose()?
         .ok_or_else(|| DbError::Other(anyhow::anyhow!("event insert returned no row")))
 }
 
@@ -153,13 +154,13 @@ pub async fn list_upcoming_for_member_and_commit(
     let Some(first) = rows.first() else {
         return Ok((None, Vec::new()));
     };
-    let role = tenantry_core::Role::parse(first.get("caller_role"))
+    let role = tenantry_core::Role::parse(first.try_get("caller_role")?)
         .map_err(|e| DbError::Other(e.into()))?;
     let events = rows
         .iter()
-        .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+        .filter(|r| !matches!(r.try_get::<_, Option<Uuid>>("id"), Ok(None)))
         .map(Event::from_row)
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok((Some(role), events))
 }
 
@@ -181,12 +182,13 @@ pub async fn get_for_member_and_commit(
     let Some(row) = rows.first() else {
         return Ok((None, None));
     };
-    let role =
-        tenantry_core::Role::parse(row.get("caller_role")).map_err(|e| DbError::Other(e.into()))?;
+    let role = tenantry_core::Role::parse(row.try_get("caller_role")?)
+        .map_err(|e| DbError::Other(e.into()))?;
     let event = row
-        .get::<_, Option<Uuid>>("id")
+        .try_get::<_, Option<Uuid>>("id")?
         .is_some()
-        .then(|| Event::from_row(row));
+        .then(|| Event::from_row(row))
+        .transpose()?;
     Ok((Some(role), event))
 }
 
@@ -197,11 +199,11 @@ pub async fn get_for_update(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Optio
         "SELECT {EVENT_COLUMNS} FROM events
          WHERE tenant_id = $1 AND id = $2 AND cancelled_at IS NULL FOR UPDATE"
     );
-    Ok(tx
-        .query_opt(&sql, &[&tenant, &id])
+    tx.query_opt(&sql, &[&tenant, &id])
         .await?
         .as_ref()
-        .map(Event::from_row))
+        .map(Event::from_row)
+        .transpose()
 }
 
 /// An edit: `None` leaves a field as it is; `Some(None)` clears an optional
@@ -254,7 +256,7 @@ pub async fn update_and_commit(
             ],
         )
         .await?;
-    Ok(rows.first().map(Event::from_row))
+    rows.first().map(Event::from_row).transpose()
 }
 
 /// Cancels an event (it leaves every upcoming list and the search) and

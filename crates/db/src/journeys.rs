@@ -12,6 +12,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::json::Jsonb;
 use crate::{DbError, Keyset, Tx};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,22 +36,22 @@ const JOURNEY_COLUMNS: &str = "id, owner_id, title, description, status, is_publ
      end_date, locations, first_activity_at, last_activity_at, created_at, updated_at";
 
 impl Journey {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            owner_id: row.get("owner_id"),
-            title: row.get("title"),
-            description: row.get("description"),
-            status: row.get("status"),
-            is_public: row.get("is_public"),
-            start_date: row.get("start_date"),
-            end_date: row.get("end_date"),
-            locations: row.get("locations"),
-            first_activity_at: row.get("first_activity_at"),
-            last_activity_at: row.get("last_activity_at"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
-        }
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            owner_id: row.try_get("owner_id")?,
+            title: row.try_get("title")?,
+            description: row.try_get("description")?,
+            status: row.try_get("status")?,
+            is_public: row.try_get("is_public")?,
+            start_date: row.try_get("start_date")?,
+            end_date: row.try_get("end_date")?,
+            locations: row.try_get::<_, Jsonb>("locations")?.0,
+            first_activity_at: row.try_get("first_activity_at")?,
+            last_activity_at: row.try_get("last_activity_at")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
     }
 
     pub fn keyset(&self) -> Keyset {
@@ -106,6 +107,7 @@ pub async fn create_and_commit(
         .await?;
     rows.first()
         .map(Journey::from_row)
+        .transpose()?
         .ok_or_else(|| DbError::Other(anyhow::anyhow!("journey insert returned no row")))
 }
 
@@ -150,13 +152,13 @@ pub async fn list_for_member_and_commit(
     let Some(first) = rows.first() else {
         return Ok((None, Vec::new()));
     };
-    let role = tenantry_core::Role::parse(first.get("caller_role"))
+    let role = tenantry_core::Role::parse(first.try_get("caller_role")?)
         .map_err(|e| DbError::Other(e.into()))?;
     let journeys = rows
         .iter()
-        .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+        .filter(|r| !matches!(r.try_get::<_, Option<Uuid>>("id"), Ok(None)))
         .map(Journey::from_row)
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok((Some(role), journeys))
 }
 
@@ -180,12 +182,13 @@ pub async fn get_for_member_and_commit(
     let Some(row) = rows.first() else {
         return Ok((None, None));
     };
-    let role =
-        tenantry_core::Role::parse(row.get("caller_role")).map_err(|e| DbError::Other(e.into()))?;
+    let role = tenantry_core::Role::parse(row.try_get("caller_role")?)
+        .map_err(|e| DbError::Other(e.into()))?;
     let journey = row
-        .get::<_, Option<Uuid>>("id")
+        .try_get::<_, Option<Uuid>>("id")?
         .is_some()
-        .then(|| Journey::from_row(row));
+        .then(|| Journey::from_row(row))
+        .transpose()?;
     Ok((Some(role), journey))
 }
 
@@ -205,17 +208,17 @@ const ACTIVITY_COLUMNS: &str =
     "id, journey_id, title, notes, location, start_datetime, end_datetime, created_at";
 
 impl Activity {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            journey_id: row.get("journey_id"),
-            title: row.get("title"),
-            notes: row.get("notes"),
-            location: row.get("location"),
-            start_datetime: row.get("start_datetime"),
-            end_datetime: row.get("end_datetime"),
-            created_at: row.get("created_at"),
-        }
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            journey_id: row.try_get("journey_id")?,
+            title: row.try_get("title")?,
+            notes: row.try_get("notes")?,
+            location: row.try_get::<_, Option<Jsonb>>("location")?.map(|j| j.0),
+            start_datetime: row.try_get("start_datetime")?,
+            end_datetime: row.try_get("end_datetime")?,
+            created_at: row.try_get("created_at")?,
+        })
     }
 
     /// The keyset of a journey's activity list: `(start_datetime, id)`.
@@ -296,11 +299,11 @@ pub async fn add_activity_and_commit(
     let row = rows
         .first()
         .ok_or_else(|| DbError::Other(anyhow::anyhow!("add activity returned no row")))?;
-    Ok(if !row.get::<_, bool>("member") {
+    Ok(if !row.try_get::<_, bool>("member")? {
         Added::NotAMember
-    } else if row.get::<_, Option<Uuid>>("id").is_some() {
-        Added::Added(Activity::from_row(row))
-    } else if row.get::<_, bool>("visible") {
+    } else if row.try_get::<_, Option<Uuid>>("id")?.is_some() {
+        Added::Added(Activity::from_row(row)?)
+    } else if row.try_get::<_, bool>("visible")? {
         Added::NotTheOwner
     } else {
         Added::NoSuchJourney
@@ -376,14 +379,14 @@ pub async fn list_activities_for_member_and_commit(
     let Some(first) = rows.first() else {
         return Ok(ActivitiesPage::NotAMember);
     };
-    if !first.get::<_, bool>("visible") {
+    if !first.try_get::<_, bool>("visible")? {
         return Ok(ActivitiesPage::NoSuchJourney);
     }
     Ok(ActivitiesPage::Page(
         rows.iter()
-            .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+            .filter(|r| !matches!(r.try_get::<_, Option<Uuid>>("id"), Ok(None)))
             .map(Activity::from_row)
-            .collect(),
+            .collect::<Result<_, _>>()?,
     ))
 }
 
@@ -400,11 +403,11 @@ pub async fn get_for_update(
          WHERE tenant_id = $1 AND id = $2 AND (is_public OR owner_id = $3)
          FOR UPDATE"
     );
-    Ok(tx
-        .query_opt(&sql, &[&tenant, &id, &viewer])
+    tx.query_opt(&sql, &[&tenant, &id, &viewer])
         .await?
         .as_ref()
-        .map(Journey::from_row))
+        .map(Journey::from_row)
+        .transpose()
 }
 
 /// Writes an edited journey and commits.
@@ -436,7 +439,7 @@ pub async fn update_and_commit(
             ],
         )
         .await?;
-    Ok(rows.first().map(Journey::from_row))
+    rows.first().map(Journey::from_row).transpose()
 }
 
 /// The SQL that reads one activity of a journey and locks it, as
@@ -473,7 +476,7 @@ pub async fn get_activity_for_update(
             &[&tenant, &journey.id, &id, &first, &last],
         )
         .await?;
-    Ok(row.as_ref().map(Activity::from_row))
+    row.as_ref().map(Activity::from_row).transpose()
 }
 
 /// The SQL of an activity's edit, as [`update_activity`] sends it: `$1`
@@ -545,5 +548,5 @@ pub async fn update_activity(
         tx.execute(&respan_sql(), &[&tenant, &journey.id, &first, &last])
             .await?;
     }
-    Ok(Activity::from_row(&row))
+    Activity::from_row(&row)
 }

@@ -18,6 +18,7 @@ pub mod embedded;
 mod error;
 pub mod events;
 pub mod journeys;
+pub mod json;
 pub mod members;
 pub mod migrate;
 pub mod notifications;

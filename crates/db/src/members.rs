@@ -19,14 +19,14 @@ pub struct Member {
 
 impl Member {
     fn from_row(row: &Row) -> Result<Self, DbError> {
-        let role: &str = row.get("role");
+        let role: &str = row.try_get("role")?;
         Ok(Self {
-            user_id: row.get("user_id"),
+            user_id: row.try_get("user_id")?,
             role: Role::parse(role).map_err(|e| DbError::Other(e.into()))?,
-            email: row.get("email"),
-            display_name: row.get("display_name"),
-            display_in_feed: row.get("display_in_feed"),
-            created_at: row.get("created_at"),
+            email: row.try_get("email")?,
+            display_name: row.try_get("display_name")?,
+            display_in_feed: row.try_get("display_in_feed")?,
+            created_at: row.try_get("created_at")?,
         })
     }
 }
@@ -39,7 +39,7 @@ pub async fn role_of(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<Option<Rol
             &[&tenant, &user],
         )
         .await?;
-    row.map(|r| Role::parse(r.get(0)).map_err(|e| DbError::Other(e.into())))
+    row.map(|r| Role::parse(r.try_get(0)?).map_err(|e| DbError::Other(e.into())))
         .transpose()
 }
 
@@ -79,11 +79,11 @@ pub async fn count_and_get_and_commit(
     let row = rows
         .first()
         .ok_or_else(|| DbError::Other(anyhow::anyhow!("tenant {tenant} has no row")))?;
-    let member = match row.get::<_, Option<Uuid>>("user_id") {
+    let member = match row.try_get::<_, Option<Uuid>>("user_id")? {
         Some(_) => Some(Member::from_row(row)?),
         None => None,
     };
-    Ok((row.get("member_count"), member))
+    Ok((row.try_get("member_count")?, member))
 }
 
 /// Adds a member (provisioning the user if they were never seen) and counts
@@ -159,10 +159,10 @@ pub async fn list_for_member_and_commit(
     let Some(first) = rows.first() else {
         return Ok((None, Vec::new()));
     };
-    let role = Role::parse(first.get("caller_role")).map_err(|e| DbError::Other(e.into()))?;
+    let role = Role::parse(first.try_get("caller_role")?).map_err(|e| DbError::Other(e.into()))?;
     let members = rows
         .iter()
-        .filter(|r| r.get::<_, Option<Uuid>>("user_id").is_some())
+        .filter(|r| !matches!(r.try_get::<_, Option<Uuid>>("user_id"), Ok(None)))
         .map(Member::from_row)
         .collect::<Result<_, _>>()?;
     Ok((Some(role), members))
@@ -204,7 +204,7 @@ pub async fn remove(tx: &mut Tx, tenant: Uuid, user: Uuid) -> Result<bool, DbErr
             &[&tenant, &user],
         )
         .await?;
-    Ok(row.get::<_, i64>(0) > 0)
+    Ok(row.try_get::<_, i64>(0)? > 0)
 }
 
 /// How many owners the tenant has; locks them so two concurrent demotions

@@ -146,8 +146,9 @@ async fn apply_pending(conn: &mut deadpool_postgres::Object) -> anyhow::Result<u
         .await
         .context("Failed to read applied migrations")?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()
+        .context("Failed to read applied migrations")?;
     let mut count = 0;
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {

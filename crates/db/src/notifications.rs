@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::json::Jsonb;
 use crate::{DbError, Keyset, Tx};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -18,15 +19,15 @@ pub struct Notification {
 }
 
 impl Notification {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            announcement_id: row.get("announcement_id"),
-            title: row.get("title"),
-            message: row.get("message"),
-            created_at: row.get("created_at"),
-            read_at: row.get("read_at"),
-        }
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            announcement_id: row.try_get("announcement_id")?,
+            title: row.try_get("title")?,
+            message: row.try_get("message")?,
+            created_at: row.try_get("created_at")?,
+            read_at: row.try_get("read_at")?,
+        })
     }
 
     pub fn keyset(&self) -> Keyset {
@@ -75,9 +76,9 @@ pub async fn list_for_member_and_commit(
     }
     Ok(Some(
         rows.iter()
-            .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+            .filter(|r| !matches!(r.try_get::<_, Option<Uuid>>("id"), Ok(None)))
             .map(Notification::from_row)
-            .collect(),
+            .collect::<Result<_, _>>()?,
     ))
 }
 
@@ -112,10 +113,10 @@ pub async fn mark_read_and_commit(
     let row = rows
         .first()
         .ok_or_else(|| DbError::Other(anyhow::anyhow!("mark read returned no row")))?;
-    if !row.get::<_, bool>("member") {
+    if !row.try_get::<_, bool>("member")? {
         return Ok(None);
     }
-    Ok(Some(row.get("changed")))
+    Ok(Some(row.try_get("changed")?))
 }
 
 /// The kinds of notification a member can turn off in a tenant. Each is on
@@ -137,7 +138,11 @@ pub async fn preferences_and_commit(
             &[&tenant, &user],
         )
         .await?;
-    Ok(rows.first().map(|r| r.get(0)))
+    Ok(rows
+        .first()
+        .map(|r| r.try_get::<_, Jsonb>(0))
+        .transpose()?
+        .map(|j| j.0))
 }
 
 /// Changes `user`'s notification preferences in one statement (no lost
@@ -161,5 +166,9 @@ pub async fn set_preferences_and_commit(
             &[&tenant, &user, &reset, set],
         )
         .await?;
-    Ok(rows.first().map(|r| r.get(0)))
+    Ok(rows
+        .first()
+        .map(|r| r.try_get::<_, Jsonb>(0))
+        .transpose()?
+        .map(|j| j.0))
 }

@@ -155,19 +155,21 @@ async fn parents(conn: &deadpool_postgres::Object) -> anyhow::Result<Vec<Parent>
         )
         .await
         .context("Failed to list partitioned tables")?;
-    Ok(rows
-        .iter()
-        .map(|r| Parent {
-            name: r.get(0),
-            column: r.get(1),
-            kind: match r.get::<_, String>(2).as_str() {
-                "timestamp with time zone" => "timestamptz".to_owned(),
-                "timestamp without time zone" => "timestamp".to_owned(),
-                other => other.to_owned(),
-            },
-            keep_months: r.get(3),
+    rows.iter()
+        .map(|r| {
+            Ok(Parent {
+                name: r.try_get(0)?,
+                column: r.try_get(1)?,
+                kind: match r.try_get::<_, String>(2)?.as_str() {
+                    "timestamp with time zone" => "timestamptz".to_owned(),
+                    "timestamp without time zone" => "timestamp".to_owned(),
+                    other => other.to_owned(),
+                },
+                keep_months: r.try_get(3)?,
+            })
         })
-        .collect())
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .context("Failed to read the partitioned tables")
 }
 
 /// The bound literal for a month start: midnight UTC for `timestamptz`.
@@ -193,7 +195,8 @@ async fn ensure_partition(
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quote(&name)])
         .await
         .context("Failed to look up a partition")?
-        .get(0);
+        .try_get(0)
+        .context("Failed to read whether a partition exists")?;
     if exists {
         return Ok(None);
     }
@@ -214,7 +217,8 @@ async fn ensure_partition(
             )
             .await
             .context("Failed to look for rows in the default partition")?
-            .get::<_, bool>(0),
+            .try_get::<_, bool>(0)
+            .context("Failed to read whether the default partition has rows")?,
         None => false,
     };
     let mut moved = 0;
@@ -273,7 +277,9 @@ async fn default_partition(
         )
         .await
         .context("Failed to find the default partition")?;
-    Ok(row.map(|r| quote(&r.get::<_, String>(0))))
+    row.map(|r| r.try_get::<_, String>(0).map(|name| quote(&name)))
+        .transpose()
+        .context("Failed to read the default partition's name")
 }
 
 /// The parent's columns a row copy may write (not generated, not dropped).
@@ -293,8 +299,9 @@ async fn insertable_columns(
         .context("Failed to list a table's columns")?;
     Ok(rows
         .iter()
-        .map(|r| quote(&r.get::<_, String>(0)))
-        .collect::<Vec<_>>()
+        .map(|r| r.try_get::<_, String>(0).map(|name| quote(&name)))
+        .collect::<Result<Vec<_>, _>>()
+        .context("Failed to read a table's columns")?
         .join(", "))
 }
 
@@ -316,7 +323,7 @@ async fn apply_retention(
         .context("Failed to list partitions")?;
     let mut dropped = Vec::new();
     for row in rows {
-        let name: String = row.get(0);
+        let name: String = row.try_get(0)?;
         // Only partitions this module made (and so whose month the name
         // tells) are dropped.
         let Some(start) = month_of(&parent.name, &name) else {
@@ -360,11 +367,11 @@ async fn default_rows(conn: &deadpool_postgres::Object, parent: &Parent) -> anyh
     let Some(d) = default_partition(conn, parent).await? else {
         return Ok(0);
     };
-    Ok(conn
-        .query_one(&format!("SELECT count(*) FROM {d}"), &[])
+    conn.query_one(&format!("SELECT count(*) FROM {d}"), &[])
         .await
         .context("Failed to count the default partition's rows")?
-        .get(0))
+        .try_get(0)
+        .context("Failed to read the default partition's row count")
 }
 
 /// An identifier, quoted for SQL.

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::json::Jsonb;
 use crate::{Db, DbError, TenantContext};
 
 /// The platform's default settings.
@@ -18,8 +19,8 @@ fn from_rows(rows: &[tokio_postgres::Row]) -> Result<PlatformSettings, DbError> 
         .first()
         .ok_or_else(|| DbError::Other(anyhow::anyhow!("platform_settings has no row")))?;
     Ok(PlatformSettings {
-        settings: row.get("settings"),
-        updated_at: row.get("updated_at"),
+        settings: row.try_get::<_, Jsonb>("settings")?.0,
+        updated_at: row.try_get("updated_at")?,
     })
 }
 

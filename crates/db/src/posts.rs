@@ -34,17 +34,17 @@ const PENDING_POST_COLUMNS: &str = "id, author_id, content,
     created_at, updated_at, origin_tenant_id, origin_id, shared_by";
 
 impl Post {
-    pub(crate) fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            author_id: row.get("author_id"),
-            content: row.get("content"),
-            like_count: row.get("like_count"),
-            comment_count: row.get("comment_count"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
-            origin: crate::shares::Origin::from_row(row),
-        }
+    pub(crate) fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            author_id: row.try_get("author_id")?,
+            content: row.try_get("content")?,
+            like_count: row.try_get("like_count")?,
+            comment_count: row.try_get("comment_count")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            origin: crate::shares::Origin::from_row(row)?,
+        })
     }
 
     pub fn keyset(&self) -> Keyset {
@@ -108,14 +108,14 @@ pub async fn create(
         )
         .await?;
     match row {
-        Some(row) => Ok(Post::from_row(&row)),
+        Some(row) => Post::from_row(&row),
         None => {
             // Say which quota: the tenant row is locked by nobody now (the
             // UPDATE matched nothing), so this read is current.
             let usage = tx
                 .query_one("SELECT post_count FROM tenants WHERE id = $1", &[&tenant])
                 .await?;
-            let posts: i64 = usage.get(0);
+            let posts: i64 = usage.try_get(0)?;
             let quota = if posts >= max_posts {
                 "max_posts"
             } else {
@@ -175,12 +175,12 @@ pub async fn list_for_member_and_commit(
         return Ok((None, Vec::new()));
     };
     let role =
-        tenantry_core::Role::parse(first.get("role")).map_err(|e| DbError::Other(e.into()))?;
+        tenantry_core::Role::parse(first.try_get("role")?).map_err(|e| DbError::Other(e.into()))?;
     let posts = rows
         .iter()
-        .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+        .filter(|r| !matches!(r.try_get::<_, Option<Uuid>>("id"), Ok(None)))
         .map(Post::from_row)
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok((Some(role), posts))
 }
 
@@ -203,11 +203,13 @@ pub async fn get_for_member_and_commit(
     let Some(row) = rows.first() else {
         return Ok((None, None));
     };
-    let role = tenantry_core::Role::parse(row.get("role")).map_err(|e| DbError::Other(e.into()))?;
+    let role =
+        tenantry_core::Role::parse(row.try_get("role")?).map_err(|e| DbError::Other(e.into()))?;
     let post = row
-        .get::<_, Option<Uuid>>("id")
+        .try_get::<_, Option<Uuid>>("id")?
         .is_some()
-        .then(|| Post::from_row(row));
+        .then(|| Post::from_row(row))
+        .transpose()?;
     Ok((Some(role), post))
 }
 
@@ -220,7 +222,7 @@ pub async fn get_for_update(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Optio
          FOR UPDATE"
     );
     let row = tx.query_opt(&sql, &[&tenant, &id]).await?;
-    Ok(row.as_ref().map(Post::from_row))
+    row.as_ref().map(Post::from_row).transpose()
 }
 
 pub async fn update(
@@ -247,7 +249,7 @@ pub async fn update(
          RETURNING {POST_COLUMNS}"
     );
     let row = tx.query_opt(&sql, &[&tenant, &id, &content]).await?;
-    Ok(row.as_ref().map(Post::from_row))
+    row.as_ref().map(Post::from_row).transpose()
 }
 
 /// Soft-deletes a post and gives its quota back. False if it was not there.
@@ -268,7 +270,7 @@ pub async fn soft_delete(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<bool, Db
             &[&tenant, &id],
         )
         .await?;
-    Ok(row.get::<_, i64>(0) > 0)
+    Ok(row.try_get::<_, i64>(0)? > 0)
 }
 
 /// Likes a post as `user`; liking twice counts once. Returns the post's like
@@ -338,7 +340,7 @@ async fn like_or_unlike(
          FROM p"
     );
     let row = tx.query_opt(&sql, &[&tenant, &post, &user]).await?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -351,14 +353,14 @@ pub struct Comment {
 }
 
 impl Comment {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            post_id: row.get("post_id"),
-            author_id: row.get("author_id"),
-            content: row.get("content"),
-            created_at: row.get("created_at"),
-        }
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            post_id: row.try_get("post_id")?,
+            author_id: row.try_get("author_id")?,
+            content: row.try_get("content")?,
+            created_at: row.try_get("created_at")?,
+        })
     }
 
     pub fn keyset(&self) -> Keyset {
@@ -398,7 +400,7 @@ pub async fn add_comment(
             &[&tenant, &post, &crate::new_id(), &author, &content],
         )
         .await?;
-    Ok(row.as_ref().map(Comment::from_row))
+    row.as_ref().map(Comment::from_row).transpose()
 }
 
 /// What a member-only read of a post's comments found.
@@ -447,13 +449,13 @@ pub async fn list_comments_for_member_and_commit(
     let Some(first) = rows.first() else {
         return Ok(CommentsPage::NotAMember);
     };
-    if !first.get::<_, bool>("post_exists") {
+    if !first.try_get::<_, bool>("post_exists")? {
         return Ok(CommentsPage::NoSuchPost);
     }
     Ok(CommentsPage::Page(
         rows.iter()
-            .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+            .filter(|r| !matches!(r.try_get::<_, Option<Uuid>>("id"), Ok(None)))
             .map(Comment::from_row)
-            .collect(),
+            .collect::<Result<_, _>>()?,
     ))
 }

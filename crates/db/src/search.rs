@@ -207,19 +207,21 @@ pub async fn search_for_member_and_commit(
     let Some(first) = rows.first() else {
         return Ok((None, Vec::new()));
     };
-    let role = tenantry_core::Role::parse(first.get("caller_role"))
+    let role = tenantry_core::Role::parse(first.try_get("caller_role")?)
         .map_err(|e| DbError::Other(e.into()))?;
     let hits = rows
         .iter()
-        .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
-        .map(|r| Hit {
-            kind: r.get("kind"),
-            id: r.get("id"),
-            title: r.get("title"),
-            body: r.get("body"),
-            at: r.get("at"),
-            rank: r.get("rank"),
+        .filter(|r| !matches!(r.try_get::<_, Option<Uuid>>("id"), Ok(None)))
+        .map(|r| {
+            Ok(Hit {
+                kind: r.try_get("kind")?,
+                id: r.try_get("id")?,
+                title: r.try_get("title")?,
+                body: r.try_get("body")?,
+                at: r.try_get("at")?,
+                rank: r.try_get("rank")?,
+            })
         })
-        .collect();
+        .collect::<Result<_, DbError>>()?;
     Ok((Some(role), hits))
 }

@@ -28,14 +28,15 @@ pub struct Origin {
 
 impl Origin {
     /// Reads `origin_tenant_id`, `origin_id` and `shared_by` of a row.
-    pub(crate) fn from_row(row: &Row) -> Option<Self> {
-        let tenant_id: Option<Uuid> = row.get("origin_tenant_id");
-        let id: Option<Uuid> = row.get("origin_id");
-        Some(Self {
-            tenant_id: tenant_id?,
-            id: id?,
-            shared_by: row.get("shared_by"),
-        })
+    pub(crate) fn from_row(row: &Row) -> Result<Option<Self>, DbError> {
+        let tenant_id: Option<Uuid> = row.try_get("origin_tenant_id")?;
+        let id: Option<Uuid> = row.try_get("origin_id")?;
+        let shared_by = row.try_get("shared_by")?;
+        Ok(tenant_id.zip(id).map(|(tenant_id, id)| Self {
+            tenant_id,
+            id,
+            shared_by,
+        }))
     }
 }
 
@@ -140,13 +141,13 @@ async fn share<T>(
     mut tx: Tx,
     kind: Kind,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    read: impl Fn(&Row) -> T,
+    read: impl Fn(&Row) -> Result<T, DbError>,
     full_quota: impl AsyncFnOnce(&mut Tx) -> Result<Option<&'static str>, DbError>,
 ) -> Result<Shared<T>, DbError> {
     let row = tx.query_one(&share_sql(kind), params).await?;
-    let outcome = match row.get::<_, &str>("outcome") {
-        "created" => Shared::Created(read(&row)),
-        "existing" => Shared::Existing(read(&row)),
+    let outcome = match row.try_get::<_, &str>("outcome")? {
+        "created" => Shared::Created(read(&row)?),
+        "existing" => Shared::Existing(read(&row)?),
         "not_copied" => {
             // Dropping the transaction rolls back whatever was counted.
             let quota = full_quota(&mut tx).await?;
@@ -193,7 +194,7 @@ pub async fn share_post_and_commit(
                     &[&target],
                 )
                 .await?;
-            let (posts, bytes): (i64, i64) = (row.get(0), row.get(1));
+            let (posts, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
             Ok(if posts >= max_posts {
                 Some("max_posts")
             } else if bytes >= max_bytes {

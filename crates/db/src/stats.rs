@@ -35,16 +35,17 @@ pub async fn daily_and_commit(
             &[&tenant, &from, &to],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| DailyStats {
-            day: Some(r.get(0)),
-            posts: r.get(1),
-            comments: r.get(2),
-            likes: r.get(3),
-            active_users: r.get(4),
-            analytics_events: r.get(5),
-            events: r.get(6),
+    rows.iter()
+        .map(|r| {
+            Ok(DailyStats {
+                day: Some(r.try_get(0)?),
+                posts: r.try_get(1)?,
+                comments: r.try_get(2)?,
+                likes: r.try_get(3)?,
+                active_users: r.try_get(4)?,
+                analytics_events: r.try_get(5)?,
+                events: r.try_get(6)?,
+            })
         })
-        .collect())
+        .collect()
 }

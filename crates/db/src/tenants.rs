@@ -7,6 +7,7 @@ use tenantry_core::{JoinPolicy, LimitOverrides, TenantStatus};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::json::Jsonb;
 use crate::{Db, DbError, TenantContext};
 
 /// A tenant as stored.
@@ -36,26 +37,26 @@ const COLUMNS: &str = "id, slug, name, domain, tier, status, join_policy, owner_
 
 impl Tenant {
     fn from_row(row: &Row) -> Result<Self, DbError> {
-        let status: &str = row.get("status");
-        let join_policy: &str = row.get("join_policy");
-        let limits: Value = row.get("limits");
+        let status: &str = row.try_get("status")?;
+        let join_policy: &str = row.try_get("join_policy")?;
+        let limits = row.try_get::<_, Jsonb>("limits")?.0;
         Ok(Self {
-            id: row.get("id"),
-            slug: row.get("slug"),
-            name: row.get("name"),
-            domain: row.get("domain"),
-            tier: row.get("tier"),
+            id: row.try_get("id")?,
+            slug: row.try_get("slug")?,
+            name: row.try_get("name")?,
+            domain: row.try_get("domain")?,
+            tier: row.try_get("tier")?,
             status: TenantStatus::parse(status).map_err(|e| DbError::Other(e.into()))?,
             join_policy: JoinPolicy::parse(join_policy).map_err(|e| DbError::Other(e.into()))?,
-            owner_user_id: row.get("owner_user_id"),
-            settings: row.get("settings"),
-            features: row.get("features"),
+            owner_user_id: row.try_get("owner_user_id")?,
+            settings: row.try_get::<_, Jsonb>("settings")?.0,
+            features: row.try_get::<_, Jsonb>("features")?.0,
             limits: serde_json::from_value(limits).map_err(|e| DbError::Other(e.into()))?,
-            member_count: row.get("member_count"),
-            post_count: row.get("post_count"),
-            storage_bytes: row.get("storage_bytes"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
+            member_count: row.try_get("member_count")?,
+            post_count: row.try_get("post_count")?,
+            storage_bytes: row.try_get("storage_bytes")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
         })
     }
 }
@@ -323,7 +324,10 @@ pub async fn deleted(db: &Db, timeout_ms: u32) -> Result<Vec<Uuid>, DbError> {
             &[],
         )
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Rows deleted per statement while purging: small enough that no statement

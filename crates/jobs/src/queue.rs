@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tenantry_db::json::Jsonb;
 use tenantry_db::{Db, DbError, Tx};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -234,19 +235,23 @@ pub struct Job {
 }
 
 impl Job {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            tenant_id: row.get("tenant_id"),
-            id: row.get("id"),
-            queue: row.get("queue"),
-            kind: row.get("kind"),
-            payload: row.get("payload"),
-            progress: row.get("progress"),
-            priority: row.get("priority"),
-            attempt: row.get("attempts"),
-            max_attempts: row.get("max_attempts"),
-            created_at: row.get("created_at"),
-        }
+    /// Reads a claimed job. JSON through [`Jsonb`], which decodes whatever
+    /// jsonb holds, and every column with `try_get`: a bad row is an error
+    /// of this claim (the lease expires and the job is retried or
+    /// dead-lettered), never a panic in a worker.
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        Ok(Self {
+            tenant_id: row.try_get("tenant_id")?,
+            id: row.try_get("id")?,
+            queue: row.try_get("queue")?,
+            kind: row.try_get("kind")?,
+            payload: row.try_get::<_, Jsonb>("payload")?.0,
+            progress: row.try_get::<_, Option<Jsonb>>("progress")?.map(|j| j.0),
+            priority: row.try_get("priority")?,
+            attempt: row.try_get("attempts")?,
+            max_attempts: row.try_get("max_attempts")?,
+            created_at: row.try_get("created_at")?,
+        })
     }
 }
 
@@ -417,9 +422,9 @@ pub async fn claim_with(
     }
     claimed.jobs = rows
         .iter()
-        .filter(|r| r.get::<_, Option<Uuid>>("id").is_some())
+        .filter(|r| !matches!(r.try_get::<_, Option<Uuid>>("id"), Ok(None)))
         .map(Job::from_row)
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(claimed)
 }
 

@@ -16,6 +16,7 @@ mod fairness;
 mod feed;
 mod isolation;
 mod journeys;
+mod json;
 mod members;
 mod notifications;
 mod outage;
