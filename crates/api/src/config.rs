@@ -373,11 +373,15 @@ mod tests {
         args: ServeArgs,
     }
 
-    /// The README's configuration table: env var → default cell.
-    fn readme_table() -> Vec<(String, String)> {
-        let readme = include_str!("../../../README.md");
-        readme
-            .lines()
+    /// The configuration tables of the README and of docs/API.md
+    /// ("Command line"): env var → default cell.
+    fn documented() -> Vec<(String, String)> {
+        let docs = [
+            include_str!("../../../README.md"),
+            include_str!("../../../docs/API.md"),
+        ];
+        docs.iter()
+            .flat_map(|doc| doc.lines())
             .filter_map(|line| {
                 let cells: Vec<&str> = line.split('|').map(str::trim).collect();
                 let env = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
@@ -393,25 +397,24 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_names_every_flag_with_the_default_help_gives() {
-        let table = readme_table();
-        assert!(
-            table.len() > 10,
-            "the README's configuration table is found"
-        );
+    fn the_docs_name_every_flag_with_the_default_help_gives() {
+        let table = documented();
+        assert!(table.len() > 10, "the configuration tables are found");
         for arg in Serve::command().get_arguments() {
             let Some(env) = arg.get_env() else { continue };
             let env = env.to_string_lossy();
-            let Some((_, default)) = table.iter().find(|(e, _)| *e == env) else {
-                panic!("README's configuration table lacks {env}");
-            };
-            for value in arg.get_default_values() {
-                let value = value.to_string_lossy();
-                let value = value.replace('_', "");
-                assert!(
-                    default.contains(value.as_str()),
-                    "README says {env} defaults to `{default}`, --help says `{value}`"
-                );
+            assert!(
+                table.iter().any(|(e, _)| *e == env),
+                "docs/API.md's configuration table lacks {env}"
+            );
+            for (env, default) in table.iter().filter(|(e, _)| *e == env) {
+                for value in arg.get_default_values() {
+                    let value = value.to_string_lossy().replace('_', "");
+                    assert!(
+                        default.contains(value.as_str()),
+                        "the docs say {env} defaults to `{default}`, --help says `{value}`"
+                    );
+                }
             }
         }
     }
