@@ -20,6 +20,8 @@ pub mod events;
 pub mod journeys;
 pub mod members;
 pub mod migrate;
+#[cfg(test)]
+mod migration_files;
 pub mod notifications;
 pub mod partitions;
 pub mod platform;
