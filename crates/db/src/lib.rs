@@ -5,6 +5,8 @@
 //!   timeout) pipelined with its first statement, so setting the context costs
 //!   no extra round trip.
 //! - [`migrate`] applies the embedded schema under an advisory lock.
+//! - [`catalog`] names the tenant tables from the catalog and finds gaps in
+//!   their isolation.
 //! - [`partitions`] keeps monthly range partitions made ahead of time.
 //! - [`embedded`] runs a private cluster when no `DATABASE_URL` is given.
 //! - The query modules ([`tenants`], [`users`], [`members`], [`posts`],
@@ -13,6 +15,7 @@
 //!   security is the safety net, not the filter.
 
 pub mod audit;
+pub mod catalog;
 pub mod community;
 pub mod embedded;
 mod error;
@@ -21,6 +24,8 @@ pub mod journeys;
 pub mod json;
 pub mod members;
 pub mod migrate;
+#[cfg(test)]
+mod migration_files;
 pub mod notifications;
 pub mod partitions;
 pub mod platform;

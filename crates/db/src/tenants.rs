@@ -335,28 +335,24 @@ pub async fn deleted(db: &Db, timeout_ms: u32) -> Result<Vec<Uuid>, DbError> {
 const PURGE_CHUNK: i64 = 5_000;
 
 /// Removes a deleted tenant's data in bounded chunks, then the tenant itself.
-/// Safe to run again after a crash: it picks up where it stopped.
+/// Safe to run again after a crash: it picks up where it stopped. Runs as
+/// the app role in the tenant's own context, so row-level security keeps
+/// every statement inside that tenant.
 pub async fn purge(db: &Db, id: Uuid, timeout_ms: u32) -> Result<u64, DbError> {
     let ctx = TenantContext::tenant(id, timeout_ms);
+    // Every tenant table, read from the catalog so a table added later is
+    // purged too; children first, so each chunk's cascades stay small.
+    let tables: Vec<String> = {
+        let tx = db.begin(&ctx).await?;
+        let rows = tx
+            .query_and_commit(crate::catalog::TENANT_TABLES, &[])
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?
+    };
     let mut removed = 0;
-    // Children first, so each chunk's cascades stay small.
-    for table in [
-        "jobs",
-        "post_counter_deltas",
-        "notifications",
-        "announcements",
-        "analytics_events",
-        "daily_active_users",
-        "tenant_daily_stats",
-        "audit_log",
-        "journey_activities",
-        "journeys",
-        "events",
-        "comments",
-        "post_likes",
-        "posts",
-        "memberships",
-    ] {
+    for table in &tables {
         let sql = format!(
             "DELETE FROM {table} WHERE tenant_id = $1 AND ctid = ANY (ARRAY(
                  SELECT ctid FROM {table} WHERE tenant_id = $1 LIMIT $2))"
