@@ -26,8 +26,11 @@ pub const MAX_QUERY_CHARS: usize = 500;
 pub struct SearchParams {
     /// Words to find, in web-search syntax: `"exact phrase"`, `or`, `-word`.
     /// Any string is accepted; at most 500 characters, not blank.
+    #[param(required = true, schema_with = crate::openapi::text::<{ MAX_QUERY_CHARS }>)]
     pub q: Option<String>,
+    #[param(schema_with = crate::pagination::limit_schema)]
     pub limit: Option<String>,
+    #[param(schema_with = crate::pagination::cursor_schema)]
     pub cursor: Option<String>,
 }
 
@@ -91,7 +94,7 @@ fn query_string(q: Option<&str>) -> Result<&str, ApiError> {
 /// Posts and events matching `q`, best first, keyset-paginated.
 #[utoipa::path(get, path = "/v1/search", tag = "search", params(SearchParams),
     responses((status = 200, body = Page<SearchHit>), (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn search(
     scope: Scope,
     Query(params): Query<SearchParams>,
