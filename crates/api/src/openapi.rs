@@ -165,6 +165,24 @@ fn reasons(class: Class, operation: &Value, has_path_ids: bool) -> Vec<(u16, &'s
     reasons
 }
 
+/// What a status means when an operation's annotation names it without
+/// saying why: the problem codes API.md lists for it.
+fn problem_code(status: u16) -> Option<&'static str> {
+    Some(match status {
+        400 => "The request is malformed (`bad_request`).",
+        401 => "Authentication required (`unauthenticated`).",
+        403 => {
+            "The caller may not do this (`forbidden`), or a quota is used up (`quota_exceeded`)."
+        }
+        404 => "No such object (`not_found`).",
+        409 => "Conflicts with existing data (`conflict`).",
+        422 => "A field is invalid (`validation_failed`, with `errors`).",
+        429 => "Over the request rate (`rate_limited`).",
+        503 => "Try again later (`overloaded`, `query_timeout`, `database_unavailable`).",
+        _ => return None,
+    })
+}
+
 /// The finished document: the operations as the routes registered them,
 /// with what every operation of their class answers ([`Class`]):
 ///
@@ -222,6 +240,16 @@ fn complete(path: &str, operation: &mut Value) {
             .is_empty()
         {
             response["description"] = Value::String(reasons.join(" "));
+        }
+    }
+    for (status, response) in responses.iter_mut() {
+        if response["description"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+            && let Some(why) = status.parse().ok().and_then(problem_code)
+        {
+            response["description"] = Value::String(why.to_owned());
         }
     }
     for (status, response) in responses.iter_mut() {

@@ -263,7 +263,7 @@ impl utoipa::PartialSchema for ReadBody {
     /// given) or `{"all": true}` (with `ids` null, if given).
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
         use utoipa::openapi::schema::{
-            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Type,
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
         };
         let ids = ArrayBuilder::new()
             .items(ObjectBuilder::new().schema_type(Type::String).format(Some(
@@ -276,13 +276,20 @@ impl utoipa::PartialSchema for ReadBody {
             .property("ids", ids)
             .property(
                 "all",
-                ObjectBuilder::new().enum_values(Some([Value::Bool(false), Value::Null])),
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::Boolean, Type::Null]))
+                    .enum_values(Some([Value::Bool(false), Value::Null])),
             )
             .required("ids")
             .additional_properties(Some(AdditionalProperties::FreeForm(false)));
         let every = ObjectBuilder::new()
             .schema_type(Type::Object)
-            .property("all", ObjectBuilder::new().enum_values(Some([true])))
+            .property(
+                "all",
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .enum_values(Some([true])),
+            )
             .property("ids", ObjectBuilder::new().schema_type(Type::Null))
             .required("all")
             .additional_properties(Some(AdditionalProperties::FreeForm(false)));

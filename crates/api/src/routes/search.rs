@@ -26,7 +26,14 @@ pub const MAX_QUERY_CHARS: usize = 500;
 pub struct SearchParams {
     /// Words to find, in web-search syntax: `"exact phrase"`, `or`, `-word`.
     /// Any string is accepted; at most 500 characters, not blank.
-    #[param(required = true, schema_with = crate::openapi::text::<{ MAX_QUERY_CHARS }>)]
+    /// (The pattern is [`crate::openapi::TEXT_PATTERN`]: `schema_with` would
+    /// lose `required`.)
+    #[param(
+        required = true,
+        min_length = 1,
+        max_length = 500,
+        pattern = "^[^\\u0000]*[^\\u0000\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
     pub q: Option<String>,
     #[param(schema_with = crate::pagination::limit_schema)]
     pub limit: Option<String>,

@@ -277,7 +277,7 @@ async fn every_id_in_a_path_is_a_declared_uuid() {
 
 #[tokio::test]
 async fn text_fields_are_bounded_as_the_server_checks_them() {
-    use tenantry_api::routes::{events, posts};
+    use tenantry_api::routes::{events, posts, search};
     let app = TestApp::spawn().await;
     let doc = document(&app).await;
     let bounded = [
@@ -297,6 +297,16 @@ async fn text_fields_are_bounded_as_the_server_checks_them() {
             "{name}.{field}"
         );
     }
+    let q = doc["paths"]["/v1/search"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "q")
+        .expect("q")
+        .clone();
+    assert_eq!(q["required"], true);
+    assert_eq!(q["schema"]["maxLength"], search::MAX_QUERY_CHARS);
+    assert_eq!(q["schema"]["pattern"], tenantry_api::openapi::TEXT_PATTERN);
     let post = app.tenant("acme").await.1;
     for (content, status) in [
         ("x".repeat(posts::MAX_POST_CHARS), StatusCode::CREATED),
