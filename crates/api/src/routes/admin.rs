@@ -402,8 +402,15 @@ pub async fn patch_tenant(
 /// Limits must be an object of known names with valid values (or null, to
 /// drop an override).
 fn validate_limits(value: Value) -> Result<Value, FieldError> {
-    let Value::Object(map) = &value else {
+    let Value::Object(mut map) = value else {
         return Err(FieldError::new("limits", "must be a JSON object"));
+    };
+    for v in map.values_mut() {
+        *v = whole_number(std::mem::take(v));
+    }
+    let value = Value::Object(map);
+    let Value::Object(map) = &value else {
+        unreachable!("built as an object just above");
     };
     let without_nulls: serde_json::Map<String, Value> = map
         .iter()
@@ -416,6 +423,24 @@ fn validate_limits(value: Value) -> Result<Value, FieldError> {
         .validate()
         .map_err(|e| FieldError::new("limits", e.to_string()))?;
     Ok(value)
+}
+
+/// `5.0` as `5`: JSON has one number type, and the schema's `integer`
+/// admits a whole number written with a fraction, while serde reads a
+/// `u32` or `u64` only from an integer literal. Anything else is left as
+/// it is (and refused if it is no limit).
+fn whole_number(value: Value) -> Value {
+    match value.as_f64() {
+        // Below 2^64 every whole f64 converts to u64 exactly.
+        Some(x)
+            if value.is_f64()
+                && x.fract() == 0.0
+                && (0.0..18_446_744_073_709_551_616.0).contains(&x) =>
+        {
+            Value::from(x as u64)
+        }
+        _ => value,
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -370,3 +370,27 @@ async fn the_front_page_links_the_docs_the_dashboard_and_the_metrics() {
     let doc = document(&app).await;
     assert!(doc["paths"]["/"]["get"]["responses"]["200"]["content"]["text/html"].is_object());
 }
+
+#[tokio::test]
+async fn a_whole_number_written_with_a_fraction_is_a_valid_limit() {
+    // The schema's `integer` admits `3.0`; so does the server.
+    let app = TestApp::spawn().await;
+    let (tenant, _) = app.tenant("acme").await;
+    let id = tenant["id"].as_str().expect("id");
+    let path = format!("/v1/admin/tenants/{id}");
+    let changed = assert_json(
+        app.admin(Method::PATCH, &path)
+            .json(&json!({"limits": {"db_concurrency": 3.0, "max_posts": 1e3}}))
+            .fetch()
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(changed["limits"], json!({"db_concurrency": 3, "max_posts": 1000}));
+    let res = app
+        .admin(Method::PATCH, &path)
+        .json(&json!({"limits": {"db_concurrency": 2.5}}))
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
