@@ -386,7 +386,10 @@ async fn a_whole_number_written_with_a_fraction_is_a_valid_limit() {
         StatusCode::OK,
     )
     .await;
-    assert_eq!(changed["limits"], json!({"db_concurrency": 3, "max_posts": 1000}));
+    assert_eq!(
+        changed["limits"],
+        json!({"db_concurrency": 3, "max_posts": 1000})
+    );
     let res = app
         .admin(Method::PATCH, &path)
         .json(&json!({"limits": {"db_concurrency": 2.5}}))
