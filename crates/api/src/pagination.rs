@@ -17,10 +17,37 @@ pub const MAX_LIMIT: i64 = 100;
 /// The query parameters every list takes.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct PageParams {
-    /// 1 to 100, default 20.
+    #[param(schema_with = limit_schema)]
     pub limit: Option<String>,
-    /// The `next_cursor` of the previous page.
+    #[param(schema_with = cursor_schema)]
     pub cursor: Option<String>,
+}
+
+/// The schema of `?limit=`: a whole number from 1 to [`MAX_LIMIT`], default
+/// [`DEFAULT_LIMIT`] (400 otherwise).
+pub fn limit_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(MAX_LIMIT))
+        .default(Some(DEFAULT_LIMIT.into()))
+        .description(Some(format!(
+            "How many items: 1 to {MAX_LIMIT}, default {DEFAULT_LIMIT}."
+        )))
+        .build()
+}
+
+/// The schema of `?cursor=`: an opaque token (400 if it is not one this list
+/// issued for this tenant).
+pub fn cursor_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "The `next_cursor` of the previous page, as it was: opaque, bound to the tenant and the list that issued it.",
+        ))
+        .build()
 }
 
 impl PageParams {

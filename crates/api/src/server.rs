@@ -27,7 +27,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
         .merge(crate::routes::all())
         .split_for_parts();
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+    let tiers: Vec<String> = state.tiers.load().tiers.keys().cloned().collect();
+    let openapi = crate::openapi::contract(openapi, &tiers);
+    api.merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
         .fallback(telemetry::not_found)
         .method_not_allowed_fallback(telemetry::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -83,17 +83,69 @@ impl TenantView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(schema_with = crate::openapi::slug)]
     pub slug: String,
+    #[schema(schema_with = crate::openapi::text::<200>)]
     pub name: String,
+    /// A tier of the tier table; default its default tier.
     pub tier: Option<String>,
+    /// A custom domain, not under the platform's base domain.
+    #[schema(schema_with = crate::openapi::domain_or_null)]
     pub domain: Option<String>,
     pub owner_user_id: Uuid,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::openapi::JsonObject>)]
     pub settings: Option<Value>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::openapi::JsonObject>)]
     pub features: Option<Value>,
     /// `open` or `invite` (default).
+    #[schema(schema_with = join_policy_or_null)]
     pub join_policy: Option<String>,
+}
+
+fn join_policy_or_null() -> utoipa::openapi::Object {
+    crate::openapi::one_of_or_null(&["open", "invite"])
+}
+
+fn status_or_null() -> utoipa::openapi::Object {
+    crate::openapi::one_of_or_null(&["active", "suspended"])
+}
+
+/// The schema of `limits` in a PATCH: the overrides by name, each a whole
+/// number (at least 1 for rates, bursts, concurrency, timeouts and weights)
+/// or null to drop the override.
+fn limits_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+    let number = |min: u64, max: u64| {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+            .minimum(Some(min))
+            .maximum(Some(max))
+            .build()
+    };
+    let u32_max = u64::from(u32::MAX);
+    let mut limits = ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    for name in [
+        "rate_per_sec",
+        "burst",
+        "user_rate_per_sec",
+        "db_concurrency",
+        "statement_timeout_ms",
+        "weight",
+    ] {
+        limits = limits.property(name, number(1, u32_max));
+    }
+    limits = limits.property("cache_ttl_secs", number(0, u32_max));
+    for name in [
+        "max_members",
+        "max_posts",
+        "max_storage_mb",
+        "analytics_events_per_day",
+    ] {
+        limits = limits.property(name, number(0, u64::MAX));
+    }
+    limits.build()
 }
 
 fn object(field: &str, value: Option<Value>) -> Result<Value, FieldError> {
@@ -246,27 +298,33 @@ pub async fn get_tenant(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTenant {
+    #[schema(schema_with = crate::openapi::text_or_null::<200>)]
     pub name: Option<String>,
     pub tier: Option<String>,
     /// `active` or `suspended`.
+    #[schema(schema_with = status_or_null)]
     pub status: Option<String>,
+    /// null removes the custom domain.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(schema_with = crate::openapi::domain_or_null)]
     pub domain: Option<Option<String>>,
+    #[schema(schema_with = join_policy_or_null)]
     pub join_policy: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::openapi::JsonObject>)]
     pub settings: Option<Value>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::openapi::JsonObject>)]
     pub features: Option<Value>,
     /// Overrides of the tier's limits: `rate_per_sec`, `burst`,
     /// `user_rate_per_sec`, `db_concurrency`, `statement_timeout_ms`,
     /// `cache_ttl_secs`, `max_members`, `max_posts`, `max_storage_mb`,
     /// `analytics_events_per_day`, `weight`.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = limits_schema)]
     pub limits: Option<Value>,
 }
 
 #[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin", request_body = PatchTenant,
     responses((status = 200, body = TenantView), (status = 404, body = crate::problem::Problem),
+              (status = 409, body = crate::problem::Problem, description = "Another tenant already uses this domain (`conflict`)."),
               (status = 422, body = crate::problem::Problem)),
     security(("admin_token" = [])))]
 pub async fn patch_tenant(
@@ -345,8 +403,15 @@ pub async fn patch_tenant(
 /// Limits must be an object of known names with valid values (or null, to
 /// drop an override).
 fn validate_limits(value: Value) -> Result<Value, FieldError> {
-    let Value::Object(map) = &value else {
+    let Value::Object(mut map) = value else {
         return Err(FieldError::new("limits", "must be a JSON object"));
+    };
+    for v in map.values_mut() {
+        *v = whole_number(std::mem::take(v));
+    }
+    let value = Value::Object(map);
+    let Value::Object(map) = &value else {
+        unreachable!("built as an object just above");
     };
     let without_nulls: serde_json::Map<String, Value> = map
         .iter()
@@ -359,6 +424,24 @@ fn validate_limits(value: Value) -> Result<Value, FieldError> {
         .validate()
         .map_err(|e| FieldError::new("limits", e.to_string()))?;
     Ok(value)
+}
+
+/// `5.0` as `5`: JSON has one number type, and the schema's `integer`
+/// admits a whole number written with a fraction, while serde reads a
+/// `u32` or `u64` only from an integer literal. Anything else is left as
+/// it is (and refused if it is no limit).
+fn whole_number(value: Value) -> Value {
+    match value.as_f64() {
+        // Below 2^64 every whole f64 converts to u64 exactly.
+        Some(x)
+            if value.is_f64()
+                && x.fract() == 0.0
+                && (0.0..18_446_744_073_709_551_616.0).contains(&x) =>
+        {
+            Value::from(x as u64)
+        }
+        _ => value,
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -509,7 +592,7 @@ impl From<tenantry_db::platform::PlatformSettings> for PlatformSettingsView {
 pub struct PatchPlatformSettings {
     /// Merged into the platform's settings one level deep; a key set to
     /// null is removed.
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::openapi::JsonObject)]
     pub settings: Value,
 }
 

@@ -37,6 +37,7 @@ const MAX_AGE: Duration = Duration::days(365);
 #[serde(deny_unknown_fields)]
 pub struct EventsBody {
     /// 1 to 1,000 events.
+    #[schema(min_items = 1, max_items = 1000)]
     pub events: Vec<EventBody>,
 }
 
@@ -47,7 +48,7 @@ pub struct EventBody {
     #[serde(rename = "type")]
     pub kind: String,
     /// A JSON object (at most 8 KiB serialised).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::openapi::JsonObject>)]
     pub properties: Option<Value>,
     /// Default: now. At most a day ahead, at most a year back.
     pub occurred_at: Option<DateTime<Utc>>,
@@ -97,7 +98,7 @@ fn event(i: usize, e: EventBody, now: DateTime<Utc>) -> Result<Event, FieldError
     responses((status = 202, body = Accepted), (status = 403, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem),
               (status = 503, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn ingest(
     State(state): State<Arc<AppState>>,
     scope: Scope,
@@ -148,9 +149,12 @@ pub async fn ingest(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct StatsParams {
-    /// First day (YYYY-MM-DD, UTC); default 29 days before `to`.
+    /// First day (YYYY-MM-DD, UTC), not after `to`; default 29 days before
+    /// `to`. A range covers at most 366 days.
+    #[param(value_type = Option<NaiveDate>)]
     pub from: Option<String>,
     /// Last day (inclusive); default today.
+    #[param(value_type = Option<NaiveDate>)]
     pub to: Option<String>,
 }
 
@@ -187,7 +191,7 @@ fn day(field: &str, raw: &str) -> Result<NaiveDate, ApiError> {
 #[utoipa::path(get, path = "/v1/stats/daily", tag = "analytics", params(StatsParams),
     responses((status = 200, body = DailyStats), (status = 400, body = crate::problem::Problem),
               (status = 403, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn daily(
     mut scope: Scope,
     Query(params): Query<StatsParams>,

@@ -49,7 +49,7 @@ impl From<tenantry_db::audit::Entry> for AuditEntry {
 
 #[utoipa::path(get, path = "/v1/audit-log", tag = "audit", params(PageParams),
     responses((status = 200, body = Page<AuditEntry>), (status = 403, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn list(
     mut scope: Scope,
     Query(page): Query<PageParams>,

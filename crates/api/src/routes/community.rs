@@ -86,12 +86,29 @@ pub const MAX_FEED_TENANTS: usize = 1000;
 pub struct FeedParams {
     /// `posts` (default) or `events`.
     #[serde(rename = "type")]
+    #[param(schema_with = feed_type)]
     pub kind: Option<String>,
     /// Comma-separated slugs of the caller's communities; default all of
     /// them that are shown in the feed (`display_in_feed`).
+    #[param(schema_with = feed_tenants_schema)]
     pub tenants: Option<String>,
+    #[param(schema_with = crate::pagination::limit_schema)]
     pub limit: Option<String>,
+    #[param(schema_with = crate::pagination::cursor_schema)]
     pub cursor: Option<String>,
+}
+
+fn feed_type() -> utoipa::openapi::Object {
+    crate::openapi::one_of(&["posts", "events"])
+}
+
+/// Slugs separated by commas (blanks around them ignored), at least one.
+fn feed_tenants_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(r"[^,\s]"))
+        .build()
 }
 
 /// A post in the feed: the community it is in, and the post.

@@ -68,27 +68,35 @@ impl From<Event> for EventView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEvent {
+    #[schema(schema_with = crate::openapi::text::<{ MAX_TITLE_CHARS }>)]
     pub title: String,
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_DESCRIPTION_CHARS }>)]
     pub description: Option<String>,
     /// RFC 3339.
     pub start_date: DateTime<Utc>,
+    /// Not before `start_date`.
     pub end_date: Option<DateTime<Utc>>,
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_LOCATION_CHARS }>)]
     pub location_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchEvent {
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_TITLE_CHARS }>)]
     pub title: Option<String>,
+    /// null removes the description.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_DESCRIPTION_CHARS }>)]
     pub description: Option<Option<String>>,
     pub start_date: Option<DateTime<Utc>>,
+    /// null removes the end date; the dates after the edit must be in order.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub end_date: Option<Option<DateTime<Utc>>>,
+    /// null removes the location.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_LOCATION_CHARS }>)]
     pub location_name: Option<Option<String>>,
 }
 
@@ -125,7 +133,7 @@ fn event_not_found() -> ApiError {
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = CreateEvent,
     responses((status = 201, body = EventView), (status = 403, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn create_event(
     mut scope: Scope,
     Json(body): Json<CreateEvent>,
@@ -161,11 +169,15 @@ pub async fn create_event(
 /// `?from=&to=` (RFC 3339) and the page.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct UpcomingParams {
-    /// Events starting at or after this; default now.
+    /// Events starting at or after this (RFC 3339); default now.
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub from: Option<String>,
-    /// Events starting before this.
+    /// Events starting before this (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub to: Option<String>,
+    #[param(schema_with = crate::pagination::limit_schema)]
     pub limit: Option<String>,
+    #[param(schema_with = crate::pagination::cursor_schema)]
     pub cursor: Option<String>,
 }
 
@@ -183,7 +195,7 @@ pub(crate) fn instant(name: &str, raw: Option<&str>) -> Result<Option<DateTime<U
 /// keyset-paginated; cancelled events are left out.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(UpcomingParams),
     responses((status = 200, body = Page<EventView>), (status = 400, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn list_events(
     scope: Scope,
     Query(params): Query<UpcomingParams>,
@@ -223,7 +235,7 @@ pub async fn list_events(
 
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events",
     responses((status = 200, body = EventView), (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn get_event(scope: Scope, Path(id): Path<Uuid>) -> Result<Json<EventView>, ApiError> {
     let (tenant, user) = (scope.tenant.id, scope.user.id);
     let (role, event) = events::get_for_member_and_commit(scope.tx, tenant, user, id).await?;
@@ -251,7 +263,7 @@ async fn lock_if_may_change(scope: &mut Scope, id: Uuid) -> Result<Event, ApiErr
 #[utoipa::path(patch, path = "/v1/events/{id}", tag = "events", request_body = PatchEvent,
     responses((status = 200, body = EventView), (status = 403, body = crate::problem::Problem),
               (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn edit_event(
     mut scope: Scope,
     Path(id): Path<Uuid>,
@@ -304,7 +316,7 @@ pub async fn edit_event(
 #[utoipa::path(delete, path = "/v1/events/{id}", tag = "events",
     responses((status = 204), (status = 403, body = crate::problem::Problem),
               (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn cancel_event(mut scope: Scope, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
     lock_if_may_change(&mut scope, id).await?;
     if !events::cancel_and_commit(scope.tx, scope.tenant.id, id).await? {

@@ -48,7 +48,7 @@ pub struct JourneyView {
     pub is_public: bool,
     pub start_date: Option<NaiveDate>,
     pub end_date: Option<NaiveDate>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<Value>)]
     pub locations: Value,
     /// The span of the journey's activities.
     pub first_activity_at: Option<DateTime<Utc>>,
@@ -80,17 +80,26 @@ impl From<Journey> for JourneyView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJourney {
+    #[schema(schema_with = crate::openapi::text::<{ MAX_TITLE_CHARS }>)]
     pub title: String,
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_TEXT_CHARS }>)]
     pub description: Option<String>,
     /// planned (default), active, completed or cancelled.
+    #[schema(schema_with = status_or_null)]
     pub status: Option<String>,
     /// Default false: only the owner sees it.
     pub is_public: Option<bool>,
     pub start_date: Option<NaiveDate>,
+    /// Not before `start_date`.
     pub end_date: Option<NaiveDate>,
-    /// A JSON array of locations (any JSON objects).
-    #[schema(value_type = Option<Vec<Object>>)]
+    /// A JSON array of locations (any JSON values), at most 64 KiB of JSON.
+    #[schema(value_type = Option<Vec<crate::openapi::JsonValue>>)]
     pub locations: Option<Value>,
+}
+
+/// The schema of a journey's `status` (or null: unchanged, or the default).
+fn status_or_null() -> utoipa::openapi::Object {
+    crate::openapi::one_of_or_null(&STATUSES)
 }
 
 fn json_size(field: &str, value: &Value) -> Result<(), FieldError> {
@@ -107,7 +116,7 @@ fn json_size(field: &str, value: &Value) -> Result<(), FieldError> {
 #[utoipa::path(post, path = "/v1/journeys", tag = "journeys", request_body = CreateJourney,
     responses((status = 201, body = JourneyView), (status = 403, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn create_journey(
     mut scope: Scope,
     Json(body): Json<CreateJourney>,
@@ -153,14 +162,17 @@ pub async fn create_journey(
 pub struct JourneyListParams {
     /// Whose journeys: default the caller's. Another member's list shows
     /// only their public journeys.
+    #[param(value_type = Option<Uuid>)]
     pub user_id: Option<String>,
+    #[param(schema_with = crate::pagination::limit_schema)]
     pub limit: Option<String>,
+    #[param(schema_with = crate::pagination::cursor_schema)]
     pub cursor: Option<String>,
 }
 
 /// A member's journeys, newest first.
 #[utoipa::path(get, path = "/v1/journeys", tag = "journeys", params(JourneyListParams),
-    responses((status = 200, body = Page<JourneyView>)), security(("user_jwt" = [])))]
+    responses((status = 200, body = Page<JourneyView>)), security(("user_jwt" = [], "tenant" = [])))]
 pub async fn list_journeys(
     scope: Scope,
     Query(params): Query<JourneyListParams>,
@@ -208,7 +220,7 @@ fn journey_not_found() -> ApiError {
 /// private journey answers 404.
 #[utoipa::path(get, path = "/v1/journeys/{id}", tag = "journeys",
     responses((status = 200, body = JourneyView), (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn get_journey(
     scope: Scope,
     Path(id): Path<Uuid>,
@@ -224,11 +236,14 @@ pub async fn get_journey(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchJourney {
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_TITLE_CHARS }>)]
     pub title: Option<String>,
+    /// null removes the description.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_TEXT_CHARS }>)]
     pub description: Option<Option<String>>,
     /// planned, active, completed or cancelled.
+    #[schema(schema_with = status_or_null)]
     pub status: Option<String>,
     pub is_public: Option<bool>,
     #[serde(default, deserialize_with = "double_option")]
@@ -237,7 +252,8 @@ pub struct PatchJourney {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<NaiveDate>)]
     pub end_date: Option<Option<NaiveDate>>,
-    #[schema(value_type = Option<Vec<Object>>)]
+    /// A JSON array of locations (any JSON values), at most 64 KiB of JSON.
+    #[schema(value_type = Option<Vec<crate::openapi::JsonValue>>)]
     pub locations: Option<Value>,
 }
 
@@ -257,7 +273,7 @@ fn status_check(status: &str) -> Result<(), FieldError> {
 #[utoipa::path(patch, path = "/v1/journeys/{id}", tag = "journeys", request_body = PatchJourney,
     responses((status = 200, body = JourneyView), (status = 403, body = crate::problem::Problem),
               (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn edit_journey(
     mut scope: Scope,
     Path(id): Path<Uuid>,
@@ -323,7 +339,7 @@ pub struct ActivityView {
     pub journey_id: Uuid,
     pub title: String,
     pub notes: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub location: Option<Value>,
     pub start_datetime: DateTime<Utc>,
     pub end_datetime: Option<DateTime<Utc>>,
@@ -348,9 +364,11 @@ impl From<Activity> for ActivityView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateActivity {
+    #[schema(schema_with = crate::openapi::text::<{ MAX_TITLE_CHARS }>)]
     pub title: String,
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_TEXT_CHARS }>)]
     pub notes: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::openapi::JsonValue>)]
     pub location: Option<Value>,
     /// RFC 3339; chooses the activity's monthly partition.
     pub start_datetime: DateTime<Utc>,
@@ -362,7 +380,7 @@ pub struct CreateActivity {
     request_body = CreateActivity,
     responses((status = 201, body = ActivityView), (status = 403, body = crate::problem::Problem),
               (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn add_activity(
     scope: Scope,
     Path(id): Path<Uuid>,
@@ -407,17 +425,21 @@ pub async fn add_activity(
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct ActivityParams {
     /// Activities starting at or after this (RFC 3339); default the first.
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub from: Option<String>,
-    /// Activities starting before this; default up to the last.
+    /// Activities starting before this (RFC 3339); default up to the last.
+    #[param(value_type = Option<DateTime<Utc>>)]
     pub to: Option<String>,
+    #[param(schema_with = crate::pagination::limit_schema)]
     pub limit: Option<String>,
+    #[param(schema_with = crate::pagination::cursor_schema)]
     pub cursor: Option<String>,
 }
 
 /// A journey's activities, earliest first, keyset-paginated.
 #[utoipa::path(get, path = "/v1/journeys/{id}/activities", tag = "journeys", params(ActivityParams),
     responses((status = 200, body = Page<ActivityView>), (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn list_activities(
     scope: Scope,
     Path(id): Path<Uuid>,
@@ -470,13 +492,13 @@ pub async fn list_activities(
 #[serde(deny_unknown_fields)]
 pub struct PatchActivity {
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_TITLE_CHARS }>)]
     pub title: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::openapi::text_or_null::<{ MAX_TEXT_CHARS }>)]
     pub notes: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<crate::openapi::JsonValue>)]
     pub location: Option<Option<Value>>,
     /// RFC 3339; a start in another month moves the activity to that
     /// month's partition.
@@ -520,7 +542,7 @@ fn activity_not_found() -> ApiError {
            ("activity_id" = Uuid, Path, description = "The activity")),
     responses((status = 200, body = ActivityView), (status = 403, body = crate::problem::Problem),
               (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn edit_activity(
     mut scope: Scope,
     Path((journey_id, activity_id)): Path<(Uuid, Uuid)>,

@@ -53,7 +53,8 @@ impl From<Member> for MemberView {
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub user_id: Uuid,
-    /// owner, admin, moderator or member.
+    /// owner, admin, moderator or member: at most the caller's own role.
+    #[schema(schema_with = crate::openapi::role)]
     pub role: String,
 }
 
@@ -72,7 +73,7 @@ fn already_member(err: DbError) -> ApiError {
 #[utoipa::path(post, path = "/v1/members", tag = "members", request_body = AddMember,
     responses((status = 201, body = MemberView), (status = 403, body = crate::problem::Problem),
               (status = 409, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn add_member(
     mut scope: Scope,
     Json(body): Json<AddMember>,
@@ -112,7 +113,7 @@ pub async fn add_member(
 #[utoipa::path(post, path = "/v1/members/me", tag = "members",
     responses((status = 201, body = MemberView), (status = 403, body = crate::problem::Problem),
               (status = 409, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), ApiError> {
     if scope.role().await?.is_some() {
         return Err(ApiError::Conflict("already a member".to_owned()));
@@ -141,7 +142,7 @@ pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), Ap
 }
 
 #[utoipa::path(get, path = "/v1/members", tag = "members", params(PageParams),
-    responses((status = 200, body = Page<MemberView>)), security(("user_jwt" = [])))]
+    responses((status = 200, body = Page<MemberView>)), security(("user_jwt" = [], "tenant" = [])))]
 pub async fn list_members(
     scope: Scope,
     Query(page): Query<PageParams>,
@@ -177,6 +178,7 @@ pub async fn list_members(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRole {
+    #[schema(schema_with = crate::openapi::role)]
     pub role: String,
 }
 
@@ -189,7 +191,7 @@ fn may_manage(actor: Role, target: Role) -> bool {
 #[utoipa::path(patch, path = "/v1/members/{user_id}", tag = "members", request_body = ChangeRole,
     responses((status = 200, body = MemberView), (status = 403, body = crate::problem::Problem),
               (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn change_role(
     mut scope: Scope,
     Path(user_id): Path<Uuid>,
@@ -239,7 +241,7 @@ async fn ensure_another_owner(scope: &mut Scope, tenant: Uuid) -> Result<(), Api
 #[utoipa::path(delete, path = "/v1/members/{user_id}", tag = "members",
     responses((status = 204), (status = 403, body = crate::problem::Problem),
               (status = 404, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn remove_member(
     mut scope: Scope,
     Path(user_id): Path<Uuid>,

@@ -33,9 +33,9 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnnouncementBody {
-    /// 1 to 200 characters.
+    #[schema(schema_with = crate::openapi::text::<200>)]
     pub title: String,
-    /// 1 to 5,000 characters.
+    #[schema(schema_with = crate::openapi::text::<5000>)]
     pub message: String,
 }
 
@@ -84,13 +84,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// tenant and last as long as the announcement.
 #[utoipa::path(post, path = "/v1/announcements", tag = "notifications",
     request_body = AnnouncementBody,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+            pattern = "^[!-~]([ -~]*[!-~])?$",
             description = "1 to 255 printable ASCII characters: a retry with the same key answers the first announcement")),
     responses((status = 202, body = AnnouncementAccepted), (status = 400, body = crate::problem::Problem),
               (status = 403, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem,
                description = "validation_failed, or idempotency_key_reused")),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn announce(
     mut scope: Scope,
     headers: HeaderMap,
@@ -189,17 +190,19 @@ impl From<Notification> for NotificationView {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct NotificationParams {
-    /// 1 to 100, default 20.
+    #[param(schema_with = crate::pagination::limit_schema)]
     pub limit: Option<String>,
+    #[param(schema_with = crate::pagination::cursor_schema)]
     pub cursor: Option<String>,
     /// `true`: only unread notifications.
+    #[param(value_type = Option<bool>)]
     pub unread: Option<String>,
 }
 
 /// The caller's notifications in this tenant, newest first.
 #[utoipa::path(get, path = "/v1/notifications", tag = "notifications", params(NotificationParams),
     responses((status = 200, body = Page<NotificationView>), (status = 403, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn list(
     scope: Scope,
     Query(params): Query<NotificationParams>,
@@ -246,7 +249,7 @@ pub async fn list(
     )))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadBody {
     /// These notifications (at most 1,000)...
@@ -254,6 +257,47 @@ pub struct ReadBody {
     /// ...or `true`: every unread one.
     pub all: Option<bool>,
 }
+
+impl utoipa::PartialSchema for ReadBody {
+    /// Either `{"ids": [1 to 1000 ids]}` (with `all` false or null, if
+    /// given) or `{"all": true}` (with `ids` null, if given).
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let ids = ArrayBuilder::new()
+            .items(ObjectBuilder::new().schema_type(Type::String).format(Some(
+                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Uuid),
+            )))
+            .min_items(Some(1))
+            .max_items(Some(1_000));
+        let by_ids = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("ids", ids)
+            .property(
+                "all",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::Boolean, Type::Null]))
+                    .enum_values(Some([Value::Bool(false), Value::Null])),
+            )
+            .required("ids")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let every = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property(
+                "all",
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .enum_values(Some([true])),
+            )
+            .property("ids", ObjectBuilder::new().schema_type(Type::Null))
+            .required("all")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        OneOfBuilder::new().item(by_ids).item(every).into()
+    }
+}
+
+impl utoipa::ToSchema for ReadBody {}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReadResult {
@@ -266,7 +310,7 @@ pub struct ReadResult {
 #[utoipa::path(post, path = "/v1/notifications/read", tag = "notifications", request_body = ReadBody,
     responses((status = 200, body = ReadResult), (status = 403, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn mark_read(
     scope: Scope,
     Json(body): Json<ReadBody>,
@@ -313,6 +357,7 @@ impl Preferences {
 /// (on). A kind left out: `PUT` puts it back to its default, `PATCH` (JSON
 /// merge patch) leaves it. Unknown kinds and other values are 422.
 #[derive(Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // The schema of a body parsed by `parse_switches`.
 pub struct PreferencesChange {
     #[schema(nullable)]
@@ -354,7 +399,7 @@ fn parse_switches(body: serde_json::Map<String, Value>) -> Result<Switches, ApiE
 /// The caller's notification preferences in this tenant.
 #[utoipa::path(get, path = "/v1/notifications/preferences", tag = "notifications",
     responses((status = 200, body = Preferences), (status = 403, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn get_preferences(scope: Scope) -> Result<Json<Preferences>, ApiError> {
     let (tenant, user) = (scope.tenant.id, scope.user.id);
     let stored = notifications::preferences_and_commit(scope.tx, tenant, user)
@@ -369,7 +414,7 @@ pub async fn get_preferences(scope: Scope) -> Result<Json<Preferences>, ApiError
     request_body = PreferencesChange,
     responses((status = 200, body = Preferences), (status = 403, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn put_preferences(
     scope: Scope,
     Json(body): Json<serde_json::Map<String, Value>>,
@@ -386,7 +431,7 @@ pub async fn put_preferences(
     request_body = PreferencesChange,
     responses((status = 200, body = Preferences), (status = 403, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn patch_preferences(
     scope: Scope,
     Json(body): Json<serde_json::Map<String, Value>>,

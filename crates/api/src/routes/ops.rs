@@ -1,11 +1,11 @@
-//! Operations endpoints: liveness, readiness, metrics.
+//! Operations endpoints: the front page, liveness, readiness, metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,6 +16,7 @@ use crate::state::AppState;
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
+        .routes(routes!(home))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
@@ -24,6 +25,31 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: &'static str,
+}
+
+/// What a person who opens the server in a browser is looking for.
+const HOME: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Tenantry</title></head>
+<body>
+<h1>Tenantry</h1>
+<p>A multi-tenant platform server.</p>
+<ul>
+<li><a href="/docs/">API documentation</a> (the OpenAPI document: <a href="/openapi.json">/openapi.json</a>)</li>
+<li><a href="/admin">Operator's dashboard</a></li>
+<li><a href="/metrics">Metrics</a> (Prometheus)</li>
+</ul>
+</body>
+</html>
+"#;
+
+/// A small page linking the API documentation, the operator's dashboard and
+/// the metrics.
+#[utoipa::path(get, path = "/", tag = "ops",
+    responses((status = 200, description = "Links to `/docs`, `/admin` and `/metrics`",
+        content_type = "text/html", body = String)))]
+pub async fn home() -> Html<&'static str> {
+    Html(HOME)
 }
 
 /// The process is up. Touches nothing else.

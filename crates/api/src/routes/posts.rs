@@ -63,6 +63,14 @@ impl From<Post> for PostView {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostBody {
+    #[schema(schema_with = crate::openapi::text::<{ MAX_POST_CHARS }>)]
+    pub content: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentBody {
+    #[schema(schema_with = crate::openapi::text::<{ MAX_COMMENT_CHARS }>)]
     pub content: String,
 }
 
@@ -77,7 +85,7 @@ fn post_not_found() -> ApiError {
 #[utoipa::path(post, path = "/v1/posts", tag = "posts", request_body = PostBody,
     responses((status = 201, body = PostView), (status = 403, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn create_post(
     mut scope: Scope,
     Json(body): Json<PostBody>,
@@ -104,7 +112,7 @@ pub async fn create_post(
 
 /// Newest first, keyset-paginated.
 #[utoipa::path(get, path = "/v1/posts", tag = "posts", params(PageParams),
-    responses((status = 200, body = Page<PostView>)), security(("user_jwt" = [])))]
+    responses((status = 200, body = Page<PostView>)), security(("user_jwt" = [], "tenant" = [])))]
 pub async fn list_posts(
     mut scope: Scope,
     Query(page): Query<PageParams>,
@@ -162,7 +170,7 @@ pub async fn list_posts(
 
 #[utoipa::path(get, path = "/v1/posts/{id}", tag = "posts",
     responses((status = 200, body = PostView), (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn get_post(scope: Scope, Path(id): Path<Uuid>) -> Result<Json<PostView>, ApiError> {
     let (tenant, user) = (scope.tenant.id, scope.user.id);
     // Membership, post and commit in one round trip.
@@ -191,7 +199,7 @@ async fn check_may_moderate(scope: &mut Scope, id: Uuid) -> Result<bool, ApiErro
 #[utoipa::path(patch, path = "/v1/posts/{id}", tag = "posts", request_body = PostBody,
     responses((status = 200, body = PostView), (status = 403, body = crate::problem::Problem),
               (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn edit_post(
     mut scope: Scope,
     Path(id): Path<Uuid>,
@@ -211,7 +219,7 @@ pub async fn edit_post(
 #[utoipa::path(delete, path = "/v1/posts/{id}", tag = "posts",
     responses((status = 204), (status = 403, body = crate::problem::Problem),
               (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn delete_post(mut scope: Scope, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
     let moderated = check_may_moderate(&mut scope, id).await?;
     if !posts::soft_delete(&mut scope.tx, scope.tenant.id, id).await? {
@@ -244,7 +252,7 @@ pub struct LikeState {
 /// Likes a post; liking again changes nothing.
 #[utoipa::path(post, path = "/v1/posts/{id}/like", tag = "posts",
     responses((status = 200, body = LikeState), (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn like(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeState>, ApiError> {
     scope.member().await?;
     let count = posts::like(&mut scope.tx, scope.tenant.id, id, scope.user.id)
@@ -262,7 +270,7 @@ pub async fn like(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeSta
 /// Takes a like back; unliking again changes nothing.
 #[utoipa::path(delete, path = "/v1/posts/{id}/like", tag = "posts",
     responses((status = 200, body = LikeState), (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn unlike(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeState>, ApiError> {
     scope.member().await?;
     let count = posts::unlike(&mut scope.tx, scope.tenant.id, id, scope.user.id)
@@ -298,13 +306,13 @@ impl From<Comment> for CommentView {
     }
 }
 
-#[utoipa::path(post, path = "/v1/posts/{id}/comments", tag = "posts", request_body = PostBody,
+#[utoipa::path(post, path = "/v1/posts/{id}/comments", tag = "posts", request_body = CommentBody,
     responses((status = 201, body = CommentView), (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn add_comment(
     mut scope: Scope,
     Path(id): Path<Uuid>,
-    Json(body): Json<PostBody>,
+    Json(body): Json<CommentBody>,
 ) -> Result<(StatusCode, Json<CommentView>), ApiError> {
     scope.member().await?;
     let content = content(&body.content, MAX_COMMENT_CHARS)?;
@@ -320,7 +328,7 @@ pub async fn add_comment(
 /// Oldest first, keyset-paginated.
 #[utoipa::path(get, path = "/v1/posts/{id}/comments", tag = "posts", params(PageParams),
     responses((status = 200, body = Page<CommentView>), (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn list_comments(
     scope: Scope,
     Path(id): Path<Uuid>,

@@ -26,8 +26,18 @@ pub const MAX_QUERY_CHARS: usize = 500;
 pub struct SearchParams {
     /// Words to find, in web-search syntax: `"exact phrase"`, `or`, `-word`.
     /// Any string is accepted; at most 500 characters, not blank.
+    /// (The pattern is [`crate::openapi::TEXT_PATTERN`]: `schema_with` would
+    /// lose `required`.)
+    #[param(
+        required = true,
+        min_length = 1,
+        max_length = 500,
+        pattern = "^[^\\u0000]*[^\\u0000\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
     pub q: Option<String>,
+    #[param(schema_with = crate::pagination::limit_schema)]
     pub limit: Option<String>,
+    #[param(schema_with = crate::pagination::cursor_schema)]
     pub cursor: Option<String>,
 }
 
@@ -91,7 +101,7 @@ fn query_string(q: Option<&str>) -> Result<&str, ApiError> {
 /// Posts and events matching `q`, best first, keyset-paginated.
 #[utoipa::path(get, path = "/v1/search", tag = "search", params(SearchParams),
     responses((status = 200, body = Page<SearchHit>), (status = 422, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn search(
     scope: Scope,
     Query(params): Query<SearchParams>,

@@ -52,12 +52,17 @@ impl From<Origin> for OriginView {
 #[serde(deny_unknown_fields)]
 pub struct ShareRequest {
     /// `post` or `event`.
+    #[schema(schema_with = content_type)]
     pub content_type: String,
     pub content_id: Uuid,
     /// The slug of the community that holds the content.
     pub source_tenant: String,
-    /// The slug of the community to share into.
+    /// The slug of the community to share into; not `source_tenant`.
     pub target_tenant: String,
+}
+
+fn content_type() -> utoipa::openapi::Object {
+    crate::openapi::one_of(&["post", "event"])
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

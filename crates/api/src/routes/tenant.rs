@@ -60,7 +60,7 @@ pub struct TenantResponse {
 
 #[utoipa::path(get, path = "/v1/tenant", tag = "tenant",
     responses((status = 200, body = TenantResponse), (status = 404, body = crate::problem::Problem)),
-    security(("user_jwt" = [])))]
+    security(("user_jwt" = [], "tenant" = [])))]
 pub async fn get_tenant(mut scope: Scope) -> Result<Response, ApiError> {
     // Served from the cache at steady state: the tenant (with its member
     // count) came with resolution, the membership is cached per user (and

@@ -9,6 +9,7 @@ mod auth;
 mod batch;
 mod cache;
 mod cancellation;
+mod contract;
 mod conventions;
 mod embedded;
 mod events;
