@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    Fetch as _, TestApp, assert_json, assert_problem, assert_unauthenticated, eventually, items,
+    Fetch as _, TestApp, assert_json, assert_problem, assert_unauthenticated, eventually,
+    invalid_fields, items,
 };
 
 fn new_tenant(slug: &str) -> Value {
@@ -17,23 +18,6 @@ async fn create(app: &TestApp, body: &Value) -> reqwest::Response {
         .json(body)
         .fetch()
         .await
-}
-
-/// The `field`s of a 422 problem's `errors`, in order.
-async fn invalid_fields(res: reqwest::Response) -> Vec<String> {
-    let body = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
-    body["errors"]
-        .as_array()
-        .expect("a 422 lists its errors")
-        .iter()
-        .map(|e| {
-            assert!(e["message"].is_string(), "each error has a message: {e}");
-            e["field"]
-                .as_str()
-                .expect("each error names a field")
-                .to_owned()
-        })
-        .collect()
 }
 
 async fn patch(app: &TestApp, id: &str, body: Value) -> reqwest::Response {

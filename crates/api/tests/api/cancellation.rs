@@ -15,17 +15,6 @@ use tokio::io::AsyncWriteExt;
 
 use crate::helpers::*;
 
-/// Sets `limits` overrides on a tenant through the admin API.
-async fn limit(app: &TestApp, tenant_id: &str, limits: serde_json::Value) {
-    let res = app
-        .admin(Method::PATCH, &format!("/v1/admin/tenants/{tenant_id}"))
-        .json(&json!({ "limits": limits }))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), StatusCode::OK, "patch limits");
-}
-
 /// A tenant whose post list is read from the database on every request
 /// (the list cache off) and whose rates never bind.
 async fn uncached_tenant(app: &TestApp, slug: &str, limits: serde_json::Value) -> User {

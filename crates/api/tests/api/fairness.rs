@@ -8,17 +8,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-/// Sets `limits` overrides on a tenant through the admin API.
-async fn limit(app: &TestApp, tenant_id: &str, limits: serde_json::Value) {
-    let res = app
-        .admin(Method::PATCH, &format!("/v1/admin/tenants/{tenant_id}"))
-        .json(&json!({ "limits": limits }))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), StatusCode::OK, "patch limits");
-}
-
 fn id(tenant: &serde_json::Value) -> String {
     tenant["id"].as_str().expect("tenant id").to_owned()
 }

@@ -250,6 +250,34 @@ impl User {
     }
 }
 
+/// Sets `limits` overrides on a tenant through the admin API.
+pub async fn limit(app: &TestApp, tenant_id: &str, limits: serde_json::Value) {
+    let res = app
+        .admin(Method::PATCH, &format!("/v1/admin/tenants/{tenant_id}"))
+        .json(&json!({ "limits": limits }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK, "patch limits");
+}
+
+/// The `field`s of a 422 problem's `errors`, in order.
+pub async fn invalid_fields(res: reqwest::Response) -> Vec<String> {
+    let body = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    body["errors"]
+        .as_array()
+        .expect("a 422 lists its errors")
+        .iter()
+        .map(|e| {
+            assert!(e["message"].is_string(), "each error has a message: {e}");
+            e["field"]
+                .as_str()
+                .expect("each error names a field")
+                .to_owned()
+        })
+        .collect()
+}
+
 /// Asserts a problem+json response with `status` and `code`; returns it.
 pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(res.status(), status, "status");

@@ -11,21 +11,10 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Fetch as _, TestApp, assert_json, assert_problem, items};
+use crate::helpers::{Fetch as _, TestApp, assert_json, invalid_fields, items};
 
 /// The largest float, which jsonb prints as a 309-digit integer.
 const HUGE: f64 = f64::MAX;
-
-/// The `field`s of a 422 problem's `errors`.
-async fn invalid_fields(res: reqwest::Response) -> Vec<String> {
-    let body = assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
-    body["errors"]
-        .as_array()
-        .expect("a 422 lists its errors")
-        .iter()
-        .map(|e| e["field"].as_str().expect("a field").to_owned())
-        .collect()
-}
 
 async fn list_tenants(app: &TestApp) -> Value {
     assert_json(
