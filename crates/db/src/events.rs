@@ -5,7 +5,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::shares::Origin;
+use crate::origin::Origin;
 use crate::{DbError, Tx};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -27,6 +27,7 @@ pub mod migrate;
 #[cfg(test)]
 mod migration_files;
 pub mod notifications;
+pub mod origin;
 pub mod partitions;
 pub mod platform;
 mod pool;

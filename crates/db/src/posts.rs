@@ -16,7 +16,7 @@ pub struct Post {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Set on a copy shared from another community.
-    pub origin: Option<crate::shares::Origin>,
+    pub origin: Option<crate::origin::Origin>,
 }
 
 pub(crate) const POST_COLUMNS: &str = "id, author_id, content, like_count, comment_count, \
@@ -43,7 +43,7 @@ impl Post {
             comment_count: row.try_get("comment_count")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
-            origin: crate::shares::Origin::from_row(row)?,
+            origin: crate::origin::Origin::from_row(row)?,
         })
     }
 

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::shares::OriginView;
+use super::origin::OriginView;
 use super::{Checks, double_option, text};
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, FieldError, Json, Path, Query};

@@ -10,6 +10,7 @@ pub mod journeys;
 pub mod members;
 pub mod notifications;
 pub mod ops;
+pub mod origin;
 pub mod posts;
 pub mod search;
 pub mod shares;

@@ -42,7 +42,7 @@ pub struct PostView {
     #[serde(serialize_with = "crate::json_time::serialize")]
     pub updated_at: DateTime<Utc>,
     /// Set when the post was shared from another community.
-    pub origin: Option<super::shares::OriginView>,
+    pub origin: Option<super::origin::OriginView>,
 }
 
 impl From<Post> for PostView {

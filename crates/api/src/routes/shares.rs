@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tenantry_db::posts::PostQuota;
-use tenantry_db::shares::{self, Origin, Shared};
+use tenantry_db::shares::{self, Shared};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -25,27 +25,6 @@ use crate::request::UserScope;
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new().routes(routes!(share))
-}
-
-/// Where shared content came from.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct OriginView {
-    /// The community the content was first posted in.
-    pub tenant_id: Uuid,
-    /// The original post's or event's id there.
-    pub id: Uuid,
-    /// Who shared it here.
-    pub shared_by: Option<Uuid>,
-}
-
-impl From<Origin> for OriginView {
-    fn from(o: Origin) -> Self {
-        Self {
-            tenant_id: o.tenant_id,
-            id: o.id,
-            shared_by: o.shared_by,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
