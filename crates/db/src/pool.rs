@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
@@ -271,7 +272,22 @@ impl Db {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN connection lost");
+                        // A server shutting down (a clean stop, the embedded
+                        // cluster stopping with us) is no news; anything else
+                        // is, with its cause rather than "db error".
+                        let code = e.as_db_error().map(|d| d.code().clone());
+                        let shutdown = code == Some(SqlState::ADMIN_SHUTDOWN);
+                        let cause = e
+                            .as_db_error()
+                            .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+                        if shutdown {
+                            tracing::info!(
+                                cause,
+                                "LISTEN connection closed by the database shutting down"
+                            );
+                        } else {
+                            tracing::warn!(cause, "LISTEN connection lost");
+                        }
                         return;
                     }
                 }
