@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Fetch as _, TestApp, assert_json};
+use crate::helpers::{Fetch as _, TestApp, assert_html, assert_json};
 
 async fn document(app: &TestApp) -> Value {
     assert_json(
@@ -355,15 +355,7 @@ async fn enums_name_every_value_the_server_accepts() {
 async fn the_front_page_links_the_docs_the_dashboard_and_the_metrics() {
     let app = TestApp::spawn().await;
     let res = app.request(Method::GET, "/").fetch().await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(content_type.starts_with("text/html"), "{content_type}");
-    let html = res.text().await.expect("html");
+    let html = assert_html(res).await;
     for link in ["href=\"/docs/\"", "href=\"/admin\"", "href=\"/metrics\""] {
         assert!(html.contains(link), "{link} in {html}");
     }

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Fetch as _, TestApp, assert_json, assert_problem};
+use crate::helpers::{Fetch as _, TestApp, assert_html, assert_json, assert_problem};
 
 fn request_id(res: &reqwest::Response) -> String {
     res.headers()
@@ -434,15 +434,7 @@ async fn the_openapi_document_describes_the_routes() {
 async fn the_docs_are_served_as_html() {
     let app = TestApp::spawn().await;
     let res = app.request(Method::GET, "/docs/").fetch().await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(content_type.starts_with("text/html"), "{content_type}");
-    let html = res.text().await.expect("html");
+    let html = assert_html(res).await;
     assert!(html.to_lowercase().contains("<html"), "{html}");
 }
 

@@ -278,16 +278,27 @@ pub async fn invalid_fields(res: reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-/// Asserts a problem+json response with `status` and `code`; returns it.
-pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(res.status(), status, "status");
-    let content_type = res
-        .headers()
+/// A response's `Content-Type`, or "" without one.
+pub fn content_type(res: &Response) -> String {
+    res.headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
+        .to_owned()
+}
+
+/// Asserts a 200 HTML page; returns its text.
+pub async fn assert_html(res: Response) -> String {
+    assert_eq!(res.status(), StatusCode::OK);
+    let content_type = content_type(&res);
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    res.text().await.expect("html")
+}
+
+/// Asserts a problem+json response with `status` and `code`; returns it.
+pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(res.status(), status, "status");
+    assert_eq!(content_type(&res), "application/problem+json");
     let request_id = res
         .headers()
         .get("x-request-id")
