@@ -109,6 +109,16 @@ impl Application {
     /// Starts the database (embedded when no `DATABASE_URL`), migrates it and
     /// binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, |state| state).await
+    }
+
+    /// [`Application::build`], with a last word on the state before it is
+    /// shared: the tests start every server through here, adjusting tiers,
+    /// the cache or fairness as they need.
+    pub async fn build_with(
+        settings: Settings,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> anyhow::Result<Self> {
         settings.validate()?;
         let tiers = settings.tiers()?;
         let secrets = Secrets::load(&settings)?;
@@ -172,7 +182,7 @@ impl Application {
         if let Some(capacity) = settings.db_share {
             state = state.with_db_share(capacity);
         }
-        let state = Arc::new(state);
+        let state = Arc::new(configure(state));
         Ok(Self {
             state,
             listener,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tenantry_api::AppState;
-use tenantry_db::{Db, DbOptions};
+use tenantry_db::DbOptions;
 use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
@@ -84,22 +84,27 @@ impl TestApp {
         base_domain: Option<String>,
         configure: impl FnOnce(AppState) -> AppState,
     ) -> TestApp {
-        let db = Db::connect(&fresh.url, &DbOptions::default()).expect("pool");
-        tenantry_db::migrate::migrate(&db).await.expect("migrate");
-        let state = Arc::new(configure(AppState::new(
-            db,
-            test_tiers(),
-            JWT_SECRET,
-            ADMIN_TOKEN.to_owned(),
+        // Through the same builder `serve` uses, with the test's secrets,
+        // its database and the pool size tests were written against.
+        let settings = tenantry_api::Settings {
+            listen: ([127, 0, 0, 1], 0).into(),
+            database_url: Some(fresh.url.clone()),
+            jwt_secret: Some(JWT_SECRET.to_owned()),
+            admin_token: Some(ADMIN_TOKEN.to_owned()),
             base_domain,
-            tenantry_api::telemetry::prometheus(),
-        )));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+            db_max_connections: DbOptions::default().max_connections,
+            ..tenantry_api::Settings::default()
+        };
+        let app = tenantry_api::Application::build_with(settings, |state| {
+            state.tiers.store(Arc::new(test_tiers()));
+            configure(state)
+        })
+        .await
+        .expect("build the server");
+        let addr = app.local_addr().expect("addr");
+        let state = app.state();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(tenantry_api::run(listener, state.clone(), async move {
+        let server = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
         TestApp {
