@@ -16,11 +16,7 @@ use std::time::Duration;
 use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tenantry_api::AppState;
-use tenantry_cache::{Cache, CacheOptions, l2::L2};
 use tenantry_db::embedded::EmbeddedPostgres;
-use tenantry_db::{Db, DbOptions};
-use tenantry_fairness::rate::RateLimiter;
 use tenantry_fairness::testing::RedisServer;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
@@ -165,33 +161,28 @@ async fn mixed_traffic_through_a_postgres_restart_and_a_redis_kill_loses_nothing
         .await
         .expect("a private PostgreSQL");
     let mut redis = RedisServer::start();
-    let db = Db::connect(&pg.connection_string(), &DbOptions::default()).expect("pool");
-    tenantry_db::migrate::migrate(&db).await.expect("migrate");
-    let state = AppState::new(
-        db.clone(),
-        test_tiers(),
-        JWT_SECRET,
-        ADMIN_TOKEN.to_owned(),
-        None,
-        tenantry_api::telemetry::prometheus(),
-    )
-    .with_fairness(
-        RateLimiter::with_redis(&redis.url()).expect("redis url"),
-        4096,
-        Duration::from_secs(2),
-    )
-    .with_cache(Cache::new(CacheOptions {
-        redis: Some(L2::new(&redis.url(), "soak:").expect("redis url")),
-        db: Some(db.clone()),
-        ..CacheOptions::default()
-    }));
-    let state = Arc::new(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    // Through the builder `serve` uses, with Redis for the cache and the
+    // rate limits, as a production node would run.
+    let settings = tenantry_api::Settings {
+        listen: ([127, 0, 0, 1], 0).into(),
+        database_url: Some(pg.connection_string()),
+        data_dir: dir.path().to_path_buf(),
+        redis_url: Some(redis.url()),
+        jwt_secret: Some(JWT_SECRET.to_owned()),
+        admin_token: Some(ADMIN_TOKEN.to_owned()),
+        ..tenantry_api::Settings::default()
+    };
+    let app = tenantry_api::Application::build_with(settings, |state| {
+        state.tiers.store(Arc::new(test_tiers()));
+        state
+    })
+    .await
+    .expect("the server starts on the private cluster");
+    let addr = app.local_addr().expect("addr");
+    let state = app.state();
+    let db = state.db.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tenantry_api::run(listener, state.clone(), async move {
+    let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
 
