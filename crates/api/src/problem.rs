@@ -49,6 +49,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("this tenant is suspended")]
     TenantSuspended,
+    /// The tenant's feature flags switch this endpoint's feature off.
+    #[error("the {0} feature is not enabled for this tenant")]
+    FeatureDisabled(tenantry_core::Feature),
     #[error("quota {quota} exceeded")]
     QuotaExceeded { quota: String },
     #[error("{0}")]
@@ -133,9 +136,10 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::TenantSuspended | Self::QuotaExceeded { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            Self::Forbidden(_)
+            | Self::TenantSuspended
+            | Self::FeatureDisabled(_)
+            | Self::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -158,6 +162,7 @@ impl ApiError {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::Forbidden(_) => "forbidden",
             Self::TenantSuspended => "tenant_suspended",
+            Self::FeatureDisabled(_) => "feature_disabled",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
@@ -181,6 +186,7 @@ impl ApiError {
             Self::Unauthenticated(_) => "Authentication required",
             Self::Forbidden(_) => "Forbidden",
             Self::TenantSuspended => "Tenant suspended",
+            Self::FeatureDisabled(_) => "Feature disabled",
             Self::QuotaExceeded { .. } => "Quota exceeded",
             Self::NotFound(_) => "Not found",
             Self::MethodNotAllowed(_) => "Method not allowed",
@@ -260,6 +266,9 @@ impl From<DbError> for ApiError {
                 ApiError::Conflict(format!("conflicts with existing data ({constraint})"))
             }
             DbError::Timeout => ApiError::QueryTimeout,
+            DbError::ReadOnly => {
+                ApiError::Forbidden("this access is read only: it cannot write".to_owned())
+            }
             DbError::QuotaExceeded { quota } => ApiError::QuotaExceeded {
                 quota: quota.to_owned(),
             },

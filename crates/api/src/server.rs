@@ -41,6 +41,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            crate::request::support::audit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::versions::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             telemetry::observe,
         ))
         .with_state(state)

@@ -53,6 +53,8 @@ pub struct AppState {
     pub batch: crate::batch::Batch,
     /// Months of range partitions the maintenance worker keeps made ahead.
     pub partition_horizon_months: u32,
+    /// Requests by tenant and API version ([`crate::versions`]).
+    pub api_versions: crate::versions::Usage,
 }
 
 /// The fairness machinery (DESIGN.md, "Fairness").
@@ -197,6 +199,7 @@ impl AppState {
                 crate::config::DEFAULT_DB_QUEUE_BUDGET,
             ),
             partition_horizon_months: crate::config::DEFAULT_PARTITION_HORIZON_MONTHS,
+            api_versions: crate::versions::Usage::default(),
         }
     }
 
@@ -281,8 +284,12 @@ impl AppState {
     }
 
     /// The limits in force for `tenant`: its tier's, with its overrides.
+    /// A tenant's effective limits: its tier's, its overrides on top, and
+    /// its feature flags decided (tier flags, its own `features`, rollouts).
     pub fn limits_of(&self, tenant: &Tenant) -> Limits {
-        self.tiers.load().limits(&tenant.tier).with(&tenant.limits)
+        let mut limits = self.tiers.load().limits(&tenant.tier).with(&tenant.limits);
+        limits.features = limits.features.resolve(tenant.id, &tenant.features);
+        limits
     }
 
     /// Creates the user on first sight, or refreshes their email and name.

@@ -5,12 +5,14 @@
 //! does no I/O.
 
 mod domain;
+pub mod features;
 mod role;
 mod slug;
 mod tenant;
 mod tier;
 
 pub use domain::Domain;
+pub use features::{Feature, FeatureFlags};
 pub use role::Role;
 pub use slug::TenantSlug;
 pub use tenant::{JoinPolicy, TenantStatus};

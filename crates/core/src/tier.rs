@@ -10,6 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ParseError;
+use crate::features::FeatureFlags;
 
 /// The name of a tier in the [`TierTable`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -46,6 +47,11 @@ pub struct Limits {
     /// Weight in the fair queue across tenants: a weight-4 tenant is admitted
     /// four times as often as a weight-1 tenant when both are waiting.
     pub weight: u32,
+    /// The tier's feature flags (`[tiers.<t>.features]`); every feature is
+    /// on unless the file says otherwise. In a tenant's effective limits
+    /// (see `AppState::limits_of`) they are resolved to on or off.
+    #[serde(default)]
+    pub features: FeatureFlags,
 }
 
 impl Limits {
@@ -69,6 +75,7 @@ impl Limits {
                 .analytics_events_per_day
                 .unwrap_or(self.analytics_events_per_day),
             weight: overrides.weight.unwrap_or(self.weight),
+            features: self.features,
         }
     }
 
@@ -169,6 +176,7 @@ impl Default for TierTable {
                     max_storage_mb: 500,
                     analytics_events_per_day: 100_000,
                     weight: 1,
+                    features: FeatureFlags::default(),
                 },
             ),
             (
@@ -185,6 +193,7 @@ impl Default for TierTable {
                     max_storage_mb: 10_000,
                     analytics_events_per_day: 5_000_000,
                     weight: 2,
+                    features: FeatureFlags::default(),
                 },
             ),
             (
@@ -201,6 +210,7 @@ impl Default for TierTable {
                     max_storage_mb: 1_000_000,
                     analytics_events_per_day: 100_000_000,
                     weight: 4,
+                    features: FeatureFlags::default(),
                 },
             ),
         ]);
@@ -309,12 +319,18 @@ mod tests {
 
     #[test]
     fn toml_table_must_name_an_existing_default() {
-        let free = toml::to_string(TierTable::default().limits("free")).expect("serialise");
-        let ok = format!("default_tier = \"basic\"\n[tiers.basic]\n{free}");
-        let table = TierTable::from_toml(&ok).expect("valid table");
+        let file = |default: &str| {
+            let free = TierTable::default().limits("free").clone();
+            toml::to_string(&TierTable {
+                default_tier: default.to_owned(),
+                tiers: BTreeMap::from([("basic".to_owned(), free)]),
+            })
+            .expect("serialise")
+        };
+        let table = TierTable::from_toml(&file("basic")).expect("valid table");
         assert_eq!(table.default_name().as_str(), "basic");
-        let bad = format!("default_tier = \"gold\"\n[tiers.basic]\n{free}");
-        assert!(TierTable::from_toml(&bad).is_err());
+        assert_eq!(table.limits("basic"), TierTable::default().limits("free"));
+        assert!(TierTable::from_toml(&file("gold")).is_err());
         assert!(table.parse_name("free").is_err());
     }
 }

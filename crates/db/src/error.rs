@@ -39,6 +39,10 @@ pub enum DbError {
     /// server is shutting down or starting up, or the connection broke.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A write in a read-only transaction (`BEGIN READ ONLY`, e.g. a support
+    /// agent's `read` grant): refused by the database itself.
+    #[error("a read-only transaction cannot write")]
+    ReadOnly,
     #[error(transparent)]
     Other(anyhow::Error),
 }
@@ -141,6 +145,9 @@ impl From<tokio_postgres::Error> for DbError {
                 return DbError::Conflict {
                     constraint: db.constraint().unwrap_or_default().to_owned(),
                 };
+            }
+            if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+                return DbError::ReadOnly;
             }
             if *code == SqlState::QUERY_CANCELED {
                 return DbError::Timeout;

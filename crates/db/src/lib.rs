@@ -35,6 +35,7 @@ pub mod posts;
 pub mod search;
 pub mod shares;
 pub mod stats;
+pub mod support;
 pub mod tenants;
 pub mod testing;
 pub mod users;

@@ -127,6 +127,16 @@ impl TenantContext {
     }
 }
 
+/// A transaction's prelude, if not yet sent, as it is to be sent (a field
+/// function so that it can be taken while the connection is borrowed).
+fn take_prelude(prelude: &mut Option<TenantContext>, read_only: bool) -> Option<String> {
+    let prelude = prelude.take()?.prelude();
+    Some(match read_only {
+        true => prelude.replacen("BEGIN;", "BEGIN READ ONLY;", 1),
+        false => prelude,
+    })
+}
+
 /// Statements sent by every [`Tx`] of this process (preludes, statements and
 /// COMMITs): what `tenantry_db_statements_total` reports.
 static STATEMENTS: AtomicU64 = AtomicU64::new(0);
@@ -221,6 +231,7 @@ impl Db {
             conn: Some(conn),
             prelude: Some(ctx.clone()),
             mode: self.mode,
+            read_only: false,
             admission: std::sync::Mutex::new(None),
             admitted: None,
         })
@@ -237,6 +248,7 @@ impl Db {
             conn: None,
             prelude: Some(ctx.clone()),
             mode: self.mode,
+            read_only: false,
             admission: std::sync::Mutex::new(admission),
             admitted: None,
         }
@@ -332,6 +344,9 @@ pub struct Tx {
     /// never formats it).
     prelude: Option<TenantContext>,
     mode: StatementMode,
+    /// `BEGIN READ ONLY`: every write in the transaction fails (SQLSTATE
+    /// 25006, [`DbError::ReadOnly`]) whatever the code above it does.
+    read_only: bool,
     /// Waited for before the connection is taken. In a mutex only so that
     /// `Tx` stays `Sync` (the future is not); never contended.
     admission: std::sync::Mutex<Option<Admission>>,
@@ -382,8 +397,19 @@ impl Tx {
         }
     }
 
+    /// Makes the transaction read only (`BEGIN READ ONLY`). Only before its
+    /// first statement: once begun, a transaction is what it began as, so
+    /// this panics if the prelude was sent.
+    pub fn set_read_only(&mut self) {
+        assert!(
+            self.prelude.is_some(),
+            "a transaction is made read only before its first statement"
+        );
+        self.read_only = true;
+    }
+
     async fn send_prelude(&mut self) -> Result<(), DbError> {
-        if let Some(prelude) = self.prelude.take().map(|ctx| ctx.prelude()) {
+        if let Some(prelude) = take_prelude(&mut self.prelude, self.read_only) {
             counted(1);
             self.conn().batch_execute(&prelude).await?;
         }
@@ -403,7 +429,7 @@ impl Tx {
             .as_ref()
             .expect("a Tx holds its connection until it ends");
         counted(1 + u64::from(self.prelude.is_some()));
-        match self.prelude.take().map(|ctx| ctx.prelude()) {
+        match take_prelude(&mut self.prelude, self.read_only) {
             Some(prelude) => {
                 let (begun, rows) =
                     futures::join!(conn.batch_execute(&prelude), conn.query(&stmt, params));
@@ -426,7 +452,7 @@ impl Tx {
             .as_ref()
             .expect("a Tx holds its connection until it ends");
         counted(1 + u64::from(self.prelude.is_some()));
-        match self.prelude.take().map(|ctx| ctx.prelude()) {
+        match take_prelude(&mut self.prelude, self.read_only) {
             Some(prelude) => {
                 let (begun, n) =
                     futures::join!(conn.batch_execute(&prelude), conn.execute(&stmt, params));
@@ -470,7 +496,7 @@ impl Tx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
         let stmt = self.statement(sql).await?;
-        let prelude = self.prelude.take().map(|ctx| ctx.prelude());
+        let prelude = take_prelude(&mut self.prelude, self.read_only);
         counted(2 + u64::from(prelude.is_some()));
         let conn = self
             .conn

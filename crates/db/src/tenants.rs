@@ -24,6 +24,8 @@ pub struct Tenant {
     pub settings: Value,
     pub features: Value,
     pub limits: LimitOverrides,
+    /// The API version (`YYYY-MM-DD`) its requests get when they name none.
+    pub api_version: String,
     pub member_count: i64,
     pub post_count: i64,
     pub storage_bytes: i64,
@@ -32,8 +34,8 @@ pub struct Tenant {
 }
 
 const COLUMNS: &str = "id, slug, name, domain, tier, status, join_policy, owner_user_id, \
-                       settings, features, limits, member_count, post_count, storage_bytes, \
-                       created_at, updated_at";
+                       settings, features, limits, api_version, member_count, post_count, \
+                       storage_bytes, created_at, updated_at";
 
 impl Tenant {
     fn from_row(row: &Row) -> Result<Self, DbError> {
@@ -52,6 +54,7 @@ impl Tenant {
             settings: row.try_get::<_, Jsonb>("settings")?.0,
             features: row.try_get::<_, Jsonb>("features")?.0,
             limits: serde_json::from_value(limits).map_err(|e| DbError::Other(e.into()))?,
+            api_version: row.try_get("api_version")?,
             member_count: row.try_get("member_count")?,
             post_count: row.try_get("post_count")?,
             storage_bytes: row.try_get("storage_bytes")?,
@@ -72,6 +75,7 @@ pub struct NewTenant {
     pub settings: Value,
     pub features: Value,
     pub join_policy: JoinPolicy,
+    pub api_version: String,
 }
 
 /// Creates a tenant, provisions its owner and makes them its first member, in
@@ -82,8 +86,8 @@ pub async fn create(db: &Db, new: &NewTenant, timeout_ms: u32) -> Result<Tenant,
     let sql = format!(
         "WITH t AS (
              INSERT INTO tenants (id, slug, name, tier, domain, owner_user_id, settings,
-                                  features, join_policy, member_count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
+                                  features, join_policy, api_version, member_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)
              RETURNING {COLUMNS}
          ),
          u AS (INSERT INTO users (id) VALUES ($6) ON CONFLICT (id) DO NOTHING),
@@ -103,6 +107,7 @@ pub async fn create(db: &Db, new: &NewTenant, timeout_ms: u32) -> Result<Tenant,
                 &new.settings,
                 &new.features,
                 &new.join_policy.as_str(),
+                &new.api_version,
             ],
         )
         .await?;
@@ -216,6 +221,7 @@ pub struct TenantPatch {
     pub settings: Option<Value>,
     pub features: Option<Value>,
     pub limits: Option<Value>,
+    pub api_version: Option<String>,
 }
 
 impl TenantPatch {
@@ -238,6 +244,7 @@ impl TenantPatch {
         put("settings", self.settings.clone());
         put("features", self.features.clone());
         put("limits", self.limits.clone());
+        put("api_version", self.api_version.clone().map(Value::from));
         Value::Object(d)
     }
 }
@@ -262,6 +269,7 @@ pub async fn update(
              settings = COALESCE(tenantry_merge_patch(settings, $8), settings),
              features = COALESCE(tenantry_merge_patch(features, $9), features),
              limits = COALESCE(tenantry_merge_patch(limits, $10), limits),
+             api_version = COALESCE($13, api_version),
              updated_at = now()
          WHERE id = $1 AND status <> 'deleted'
          RETURNING {COLUMNS}
@@ -291,6 +299,7 @@ pub async fn update(
                 &patch.limits,
                 &crate::new_id(),
                 &details,
+                &patch.api_version,
             ],
         )
         .await?;

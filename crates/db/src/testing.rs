@@ -85,10 +85,13 @@ async fn server() -> tokio_postgres::Client {
 /// Serializes making templates across test processes.
 const TEMPLATE_LOCK: i64 = 0x7465_6d70_6c61_7465; // "template"
 
+/// Templates of other schema versions kept beside this build's.
+const KEPT_TEMPLATES: i64 = 8;
+
 /// The name of the migrated template for this build, made if missing. It is
 /// built under another name and renamed when complete, so a test process
 /// that dies half-way leaves no half-migrated template behind; templates of
-/// other schema versions are dropped.
+/// other schema versions are dropped, the newest few aside.
 async fn ensure_template() -> String {
     let template = format!("tenantry_template_{:016x}", crate::migrate::fingerprint());
     let client = server().await;
@@ -102,10 +105,17 @@ async fn ensure_template() -> String {
         .expect("look for the template")
         .is_some();
     if !exists {
+        // Other schema versions' templates are dropped, but for the newest
+        // few: checkouts of different branches (worktrees) testing against
+        // one server at once would otherwise drop each other's template
+        // while it is being copied. A database's oid grows with its age.
         let stale = client
             .query(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'tenantry\\_template\\_%'",
-                &[],
+                "SELECT datname FROM (
+                     SELECT datname, row_number() OVER (ORDER BY oid DESC) AS age
+                     FROM pg_database WHERE datname LIKE 'tenantry\\_template\\_%'
+                 ) t WHERE age >= $1",
+                &[&KEPT_TEMPLATES],
             )
             .await
             .expect("list templates");

@@ -46,6 +46,7 @@ async fn two_tenants(db: &Db) -> (Uuid, Uuid) {
                 settings: serde_json::json!({}),
                 features: serde_json::json!({}),
                 join_policy: tenantry_core::JoinPolicy::Invite,
+                api_version: "2026-12-06".to_owned(),
             },
             1_000,
         )

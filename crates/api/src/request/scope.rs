@@ -10,8 +10,9 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use tenantry_cache::{Cache, PLATFORM, Stamp};
-use tenantry_core::{Limits, Role};
+use tenantry_core::{Feature, Limits, Role};
 use tenantry_db::members::Member;
+use tenantry_db::support::{Grant, GrantScope};
 use tenantry_db::tenants::Tenant;
 use tenantry_db::{TenantContext, Tx};
 use tenantry_fairness::gcra::Decision;
@@ -22,8 +23,14 @@ use super::auth::AuthUser;
 use super::memo::{self, Caller};
 use super::naming::{query_tenant, resolve_named};
 use super::registry::{METADATA_TTL, unshare};
+use super::support::{self, SupportUse, X_SUPPORT_GRANT};
 use crate::problem::ApiError;
 use crate::state::AppState;
+
+/// The feature a route belongs to (set by the routes' layer, see
+/// `routes::gated`): a tenant with it off gets 403 `feature_disabled`.
+#[derive(Clone, Copy, Debug)]
+pub struct RequiredFeature(pub Feature);
 
 /// What the tenant-scoped extractor learned about a request, for the
 /// middleware that wraps it, set once: see [`Resolved`].
@@ -35,6 +42,9 @@ pub struct RequestInfo(pub Arc<std::sync::OnceLock<Resolved>>);
 pub struct Resolved {
     pub tenant: Arc<Tenant>,
     pub rate: Option<Decision>,
+    /// Set when a support agent made the request under a live grant: it is
+    /// audited ([`super::support::audit`]).
+    pub support: Option<SupportUse>,
 }
 
 /// A tenant-scoped request: the tenant, its limits, the signed-in user and
@@ -53,6 +63,8 @@ pub struct Scope {
     member: Option<Option<Arc<Member>>>,
     /// The memo entry of this caller (see [`crate::request::memo`]), if current.
     caller: Option<Arc<Caller>>,
+    /// The grant a support agent acts under (`X-Support-Grant`), if any.
+    support: Option<Arc<Grant>>,
     state: Arc<AppState>,
 }
 
@@ -107,9 +119,30 @@ impl Scope {
         self.state.platform_settings().await
     }
 
-    /// The caller's role, or `None` if not a member.
+    /// The caller's role, or `None` if not a member. A support agent under
+    /// a grant acts as an admin (never the owner); a `read` grant cannot
+    /// write whatever the role allows.
     pub async fn role(&mut self) -> Result<Option<Role>, ApiError> {
+        if self.support.is_some() {
+            return Ok(Some(Role::Admin));
+        }
         Ok(self.membership().await?.map(|m| m.role))
+    }
+
+    /// Whose membership the reads that check it in SQL (`*_for_member`)
+    /// run as: the caller, or under a support grant the tenant's owner, so
+    /// an agent reads what the owner reads (and writes, under a `write`
+    /// grant, with the admin role and as themselves).
+    pub fn viewer(&self) -> Uuid {
+        match self.support {
+            Some(_) => self.tenant.owner_user_id,
+            None => self.user.id,
+        }
+    }
+
+    /// The support grant this request is made under, if it is.
+    pub fn support(&self) -> Option<&Grant> {
+        self.support.as_deref()
     }
 
     /// The shared cache, for handlers that cache query results
@@ -150,6 +183,17 @@ impl Scope {
 
     pub fn tenant_id(&self) -> Uuid {
         self.tenant.id
+    }
+
+    /// 403 `feature_disabled` unless the tenant has `feature` on, for a
+    /// route that gates only some of its operations (a whole module is
+    /// gated by its routes' layer: [`RequiredFeature`]).
+    pub fn feature(&self, feature: Feature) -> Result<(), ApiError> {
+        if self.limits.features.enabled(feature) {
+            Ok(())
+        } else {
+            Err(ApiError::FeatureDisabled(feature))
+        }
     }
 }
 
@@ -215,14 +259,36 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             true => Some(admission::check_rate(state, who, &limits).await),
             false => None,
         };
+        let support = match parts.headers.get(&X_SUPPORT_GRANT) {
+            Some(raw) => {
+                Some(support::check(state, tenant.id, user.id, raw.as_bytes(), &parts.method).await)
+            }
+            None => None,
+        };
         let _ = info.0.set(Resolved {
             tenant: tenant.clone(),
             rate: checked.map(|c| c.binding()),
+            support: match &support {
+                Some(Ok(grant)) => Some(SupportUse {
+                    grant: grant.id,
+                    agent: user.id,
+                    method: parts.method.clone(),
+                    path: parts.uri.path().to_owned(),
+                }),
+                _ => None,
+            },
         });
+        let support = support.transpose()?;
         if let Some(checked) = checked
             && !checked.allowed()
         {
             return Err(admission::rate_limited(who, checked));
+        }
+        // The tenant's flags came with its limits (memoized): no statement.
+        if let Some(RequiredFeature(feature)) = parts.extensions.get::<RequiredFeature>()
+            && !limits.features.enabled(*feature)
+        {
+            return Err(ApiError::FeatureDisabled(*feature));
         }
         let caller = match found {
             Found::Known(caller) => Some(caller),
@@ -259,7 +325,13 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         let ctx = TenantContext::tenant(tenant.id, limits.statement_timeout_ms);
         // Nothing is taken or sent yet: the share, the connection and the
         // prelude come with the handler's first statement, if any.
-        let tx = state.db.begin_lazy(&ctx, admission);
+        let mut tx = state.db.begin_lazy(&ctx, admission);
+        if support
+            .as_ref()
+            .is_some_and(|g| g.scope == GrantScope::Read)
+        {
+            tx.set_read_only();
+        }
         Ok(Scope {
             tenant,
             limits,
@@ -267,6 +339,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             tx,
             member: None,
             caller,
+            support,
             state: state.clone(),
         })
     }

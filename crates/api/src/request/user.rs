@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use tenantry_core::Limits;
+use tenantry_core::{FeatureFlags, Limits};
 use tenantry_db::community::{self, Community};
 use tenantry_db::{TenantContext, Tx};
 use tenantry_fairness::share::Permit;
@@ -88,6 +88,15 @@ impl UserScope {
             .await?
             .ok_or_else(|| ApiError::not_found("tenant"))?;
         Ok(self.state.limits_of(&tenant))
+    }
+
+    /// The feature flags in force for the tenant `id`, from the in-memory
+    /// tenant registry (all off for a tenant that is gone).
+    pub async fn tenant_features(&self, id: Uuid) -> Result<FeatureFlags, ApiError> {
+        Ok(match self.state.registry.by_id(id).await? {
+            Some(tenant) => self.state.limits_of(&tenant).features,
+            None => FeatureFlags::none(),
+        })
     }
 }
 

@@ -44,14 +44,21 @@ pub struct TenantView {
     pub owner_user_id: Uuid,
     #[schema(value_type = Object)]
     pub settings: Value,
+    /// The tenant's own feature flags and application flags, as set.
     #[schema(value_type = Object)]
     pub features: Value,
+    /// Every feature on or off for this tenant: its tier's flags, its own
+    /// on top, rollouts decided (what its requests are held to).
+    #[schema(value_type = Object)]
+    pub effective_features: Value,
     /// The tenant's own overrides of its tier's limits.
     #[schema(value_type = Object)]
     pub limits: LimitOverrides,
     /// The limits in force: the tier's, with the overrides.
     #[schema(value_type = Object)]
     pub effective_limits: tenantry_core::Limits,
+    /// The API version its requests get when they name none.
+    pub api_version: String,
     pub member_count: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -60,6 +67,8 @@ pub struct TenantView {
 impl TenantView {
     fn new(state: &AppState, t: Tenant) -> Self {
         let effective_limits = state.limits_of(&t);
+        let effective_features =
+            tenantry_core::features::effective(&effective_limits.features, t.id, &t.features);
         Self {
             id: t.id,
             slug: t.slug,
@@ -71,8 +80,10 @@ impl TenantView {
             owner_user_id: t.owner_user_id,
             settings: t.settings,
             features: t.features,
+            effective_features,
             limits: t.limits,
             effective_limits,
+            api_version: t.api_version,
             member_count: t.member_count,
             created_at: t.created_at,
             updated_at: t.updated_at,
@@ -100,6 +111,22 @@ pub struct CreateTenant {
     /// `open` or `invite` (default).
     #[schema(schema_with = join_policy_or_null)]
     pub join_policy: Option<String>,
+    /// The API version its requests get when they name none; default the
+    /// newest.
+    #[schema(schema_with = api_version_or_null)]
+    pub api_version: Option<String>,
+}
+
+fn api_version_or_null() -> utoipa::openapi::Object {
+    let known: Vec<&str> = crate::versions::VERSIONS.iter().map(|v| v.date).collect();
+    crate::openapi::one_of_or_null(&known)
+}
+
+/// A known API version.
+fn api_version(value: &str) -> Result<String, FieldError> {
+    crate::versions::find(value)
+        .map(|v| v.date.to_owned())
+        .ok_or_else(|| FieldError::new("api_version", crate::versions::unknown(value).to_string()))
 }
 
 fn join_policy_or_null() -> utoipa::openapi::Object {
@@ -146,6 +173,16 @@ fn limits_schema() -> utoipa::openapi::Object {
         limits = limits.property(name, number(0, u64::MAX));
     }
     limits.build()
+}
+
+/// A tenant's `features`: an object whose known features are each `true`,
+/// `false`, `{"rollout": 0–100}` or `null` (other names are the
+/// application's own flags, kept as they are).
+fn features(value: Option<Value>) -> Result<Value, FieldError> {
+    let value = object("features", value)?;
+    tenantry_core::features::validate_overrides(&value)
+        .map_err(|(name, why)| FieldError::new(format!("features.{name}"), why))?;
+    Ok(value)
 }
 
 fn object(field: &str, value: Option<Value>) -> Result<Value, FieldError> {
@@ -215,7 +252,7 @@ pub async fn create_tenant(
             .transpose(),
     );
     let settings = checks.check(object("settings", body.settings));
-    let features = checks.check(object("features", body.features));
+    let features = checks.check(features(body.features));
     let join_policy = checks.check(
         body.join_policy
             .as_deref()
@@ -223,7 +260,15 @@ pub async fn create_tenant(
             .transpose()
             .map_err(|e| FieldError::new("join_policy", e.to_string())),
     );
+    let api_version = checks.check(
+        body.api_version
+            .as_deref()
+            .map_or_else(|| Ok(crate::versions::newest().to_owned()), api_version),
+    );
     checks.finish()?;
+    let Some(api_version) = api_version else {
+        unreachable!("every check passed");
+    };
     let (
         Some(slug),
         Some(name),
@@ -245,6 +290,7 @@ pub async fn create_tenant(
         settings,
         features,
         join_policy: join_policy.unwrap_or_default(),
+        api_version,
     };
     let tenant = tenants::create(&state.db, &new, PLATFORM_STATEMENT_TIMEOUT_MS)
         .await
@@ -320,6 +366,9 @@ pub struct PatchTenant {
     /// `analytics_events_per_day`, `weight`.
     #[schema(schema_with = limits_schema)]
     pub limits: Option<Value>,
+    /// The API version its requests get when they name none.
+    #[schema(schema_with = api_version_or_null)]
+    pub api_version: Option<String>,
 }
 
 #[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin", request_body = PatchTenant,
@@ -371,12 +420,9 @@ pub async fn patch_tenant(
             .map(|v| object("settings", Some(v)))
             .transpose(),
     );
-    let features = checks.check(
-        body.features
-            .map(|v| object("features", Some(v)))
-            .transpose(),
-    );
+    let features = checks.check(body.features.map(|v| features(Some(v))).transpose());
     let limits = checks.check(body.limits.map(validate_limits).transpose());
+    let api_version = checks.check(body.api_version.as_deref().map(api_version).transpose());
     checks.finish()?;
     let patch = TenantPatch {
         name: name.flatten(),
@@ -387,6 +433,7 @@ pub async fn patch_tenant(
         settings: settings.flatten(),
         features: features.flatten(),
         limits: limits.flatten(),
+        api_version: api_version.flatten(),
     };
     let before = find(&state, id).await?;
     let updated = tenants::update(&state.db, id, &patch, PLATFORM_STATEMENT_TIMEOUT_MS)

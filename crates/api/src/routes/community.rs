@@ -22,6 +22,7 @@ use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, Json, Query};
 use crate::request::UserScope;
 use crate::state::AppState;
+use tenantry_core::Feature;
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -208,6 +209,16 @@ pub async fn feed(
     let list = if events { "feed:events" } else { "feed:posts" };
     let after: Option<TimeKey> = page.after(user, list)?;
     let tenants = feed_tenants(scope.communities().await?, params.tenants.as_deref())?;
+    // A community with the feed (or, for events, the events) feature off is
+    // left out, whether named or not.
+    let mut shown = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        let features = scope.tenant_features(tenant).await?;
+        if features.enabled(Feature::Feed) && (!events || features.enabled(Feature::Events)) {
+            shown.push(tenant);
+        }
+    }
+    let tenants = shown;
     if tenants.is_empty() {
         return Ok(Json(Page {
             items: Vec::new(),

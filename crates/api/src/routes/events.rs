@@ -38,12 +38,22 @@ pub struct EventView {
     pub start_date: DateTime<Utc>,
     pub end_date: Option<DateTime<Utc>>,
     pub location_name: Option<String>,
-    pub cancelled: bool,
+    /// `scheduled` or `cancelled` (before API version 2026-12-06:
+    /// `cancelled`, a boolean).
+    pub status: EventStatus,
     pub cancelled_at: Option<DateTime<Utc>>,
     /// Set when the event was shared from another community.
     pub origin: Option<OriginView>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Where an event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    Scheduled,
+    Cancelled,
 }
 
 impl From<Event> for EventView {
@@ -56,7 +66,10 @@ impl From<Event> for EventView {
             start_date: e.start_date,
             end_date: e.end_date,
             location_name: e.location_name,
-            cancelled: e.cancelled_at.is_some(),
+            status: match e.cancelled_at {
+                Some(_) => EventStatus::Cancelled,
+                None => EventStatus::Scheduled,
+            },
             cancelled_at: e.cancelled_at,
             origin: e.origin.map(OriginView::from),
             created_at: e.created_at,
@@ -205,7 +218,7 @@ pub async fn list_events(
         cursor: params.cursor,
     };
     let limit = page.limit()?;
-    let (tenant, user) = (scope.tenant.id, scope.user.id);
+    let tenant = scope.tenant.id;
     let after: Option<TimeKey> = page.after(tenant, "events")?;
     let from = instant("from", params.from.as_deref())?.unwrap_or_else(Utc::now);
     let to = instant("to", params.to.as_deref())?;
@@ -215,8 +228,9 @@ pub async fn list_events(
         after: after.map(|k| (k.at, k.id)),
         limit: limit + 1,
     };
+    let viewer = scope.viewer();
     let (role, rows) =
-        events::list_upcoming_for_member_and_commit(scope.tx, tenant, user, query).await?;
+        events::list_upcoming_for_member_and_commit(scope.tx, tenant, viewer, query).await?;
     if role.is_none() {
         return Err(not_a_member());
     }
@@ -237,8 +251,9 @@ pub async fn list_events(
     responses((status = 200, body = EventView), (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [], "tenant" = [])))]
 pub async fn get_event(scope: Scope, Path(id): Path<Uuid>) -> Result<Json<EventView>, ApiError> {
-    let (tenant, user) = (scope.tenant.id, scope.user.id);
-    let (role, event) = events::get_for_member_and_commit(scope.tx, tenant, user, id).await?;
+    let tenant = scope.tenant.id;
+    let viewer = scope.viewer();
+    let (role, event) = events::get_for_member_and_commit(scope.tx, tenant, viewer, id).await?;
     if role.is_none() {
         return Err(not_a_member());
     }

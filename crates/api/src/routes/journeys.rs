@@ -182,7 +182,7 @@ pub async fn list_journeys(
         cursor: params.cursor,
     };
     let limit = page.limit()?;
-    let (tenant, viewer) = (scope.tenant.id, scope.user.id);
+    let (tenant, viewer) = (scope.tenant.id, scope.viewer());
     let owner = match params.user_id.as_deref() {
         None => viewer,
         Some(raw) => Uuid::parse_str(raw)
@@ -225,8 +225,9 @@ pub async fn get_journey(
     scope: Scope,
     Path(id): Path<Uuid>,
 ) -> Result<Json<JourneyView>, ApiError> {
-    let (tenant, user) = (scope.tenant.id, scope.user.id);
-    let (role, journey) = journeys::get_for_member_and_commit(scope.tx, tenant, user, id).await?;
+    let tenant = scope.tenant.id;
+    let viewer = scope.viewer();
+    let (role, journey) = journeys::get_for_member_and_commit(scope.tx, tenant, viewer, id).await?;
     if role.is_none() {
         return Err(not_a_member());
     }
@@ -459,19 +460,15 @@ pub async fn list_activities(
         after: after.map(|k| (k.at, k.id)),
         limit: limit + 1,
     };
-    let rows = match journeys::list_activities_for_member_and_commit(
-        scope.tx,
-        tenant,
-        id,
-        scope.user.id,
-        query,
-    )
-    .await?
-    {
-        ActivitiesPage::NotAMember => return Err(not_a_member()),
-        ActivitiesPage::NoSuchJourney => return Err(journey_not_found()),
-        ActivitiesPage::Page(rows) => rows,
-    };
+    let viewer = scope.viewer();
+    let rows =
+        match journeys::list_activities_for_member_and_commit(scope.tx, tenant, id, viewer, query)
+            .await?
+        {
+            ActivitiesPage::NotAMember => return Err(not_a_member()),
+            ActivitiesPage::NoSuchJourney => return Err(journey_not_found()),
+            ActivitiesPage::Page(rows) => rows,
+        };
     Ok(Json(Page::from_rows(
         rows,
         limit,

@@ -151,9 +151,9 @@ pub async fn list_members(
     let tenant = scope.tenant.id;
     let after: Option<Uuid> = page.after(tenant, "members")?;
     // Membership, page and commit in one round trip.
+    let viewer = scope.viewer();
     let (role, rows) =
-        members::list_for_member_and_commit(scope.tx, tenant, scope.user.id, after, limit + 1)
-            .await?;
+        members::list_for_member_and_commit(scope.tx, tenant, viewer, after, limit + 1).await?;
     let role = role.ok_or_else(crate::request::not_a_member)?;
     // Email addresses are for the tenant's admins (and each member's own).
     let me = scope.user.id;

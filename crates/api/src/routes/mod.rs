@@ -14,14 +14,19 @@ pub mod origin;
 pub mod posts;
 pub mod search;
 pub mod shares;
+pub mod support;
 pub mod tenant;
+pub mod versions;
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer};
 use utoipa_axum::router::OpenApiRouter;
 
+use tenantry_core::Feature;
+
 use crate::problem::{ApiError, FieldError};
+use crate::request::RequiredFeature;
 use crate::state::AppState;
 
 /// Every route of the API with its OpenAPI operation: each module registers
@@ -32,16 +37,26 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(tenant::routes())
         .merge(members::routes())
         .merge(posts::routes())
-        .merge(events::routes())
-        .merge(journeys::routes())
-        .merge(search::routes())
+        .merge(gated(Feature::Events, events::routes()))
+        .merge(gated(Feature::Journeys, journeys::routes()))
+        .merge(gated(Feature::Search, search::routes()))
         .merge(community::routes())
         .merge(shares::routes())
         .merge(jobs::routes())
-        .merge(analytics::routes())
+        .merge(gated(Feature::Analytics, analytics::routes()))
         .merge(notifications::routes())
         .merge(audit::routes())
         .merge(ops::routes())
+        .merge(versions::routes())
+        .merge(support::routes())
+}
+
+/// A capability's routes behind its feature flag: a tenant-scoped request
+/// to them ([`crate::request::Scope`]) whose tenant has `feature` off
+/// answers 403 `feature_disabled`. Routes that gate only some operations,
+/// or that span tenants, check the flag themselves.
+fn gated(feature: Feature, routes: OpenApiRouter<Arc<AppState>>) -> OpenApiRouter<Arc<AppState>> {
+    routes.layer(axum::Extension(RequiredFeature(feature)))
 }
 
 /// Tells a field that is absent (`None`) from one set to null

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tenantry_core::Feature;
 use tenantry_core::Role;
 use tenantry_db::notifications::{self, Notification};
 use tenantry_jobs::announcements::Once;
@@ -97,6 +98,7 @@ pub async fn announce(
     headers: HeaderMap,
     Json(body): Json<AnnouncementBody>,
 ) -> Result<Response, ApiError> {
+    scope.feature(Feature::Announcements)?;
     let key = idempotency_key(&headers)?;
     let mut checks = Checks::default();
     let title = checks.check(text("title", &body.title, 200));

@@ -118,7 +118,7 @@ pub async fn list_posts(
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<PostView>>, ApiError> {
     let limit = page.limit()?;
-    let (tenant, user) = (scope.tenant.id, scope.user.id);
+    let (tenant, user) = (scope.tenant.id, scope.viewer());
     let after: Option<TimeKey> = page.after(tenant, "posts")?;
     let ttl = Duration::from_secs(scope.limits.cache_ttl_secs.into());
     let rows = if after.is_none() && !ttl.is_zero() {
@@ -172,9 +172,10 @@ pub async fn list_posts(
     responses((status = 200, body = PostView), (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [], "tenant" = [])))]
 pub async fn get_post(scope: Scope, Path(id): Path<Uuid>) -> Result<Json<PostView>, ApiError> {
-    let (tenant, user) = (scope.tenant.id, scope.user.id);
+    let tenant = scope.tenant.id;
     // Membership, post and commit in one round trip.
-    let (role, post) = posts::get_for_member_and_commit(scope.tx, tenant, user, id).await?;
+    let viewer = scope.viewer();
+    let (role, post) = posts::get_for_member_and_commit(scope.tx, tenant, viewer, id).await?;
     if role.is_none() {
         return Err(crate::request::not_a_member());
     }
@@ -339,10 +340,11 @@ pub async fn list_comments(
     let list = format!("comments:{id}");
     let after: Option<TimeKey> = page.after(tenant, &list)?;
     // Membership, the post's existence, the page and commit in one round trip.
+    let viewer = scope.viewer();
     let page = posts::list_comments_for_member_and_commit(
         scope.tx,
         tenant,
-        scope.user.id,
+        viewer,
         id,
         after.map(Into::into),
         limit + 1,

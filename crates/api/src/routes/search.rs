@@ -116,10 +116,11 @@ pub async fn search(
     // A cursor only continues the query that issued it.
     let list = format!("search:{q}");
     let after: Option<RankKey> = page.after(tenant, &list)?;
+    let viewer = scope.viewer();
     let (role, rows) = search::search_for_member_and_commit(
         scope.tx,
         tenant,
-        scope.user.id,
+        viewer,
         &q,
         after.map(|k| (k.r, k.id)),
         limit + 1,

@@ -21,6 +21,7 @@ use super::events::EventView;
 use super::posts::PostView;
 use crate::problem::{ApiError, Json};
 use crate::request::UserScope;
+use tenantry_core::Feature;
 
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -94,6 +95,18 @@ pub async fn share(
     };
     let source = find(&body.source_tenant)?;
     let target = find(&body.target_tenant)?;
+    // Sharing is a feature of both communities: the one shared from and the
+    // one shared into.
+    for slug in [&body.source_tenant, &body.target_tenant] {
+        if !scope
+            .tenant_limits(slug)
+            .await?
+            .features
+            .enabled(Feature::Shares)
+        {
+            return Err(ApiError::FeatureDisabled(Feature::Shares));
+        }
+    }
     let (user, id) = (scope.user.id, body.content_id);
     let view = |post: Option<PostView>, event: Option<EventView>| ShareView {
         content_type: body.content_type.clone(),

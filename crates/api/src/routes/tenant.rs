@@ -9,6 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use tenantry_core::FeatureFlags;
 use tenantry_db::members::Member;
 use tenantry_db::tenants::Tenant;
 use utoipa_axum::router::OpenApiRouter;
@@ -39,6 +40,8 @@ pub struct TenantSummary {
     /// (`settings`): each top-level key of the tenant's wins.
     #[schema(value_type = Object)]
     pub effective_settings: Value,
+    /// Every feature on or off for this tenant (its tier's flags with its
+    /// own on top, rollouts decided), and the tenant's other flags.
     #[schema(value_type = Object)]
     pub features: Value,
     pub member_count: i64,
@@ -101,7 +104,7 @@ async fn answer(scope: &Scope, member: Option<&Member>) -> Result<Bytes, ApiErro
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("membership as JSON: {e}")))?;
     let platform = scope.platform_settings().await?;
     let summary = scope.views().summary(&scope.tenant, &platform, || {
-        summarize(&scope.tenant, &platform)
+        summarize(&scope.tenant, &platform, &scope.limits.features)
     });
     let mut body = Vec::with_capacity(summary.len() + membership.len() + 32);
     body.extend_from_slice(b"{\"tenant\":");
@@ -112,8 +115,9 @@ async fn answer(scope: &Scope, member: Option<&Member>) -> Result<Bytes, ApiErro
     Ok(body.into())
 }
 
-/// The tenant part of `GET /v1/tenant`.
-pub fn summarize(t: &Tenant, platform: &Value) -> TenantSummary {
+/// The tenant part of `GET /v1/tenant`; `features` are the tenant's
+/// resolved flags (its effective limits').
+pub fn summarize(t: &Tenant, platform: &Value, features: &FeatureFlags) -> TenantSummary {
     TenantSummary {
         id: t.id,
         slug: t.slug.clone(),
@@ -123,7 +127,7 @@ pub fn summarize(t: &Tenant, platform: &Value) -> TenantSummary {
         join_policy: t.join_policy.as_str().to_owned(),
         settings: t.settings.clone(),
         effective_settings: tenantry_db::platform::overlay(platform, &t.settings),
-        features: t.features.clone(),
+        features: tenantry_core::features::effective(features, t.id, &t.features),
         member_count: t.member_count,
     }
 }
@@ -146,6 +150,7 @@ mod tests {
             settings: serde_json::json!({"theme": "light", "welcome": "Hi \"there\""}),
             features: serde_json::json!({"events": true}),
             limits: tenantry_core::LimitOverrides::default(),
+            api_version: crate::versions::newest().to_owned(),
             member_count: 42,
             post_count: 7,
             storage_bytes: 1024,
@@ -159,8 +164,11 @@ mod tests {
         let views = TenantViews::default();
         let t = tenant("Acme");
         let platform = Arc::new(serde_json::json!({"theme": "dark", "locale": "en"}));
-        let summary = views.summary(&t, &platform, || summarize(&t, &platform));
-        let expected = serde_json::to_value(summarize(&t, &platform)).expect("serializes");
+        let summary = views.summary(&t, &platform, || {
+            summarize(&t, &platform, &FeatureFlags::default())
+        });
+        let expected = serde_json::to_value(summarize(&t, &platform, &FeatureFlags::default()))
+            .expect("serializes");
         let ours: Value = serde_json::from_slice(&summary).expect("valid JSON");
         assert_eq!(ours, expected);
     }
@@ -172,7 +180,7 @@ mod tests {
         let made = std::cell::Cell::new(0);
         let make = |t: &Arc<Tenant>, p: &Arc<Value>| {
             made.set(made.get() + 1);
-            summarize(t, p)
+            summarize(t, p, &FeatureFlags::default())
         };
         views.summary(&a, &platform, || make(&a, &platform));
         views.summary(&a, &platform, || make(&a, &platform));
