@@ -36,6 +36,7 @@ pub const TENANT: &str = "tenant";
         (name = "analytics", description = "Group-committed analytics events and daily statistics"),
         (name = "notifications", description = "Announcements and members' notifications"),
         (name = "audit", description = "The tenant's audit log"),
+        (name = "support", description = "Support access: agents, the grants a tenant gives them, what they did"),
         (name = "ops", description = "Health, metrics and the front page"),
     )
 )]
@@ -117,7 +118,10 @@ impl Class {
 /// Why an operation may answer a status: each reason names the problem
 /// codes it comes with (API.md, "Conventions").
 fn reasons(class: Class, operation: &Value, has_path_ids: bool) -> Vec<(u16, &'static str)> {
-    let mut reasons = Vec::new();
+    let mut reasons = vec![(
+        400,
+        "`Tenantry-Version` names no API version (`bad_request`).",
+    )];
     let has_body = operation.get("requestBody").is_some();
     let has_query = operation["parameters"]
         .as_array()
@@ -126,7 +130,7 @@ fn reasons(class: Class, operation: &Value, has_path_ids: bool) -> Vec<(u16, &'s
         Class::Tenant => reasons.extend([
             (400, "No tenant named, or two signals (domain, host, `X-Tenant`, `?tenant=`) name different tenants (`bad_request`)."),
             (401, "Missing, malformed, expired or invalid bearer token (`unauthenticated`)."),
-            (403, "The tenant is suspended (`tenant_suspended`); the caller is not a member or lacks the role (`forbidden`); a quota is used up (`quota_exceeded`)."),
+            (403, "The tenant is suspended (`tenant_suspended`); the caller is not a member or lacks the role, or their `X-Support-Grant` is not live, or is read-only and this is a write (`forbidden`); the tenant has this feature off (`feature_disabled`); a quota is used up (`quota_exceeded`)."),
             (404, "No such tenant, or it was deleted (`not_found`)."),
             (429, "The tenant or the user within it is over its request rate (`rate_limited`)."),
         ]),
@@ -223,6 +227,7 @@ pub fn contract(openapi: utoipa::openapi::OpenApi, tiers: &[String]) -> Value {
 fn complete(path: &str, operation: &mut Value) {
     let ids = declare_path_ids(path, operation);
     let class = Class::of(operation);
+    declare_version_headers(operation, class);
     let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
     for (status, reason) in reasons(class, operation, !ids.is_empty()) {
         by_status.entry(status).or_default().push(reason);
@@ -259,6 +264,10 @@ fn complete(path: &str, operation: &mut Value) {
             .expect("a response is an object")
             .entry("headers")
             .or_insert_with(|| json!({}));
+        headers["Tenantry-Version"] = json!({
+            "description": "The API version of the answer; a deprecated one also sends `Deprecation` and `Sunset`.",
+            "schema": {"type": "string"},
+        });
         headers["X-Request-Id"] = json!({
             "description": "The request's id: the caller's `X-Request-Id` if sane, else a new one.",
             "schema": {"type": "string"},
@@ -283,6 +292,37 @@ fn complete(path: &str, operation: &mut Value) {
                 "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
             });
         }
+    }
+}
+
+/// Every operation takes `Tenantry-Version` (API.md, "Platform controls"),
+/// and a tenant's operation `X-Support-Grant`, the grant a support agent
+/// acts under.
+fn declare_version_headers(operation: &mut Value, class: Class) {
+    let versions: Vec<&str> = crate::versions::VERSIONS.iter().map(|v| v.date).collect();
+    let parameters = operation
+        .as_object_mut()
+        .expect("an operation is an object")
+        .entry("parameters")
+        .or_insert_with(|| json!([]));
+    let Some(parameters) = parameters.as_array_mut() else {
+        return;
+    };
+    parameters.push(json!({
+        "name": "Tenantry-Version",
+        "in": "header",
+        "required": false,
+        "description": "The API version to answer in; default the tenant's pinned version (the newest without a tenant).",
+        "schema": {"type": "string", "enum": versions},
+    }));
+    if matches!(class, Class::Tenant) {
+        parameters.push(json!({
+            "name": "X-Support-Grant",
+            "in": "header",
+            "required": false,
+            "description": "A support agent's grant in this tenant (its id): the agent acts under it while it is live.",
+            "schema": {"type": "string", "format": "uuid"},
+        }));
     }
 }
 
