@@ -46,6 +46,16 @@ pub struct Limits {
     /// Weight in the fair queue across tenants: a weight-4 tenant is admitted
     /// four times as often as a weight-1 tenant when both are waiting.
     pub weight: u32,
+    /// Hours between scheduled backups (exports) of each tenant; 0: none.
+    #[serde(default)]
+    pub backup_every_hours: u32,
+    /// Scheduled backups kept per tenant; older ones are pruned.
+    #[serde(default = "default_backups_kept")]
+    pub backups_kept: u32,
+}
+
+fn default_backups_kept() -> u32 {
+    7
 }
 
 impl Limits {
@@ -69,6 +79,8 @@ impl Limits {
                 .analytics_events_per_day
                 .unwrap_or(self.analytics_events_per_day),
             weight: overrides.weight.unwrap_or(self.weight),
+            backup_every_hours: self.backup_every_hours,
+            backups_kept: self.backups_kept,
         }
     }
 
@@ -169,6 +181,8 @@ impl Default for TierTable {
                     max_storage_mb: 500,
                     analytics_events_per_day: 100_000,
                     weight: 1,
+                    backup_every_hours: 24,
+                    backups_kept: 3,
                 },
             ),
             (
@@ -185,6 +199,8 @@ impl Default for TierTable {
                     max_storage_mb: 10_000,
                     analytics_events_per_day: 5_000_000,
                     weight: 2,
+                    backup_every_hours: 24,
+                    backups_kept: 7,
                 },
             ),
             (
@@ -201,6 +217,8 @@ impl Default for TierTable {
                     max_storage_mb: 1_000_000,
                     analytics_events_per_day: 100_000_000,
                     weight: 4,
+                    backup_every_hours: 6,
+                    backups_kept: 28,
                 },
             ),
         ]);

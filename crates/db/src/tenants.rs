@@ -112,6 +112,14 @@ pub async fn create(db: &Db, new: &NewTenant, timeout_ms: u32) -> Result<Tenant,
     Tenant::from_row(row)
 }
 
+/// The tenant `id` (not deleted) as `conn`'s transaction sees it: for work
+/// that reads the tenant's record in its own snapshot (an export).
+pub async fn find_on(conn: &tokio_postgres::Client, id: Uuid) -> Result<Option<Tenant>, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM tenants WHERE id = $1 AND status <> 'deleted'");
+    let rows = conn.query(&sql, &[&id]).await?;
+    rows.first().map(Tenant::from_row).transpose()
+}
+
 /// Which column identifies the tenant to look up.
 #[derive(Debug, Clone, Copy)]
 pub enum Lookup<'a> {

@@ -7,6 +7,7 @@ pub mod community;
 pub mod events;
 pub mod jobs;
 pub mod journeys;
+pub mod lifecycle;
 pub mod members;
 pub mod notifications;
 pub mod ops;
@@ -42,6 +43,7 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(notifications::routes())
         .merge(audit::routes())
         .merge(ops::routes())
+        .merge(lifecycle::routes())
 }
 
 /// Tells a field that is absent (`None`) from one set to null
