@@ -758,6 +758,7 @@ pub async fn load(
     let Some(Message::Manifest(manifest)) = rx.recv().await else {
         return Err(reader_error(reader).await);
     };
+    let manifest = *manifest;
     for entry in &manifest.tables {
         if !tables.iter().any(|t| t.name == entry.name) {
             return Err(bad(Some(&entry.name), "no such table in this schema"));
@@ -898,7 +899,7 @@ pub async fn load(
 }
 
 enum Message {
-    Manifest(Manifest),
+    Manifest(Box<Manifest>),
     Table(String),
     Chunk(bytes::Bytes),
     TableEnd,
@@ -910,7 +911,7 @@ enum Message {
 fn read_into(path: &Path, tx: &tokio::sync::mpsc::Sender<Message>) -> Result<(), LifecycleError> {
     let gone = || bad(None, "the import stopped");
     let (mut reader, manifest) = Reader::open(path)?;
-    tx.blocking_send(Message::Manifest(manifest.clone()))
+    tx.blocking_send(Message::Manifest(Box::new(manifest.clone())))
         .map_err(|_| gone())?;
     let mut seen = std::collections::HashSet::new();
     while let Some((name, size)) = reader.next_table(&manifest)? {
