@@ -26,6 +26,8 @@ pub struct Batch {
     pub worker_config: WorkerConfig,
     /// How often post counter deltas are applied.
     pub counter_interval: std::time::Duration,
+    /// Where export archives (and uploaded imports) are kept.
+    pub export_dir: std::path::PathBuf,
 }
 
 impl Batch {
@@ -38,6 +40,7 @@ impl Batch {
             workers: 2,
             worker_config: WorkerConfig::default(),
             counter_interval: std::time::Duration::from_secs(1),
+            export_dir: std::path::PathBuf::from(crate::config::DEFAULT_DATA_DIR).join("exports"),
         }
     }
 
@@ -68,14 +71,14 @@ pub fn start(
         batch.wake.clone(),
         stop.clone(),
     )));
-    let cache = cache.clone();
+    let counters_cache = cache.clone();
     tasks.push(tokio::spawn(tenantry_jobs::counters::run(
         db.clone(),
         batch.counter_interval,
         stop.clone(),
         // New counts: the tenants' cached first pages of posts must go.
         move |tenants| {
-            let cache = cache.clone();
+            let cache = counters_cache.clone();
             tokio::spawn(async move {
                 for tenant in tenants {
                     cache.bump_list(tenant, "posts").await;
@@ -84,9 +87,11 @@ pub fn start(
         },
     )));
     for _ in 0..batch.workers {
+        let registry =
+            crate::lifecycle::register(Batch::registry(), &batch.export_dir, cache.clone());
         let worker = Arc::new(Worker::new(
             db.clone(),
-            Batch::registry(),
+            registry,
             batch.worker_config.clone(),
         ));
         tasks.push(tokio::spawn(worker.run(batch.wake.clone(), stop.clone())));

@@ -54,6 +54,9 @@ pub struct Settings {
     pub job_lease: std::time::Duration,
     /// How long the analytics collector gathers requests into one commit.
     pub ingest_window: std::time::Duration,
+    /// Where tenant exports (backups) and uploaded imports are kept; `None`:
+    /// `exports` in `data_dir`.
+    pub export_dir: Option<PathBuf>,
 }
 
 impl fmt::Debug for Settings {
@@ -78,6 +81,7 @@ impl fmt::Debug for Settings {
             .field("job_workers", &self.job_workers)
             .field("job_lease", &self.job_lease)
             .field("ingest_window", &self.ingest_window)
+            .field("export_dir", &self.export_dir)
             .finish()
     }
 }
@@ -103,6 +107,7 @@ impl Default for Settings {
             job_workers: DEFAULT_JOB_WORKERS,
             job_lease: std::time::Duration::from_secs(DEFAULT_JOB_LEASE_SECS),
             ingest_window: std::time::Duration::from_millis(DEFAULT_INGEST_WINDOW_MS),
+            export_dir: None,
         }
     }
 }
@@ -197,6 +202,10 @@ pub struct ServeArgs {
     /// one commit.
     #[arg(long, env = "TENANTRY_INGEST_WINDOW_MS", default_value_t = DEFAULT_INGEST_WINDOW_MS)]
     pub ingest_window_ms: u64,
+    /// Directory of tenant exports, backups and uploaded imports (default:
+    /// `exports` in the data directory).
+    #[arg(long, env = "TENANTRY_EXPORT_DIR")]
+    pub export_dir: Option<PathBuf>,
 }
 
 /// On or off.
@@ -238,6 +247,7 @@ impl ServeArgs {
             job_workers: self.job_workers,
             job_lease: Duration::from_secs(self.job_lease_secs),
             ingest_window: Duration::from_millis(self.ingest_window_ms),
+            export_dir: self.export_dir,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod config;
 pub mod json_time;
+pub mod lifecycle;
 pub mod maintenance;
 pub mod openapi;
 pub mod pagination;

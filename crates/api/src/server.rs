@@ -34,7 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(telemetry::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(telemetry::panic_response))
-        .layer(axum::middleware::from_fn(telemetry::buffer_body))
+        .layer(axum::middleware::from_fn(crate::lifecycle::buffer_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::request::shed::shed,
@@ -70,6 +70,10 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let warm = tokio::spawn(crate::warm::run(state.clone(), stop_rx.clone()));
+    let backups = tokio::spawn(crate::lifecycle::run_backups(
+        state.clone(),
+        stop_rx.clone(),
+    ));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -79,7 +83,7 @@ pub async fn run(
     // the ones waiting on it); now workers finish their batch and the
     // collector writes what it holds.
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(purge, maintenance, upkeep, fanout, warm);
+    let _ = tokio::join!(purge, maintenance, upkeep, fanout, warm, backups);
     for task in batch {
         let _ = task.await;
     }
@@ -184,6 +188,10 @@ impl Application {
             settings.job_workers,
         );
         state.batch.worker_config.lease = settings.job_lease;
+        state.batch.export_dir = settings
+            .export_dir
+            .clone()
+            .unwrap_or_else(|| settings.data_dir.join("exports"));
         if let Some(cache) = cache {
             state = state.with_cache(cache);
         }

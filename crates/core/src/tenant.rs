@@ -12,6 +12,9 @@ pub enum TenantStatus {
     Active,
     Suspended,
     Deleted,
+    /// Created by an import whose archive is not loaded yet: serves nothing
+    /// (like an unknown tenant) until the archive is verified and in.
+    Importing,
 }
 
 impl TenantStatus {
@@ -20,6 +23,7 @@ impl TenantStatus {
             "active" => Ok(Self::Active),
             "suspended" => Ok(Self::Suspended),
             "deleted" => Ok(Self::Deleted),
+            "importing" => Ok(Self::Importing),
             _ => Err(ParseError::new("status must be active or suspended")),
         }
     }
@@ -29,6 +33,7 @@ impl TenantStatus {
             Self::Active => "active",
             Self::Suspended => "suspended",
             Self::Deleted => "deleted",
+            Self::Importing => "importing",
         }
     }
 }

@@ -52,6 +52,16 @@ pub struct Limits {
     /// (see `AppState::limits_of`) they are resolved to on or off.
     #[serde(default)]
     pub features: FeatureFlags,
+    /// Hours between scheduled backups (exports) of each tenant; 0: none.
+    #[serde(default)]
+    pub backup_every_hours: u32,
+    /// Scheduled backups kept per tenant; older ones are pruned.
+    #[serde(default = "default_backups_kept")]
+    pub backups_kept: u32,
+}
+
+fn default_backups_kept() -> u32 {
+    7
 }
 
 impl Limits {
@@ -76,6 +86,8 @@ impl Limits {
                 .unwrap_or(self.analytics_events_per_day),
             weight: overrides.weight.unwrap_or(self.weight),
             features: self.features,
+            backup_every_hours: self.backup_every_hours,
+            backups_kept: self.backups_kept,
         }
     }
 
@@ -177,6 +189,8 @@ impl Default for TierTable {
                     analytics_events_per_day: 100_000,
                     weight: 1,
                     features: FeatureFlags::default(),
+                    backup_every_hours: 24,
+                    backups_kept: 3,
                 },
             ),
             (
@@ -194,6 +208,8 @@ impl Default for TierTable {
                     analytics_events_per_day: 5_000_000,
                     weight: 2,
                     features: FeatureFlags::default(),
+                    backup_every_hours: 24,
+                    backups_kept: 7,
                 },
             ),
             (
@@ -211,6 +227,8 @@ impl Default for TierTable {
                     analytics_events_per_day: 100_000_000,
                     weight: 4,
                     features: FeatureFlags::default(),
+                    backup_every_hours: 6,
+                    backups_kept: 28,
                 },
             ),
         ]);

@@ -22,6 +22,7 @@ mod error;
 pub mod events;
 pub mod journeys;
 pub mod json;
+pub mod lifecycle;
 pub mod members;
 pub mod migrate;
 #[cfg(test)]

@@ -26,6 +26,11 @@ pub fn fingerprint() -> u64 {
         })
 }
 
+/// The newest migration's version: the schema version an export records.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.iter().map(|(v, _, _)| *v).max().unwrap_or(0)
+}
+
 /// Months of partitions made ahead when migrating (the server's maintenance
 /// worker keeps its own horizon, `TENANTRY_PARTITION_HORIZON_MONTHS`).
 pub const PARTITION_HORIZON_MONTHS: u32 = 12;

@@ -25,12 +25,19 @@ pub struct Tenant {
     pub features: Value,
     pub limits: LimitOverrides,
     /// The API version (`YYYY-MM-DD`) its requests get when they name none.
+    /// (Absent from exports made before versions: the first version.)
+    #[serde(default = "first_api_version")]
     pub api_version: String,
     pub member_count: i64,
     pub post_count: i64,
     pub storage_bytes: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The version tenants from before API versions are pinned to (V100).
+fn first_api_version() -> String {
+    "2026-11-01".to_owned()
 }
 
 const COLUMNS: &str = "id, slug, name, domain, tier, status, join_policy, owner_user_id, \
@@ -115,6 +122,14 @@ pub async fn create(db: &Db, new: &NewTenant, timeout_ms: u32) -> Result<Tenant,
         .first()
         .ok_or_else(|| DbError::Other(anyhow::anyhow!("tenant insert returned no row")))?;
     Tenant::from_row(row)
+}
+
+/// The tenant `id` (not deleted) as `conn`'s transaction sees it: for work
+/// that reads the tenant's record in its own snapshot (an export).
+pub async fn find_on(conn: &tokio_postgres::Client, id: Uuid) -> Result<Option<Tenant>, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM tenants WHERE id = $1 AND status <> 'deleted'");
+    let rows = conn.query(&sql, &[&id]).await?;
+    rows.first().map(Tenant::from_row).transpose()
 }
 
 /// Which column identifies the tenant to look up.

@@ -10,12 +10,14 @@
 //!   for tests.
 //! - [`ingest`]: the group-committed analytics collector.
 //! - [`announcements`]: the announcement fan-out job.
+//! - [`lifecycle`]: tenant exports and archive loads (import, clone, restore).
 //! - [`counters`]: the coalesced apply of post counter deltas.
 //! - [`vacuum`]: the workers keep the queue table vacuumed themselves.
 
 pub mod announcements;
 pub mod counters;
 pub mod ingest;
+pub mod lifecycle;
 pub mod queue;
 pub mod vacuum;
 pub mod worker;

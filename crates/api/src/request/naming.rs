@@ -75,7 +75,7 @@ pub(crate) async fn resolve_named(
     match tenant.status {
         TenantStatus::Active => Ok((tenant, ns)),
         TenantStatus::Suspended => Err(ApiError::TenantSuspended),
-        TenantStatus::Deleted => Err(unknown()),
+        TenantStatus::Deleted | TenantStatus::Importing => Err(unknown()),
     }
 }
 

@@ -208,12 +208,18 @@ pub async fn change_role(
             "you may not change this member's role to that".to_owned(),
         ));
     }
+    if role != Role::Owner {
+        keep_the_owner(&scope, user_id)?;
+    }
     if target == Role::Owner && role != Role::Owner {
         ensure_another_owner(&mut scope, tenant).await?;
     }
     let member = members::set_role(&mut scope.tx, tenant, user_id, role)
         .await?
         .ok_or_else(|| ApiError::not_found("member"))?;
+    if role != Role::Owner {
+        tenantry_db::lifecycle::owner::hand_on(&mut scope.tx, tenant, user_id).await?;
+    }
     audit(
         &mut scope,
         "member.role",
@@ -225,6 +231,22 @@ pub async fn change_role(
     scope.tx.commit().await?;
     changed.announce().await;
     Ok(Json(member.into()))
+}
+
+/// The tenant's owner (`owner_user_id`) is never removed or demoted by
+/// anyone else, other owners included: ownership moves only by transfer
+/// (`POST /v1/tenant/owner`). The owner may step down or leave themselves
+/// when another owner remains, who then becomes the tenant's owner
+/// ([`tenantry_db::lifecycle::owner::hand_on`]).
+fn keep_the_owner(scope: &Scope, user_id: Uuid) -> Result<(), ApiError> {
+    if user_id == scope.tenant.owner_user_id && scope.user.id != user_id {
+        return Err(ApiError::Forbidden(
+            "the tenant's owner cannot be removed or demoted by anyone else: ownership moves \
+             only by transfer (POST /v1/tenant/owner)"
+                .to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// A tenant always keeps at least one owner.
@@ -252,6 +274,7 @@ pub async fn remove_member(
         .await?
         .ok_or_else(|| ApiError::not_found("member"))?;
     let leaving = user_id == scope.user.id;
+    keep_the_owner(&scope, user_id)?;
     if !leaving && !may_manage(actor, target) {
         return Err(ApiError::Forbidden(
             "you may not remove this member".to_owned(),
@@ -263,6 +286,7 @@ pub async fn remove_member(
     if !members::remove(&mut scope.tx, tenant, user_id).await? {
         return Err(ApiError::not_found("member"));
     }
+    tenantry_db::lifecycle::owner::hand_on(&mut scope.tx, tenant, user_id).await?;
     let action = if leaving {
         "member.leave"
     } else {

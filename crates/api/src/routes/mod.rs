@@ -7,6 +7,7 @@ pub mod community;
 pub mod events;
 pub mod jobs;
 pub mod journeys;
+pub mod lifecycle;
 pub mod members;
 pub mod notifications;
 pub mod ops;
@@ -47,6 +48,7 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(notifications::routes())
         .merge(audit::routes())
         .merge(ops::routes())
+        .merge(lifecycle::routes())
         .merge(versions::routes())
         .merge(support::routes())
 }

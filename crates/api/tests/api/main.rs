@@ -19,6 +19,7 @@ mod feed;
 mod isolation;
 mod journeys;
 mod json;
+mod lifecycle;
 mod members;
 mod notifications;
 mod outage;
