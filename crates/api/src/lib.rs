@@ -9,6 +9,7 @@ pub mod config;
 pub mod json_time;
 pub mod maintenance;
 pub mod openapi;
+pub mod ops;
 pub mod pagination;
 pub mod problem;
 pub mod purge;

@@ -62,6 +62,11 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let warm = tokio::spawn(crate::warm::run(state.clone(), stop_rx.clone()));
+    let usage = tokio::spawn(crate::ops::usage::run(
+        state.db.clone(),
+        state.usage.clone(),
+        stop_rx.clone(),
+    ));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -71,7 +76,7 @@ pub async fn run(
     // the ones waiting on it); now workers finish their batch and the
     // collector writes what it holds.
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(purge, maintenance, upkeep, fanout, warm);
+    let _ = tokio::join!(purge, maintenance, upkeep, fanout, warm, usage);
     for task in batch {
         let _ = task.await;
     }

@@ -53,6 +53,9 @@ pub struct AppState {
     pub batch: crate::batch::Batch,
     /// Months of range partitions the maintenance worker keeps made ahead.
     pub partition_horizon_months: u32,
+    /// Usage per tenant per day, counted in memory and flushed in batches
+    /// (`crate::ops::usage`).
+    pub usage: Arc<crate::ops::usage::UsageMeter>,
 }
 
 /// The fairness machinery (DESIGN.md, "Fairness").
@@ -197,6 +200,7 @@ impl AppState {
                 crate::config::DEFAULT_DB_QUEUE_BUDGET,
             ),
             partition_horizon_months: crate::config::DEFAULT_PARTITION_HORIZON_MONTHS,
+            usage: Arc::default(),
         }
     }
 

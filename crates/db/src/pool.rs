@@ -149,6 +149,39 @@ pub async fn count_statements<F: Future>(f: F) -> (F::Output, u64) {
     (out, counter.load(Ordering::Relaxed))
 }
 
+/// What a request's transactions used of the database: time holding a
+/// connection and rows written. Measured only inside [`measure_use`] (the
+/// request path), for usage metering.
+#[derive(Debug, Default)]
+pub struct DbUse {
+    pub held_us: AtomicU64,
+    pub rows_written: AtomicU64,
+}
+
+tokio::task_local! {
+    static REQUEST_USE: Arc<DbUse>;
+}
+
+/// Runs `f`, adding to `usage` the time its task's transactions hold a
+/// connection and the rows their writing statements change (`execute`'s
+/// count, or the rows an `INSERT`/`UPDATE`/`DELETE` returns).
+pub async fn measure_use<F: Future>(usage: Arc<DbUse>, f: F) -> F::Output {
+    REQUEST_USE.scope(usage, f).await
+}
+
+fn add_rows_written(n: u64) {
+    let _ = REQUEST_USE.try_with(|u| u.rows_written.fetch_add(n, Ordering::Relaxed));
+}
+
+/// Whether `sql` is a plain write (its returned rows are rows it wrote).
+fn is_write(sql: &str) -> bool {
+    let head = sql.trim_start().as_bytes();
+    head.len() >= 6
+        && ["INSERT", "UPDATE", "DELETE"]
+            .iter()
+            .any(|w| head[..6].eq_ignore_ascii_case(w.as_bytes()))
+}
+
 fn counted(n: u64) {
     STATEMENTS.fetch_add(n, Ordering::Relaxed);
     let _ = REQUEST_STATEMENTS.try_with(|c| c.fetch_add(n, Ordering::Relaxed));
@@ -223,6 +256,7 @@ impl Db {
             mode: self.mode,
             admission: std::sync::Mutex::new(None),
             admitted: None,
+            held_since: Some(std::time::Instant::now()),
         })
     }
 
@@ -239,6 +273,7 @@ impl Db {
             mode: self.mode,
             admission: std::sync::Mutex::new(admission),
             admitted: None,
+            held_since: None,
         }
     }
 
@@ -337,6 +372,8 @@ pub struct Tx {
     admission: std::sync::Mutex<Option<Admission>>,
     /// What the admission yielded (the share permit), released with the Tx.
     admitted: Option<Box<dyn Any + Send + Sync>>,
+    /// Since when this transaction holds its connection (for [`DbUse`]).
+    held_since: Option<std::time::Instant>,
 }
 
 impl Tx {
@@ -366,6 +403,7 @@ impl Tx {
             self.admitted = Some(admission.await?);
         }
         self.conn = Some(self.pool.get().await?);
+        self.held_since = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -403,15 +441,19 @@ impl Tx {
             .as_ref()
             .expect("a Tx holds its connection until it ends");
         counted(1 + u64::from(self.prelude.is_some()));
-        match self.prelude.take().map(|ctx| ctx.prelude()) {
+        let rows = match self.prelude.take().map(|ctx| ctx.prelude()) {
             Some(prelude) => {
                 let (begun, rows) =
                     futures::join!(conn.batch_execute(&prelude), conn.query(&stmt, params));
                 begun?;
-                Ok(rows?)
+                rows?
             }
-            None => Ok(conn.query(&stmt, params).await?),
+            None => conn.query(&stmt, params).await?,
+        };
+        if is_write(sql) {
+            add_rows_written(rows.len() as u64);
         }
+        Ok(rows)
     }
 
     /// Runs `sql` and returns how many rows it changed.
@@ -426,15 +468,17 @@ impl Tx {
             .as_ref()
             .expect("a Tx holds its connection until it ends");
         counted(1 + u64::from(self.prelude.is_some()));
-        match self.prelude.take().map(|ctx| ctx.prelude()) {
+        let n = match self.prelude.take().map(|ctx| ctx.prelude()) {
             Some(prelude) => {
                 let (begun, n) =
                     futures::join!(conn.batch_execute(&prelude), conn.execute(&stmt, params));
                 begun?;
-                Ok(n?)
+                n?
             }
-            None => Ok(conn.execute(&stmt, params).await?),
-        }
+            None => conn.execute(&stmt, params).await?,
+        };
+        add_rows_written(n);
+        Ok(n)
     }
 
     pub async fn query_opt(
@@ -491,6 +535,9 @@ impl Tx {
         match outcome {
             Ok(rows) => {
                 self.conn.take();
+                if is_write(sql) {
+                    add_rows_written(rows.len() as u64);
+                }
                 Ok(rows)
             }
             // COMMIT after a failed statement answers ROLLBACK; either way the
@@ -517,6 +564,10 @@ impl Tx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
+        if let Some(since) = self.held_since.take() {
+            let us = since.elapsed().as_micros() as u64;
+            let _ = REQUEST_USE.try_with(|u| u.held_us.fetch_add(us, Ordering::Relaxed));
+        }
         let Some(conn) = self.conn.take() else {
             return;
         };

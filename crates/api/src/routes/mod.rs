@@ -4,6 +4,7 @@ pub mod admin;
 pub mod analytics;
 pub mod audit;
 pub mod community;
+pub mod db;
 pub mod events;
 pub mod jobs;
 pub mod journeys;
@@ -15,6 +16,7 @@ pub mod posts;
 pub mod search;
 pub mod shares;
 pub mod tenant;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -42,6 +44,8 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(notifications::routes())
         .merge(audit::routes())
         .merge(ops::routes())
+        .merge(db::routes())
+        .merge(usage::routes())
 }
 
 /// Tells a field that is absent (`None`) from one set to null

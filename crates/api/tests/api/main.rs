@@ -11,6 +11,7 @@ mod cache;
 mod cancellation;
 mod contract;
 mod conventions;
+mod db_ops;
 mod embedded;
 mod events;
 mod fairness;
