@@ -173,13 +173,31 @@ fn add_rows_written(n: u64) {
     let _ = REQUEST_USE.try_with(|u| u.rows_written.fetch_add(n, Ordering::Relaxed));
 }
 
-/// Whether `sql` is a plain write (its returned rows are rows it wrote).
+/// Whether `sql` writes, so that the rows it returns count as rows written
+/// (an estimate: a `WITH` that writes several tables and returns one row
+/// counts one): a statement that starts with `INSERT`, `UPDATE` or
+/// `DELETE`, or a `WITH` whose text holds `INSERT INTO`, `DELETE FROM` or an
+/// `UPDATE ... SET`. Only looked at inside [`measure_use`].
 fn is_write(sql: &str) -> bool {
+    if REQUEST_USE.try_with(|_| ()).is_err() {
+        return false;
+    }
     let head = sql.trim_start().as_bytes();
-    head.len() >= 6
-        && ["INSERT", "UPDATE", "DELETE"]
-            .iter()
-            .any(|w| head[..6].eq_ignore_ascii_case(w.as_bytes()))
+    let starts =
+        |w: &str| head.len() >= w.len() && head[..w.len()].eq_ignore_ascii_case(w.as_bytes());
+    if starts("INSERT") || starts("UPDATE") || starts("DELETE") {
+        return true;
+    }
+    if !starts("WITH") {
+        return false;
+    }
+    let upper = sql.to_ascii_uppercase();
+    upper.contains("INSERT INTO")
+        || upper.contains("DELETE FROM")
+        || upper.split("UPDATE ").skip(1).any(|rest| {
+            // `UPDATE t SET`, not `FOR UPDATE` (a lock, no write).
+            rest.split_whitespace().nth(1) == Some("SET")
+        })
 }
 
 fn counted(n: u64) {

@@ -347,9 +347,16 @@ async fn run_watched(
     command: &str,
     base: Value,
 ) -> Result<Result<(), tokio_postgres::Error>, JobError> {
+    // Recorded before the command starts: the job shows what it is doing
+    // however short the command, and a job cancelled between two commands
+    // starts no other.
+    if !platform::checkpoint(&ctx.db, job, &base, ctx.lease).await? {
+        return Err(JobError::LeaseLost);
+    }
     let run = conn.batch_execute(command);
     tokio::pin!(run);
-    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     let mut cancelled = false;
     loop {
         tokio::select! {

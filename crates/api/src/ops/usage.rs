@@ -320,9 +320,9 @@ mod tests {
     #[test]
     fn a_row_id_is_the_same_for_the_same_tenant_and_day_only() {
         let t = Uuid::now_v7();
-        let d = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+        let d = NaiveDate::from_ymd_opt(2026, 1, 2).expect("a date");
         assert_eq!(row_id(t, d), row_id(t, d));
-        assert_ne!(row_id(t, d), row_id(t, d.succ_opt().unwrap()));
+        assert_ne!(row_id(t, d), row_id(t, d.succ_opt().expect("a next day")));
         assert_ne!(row_id(t, d), row_id(Uuid::now_v7(), d));
         assert_eq!(row_id(t, d).get_version_num(), 5);
     }

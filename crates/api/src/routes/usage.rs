@@ -25,9 +25,6 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 /// The longest range one request may ask for.
 const MAX_DAYS: u64 = 366;
-/// Rows of a CSV page: a billing export reads many at once.
-const CSV_DEFAULT_LIMIT: i64 = 1_000;
-const CSV_MAX_LIMIT: i64 = 10_000;
 /// The header carrying a CSV page's next cursor.
 pub const NEXT_CURSOR_HEADER: &str = "next-cursor";
 
@@ -45,10 +42,10 @@ pub struct UsageParams {
     /// `json` (default) or `csv`.
     #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
-    /// JSON: 1 to 100 (default 20); CSV: 1 to 10,000 (default 1,000).
-    #[param(minimum = 1, maximum = 10000)]
+    #[param(schema_with = crate::pagination::limit_schema)]
     pub limit: Option<String>,
     /// The `next_cursor` (CSV: the `Next-Cursor` header) of the previous page.
+    #[param(schema_with = crate::pagination::cursor_schema)]
     pub cursor: Option<String>,
 }
 
@@ -105,25 +102,11 @@ pub async fn list_usage(
             format!("a range of at most {MAX_DAYS} days"),
         ));
     }
-    let limit = if csv {
-        match params.limit.as_deref() {
-            None => CSV_DEFAULT_LIMIT,
-            Some(raw) => match raw.parse::<i64>() {
-                Ok(n) if (1..=CSV_MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(ApiError::BadRequest(format!(
-                        "limit must be a whole number from 1 to {CSV_MAX_LIMIT}"
-                    )));
-                }
-            },
-        }
-    } else {
-        PageParams {
-            limit: params.limit.clone(),
-            cursor: None,
-        }
-        .limit()?
-    };
+    let limit = PageParams {
+        limit: params.limit.clone(),
+        cursor: None,
+    }
+    .limit()?;
     // A cursor belongs to this very list: the same range and tenant.
     let list = format!(
         "usage:{from}:{to}:{}",

@@ -65,8 +65,13 @@ async fn health_reports_every_check_of_the_contract() {
         assert!(c.get("value").is_some(), "{c}");
     }
     assert_eq!(check(&health, "connection")["status"], "ok");
-    assert!(check(&health, "xid_wraparound")["value"].as_i64().unwrap() > 0);
-    assert!(["ok", "degraded"].contains(&health["status"].as_str().unwrap()));
+    assert!(
+        check(&health, "xid_wraparound")["value"]
+            .as_i64()
+            .expect("as set up")
+            > 0
+    );
+    assert!(["ok", "degraded"].contains(&health["status"].as_str().expect("as set up")));
 }
 
 #[tokio::test]
@@ -76,11 +81,11 @@ async fn health_sees_a_long_transaction_and_a_blocked_query() {
     holder
         .batch_execute("CREATE TABLE contended (x int)")
         .await
-        .unwrap();
+        .expect("as set up");
     holder
         .batch_execute("BEGIN; LOCK TABLE contended")
         .await
-        .unwrap();
+        .expect("as set up");
     let waiter = app.raw_db().await;
     let blocked = tokio::spawn(async move {
         let _ = waiter.batch_execute("SELECT * FROM contended").await;
@@ -92,23 +97,23 @@ async fn health_sees_a_long_transaction_and_a_blocked_query() {
         ..Default::default()
     };
     let health = tenantry_api::ops::health::check(&app.state, &limits).await;
-    let health = serde_json::to_value(&health).unwrap();
+    let health = serde_json::to_value(&health).expect("as set up");
     assert_eq!(health["status"], "degraded", "{health}");
     let long = check(&health, "long_transactions");
     assert_eq!(long["status"], "warn", "{long}");
-    assert!(long["value"].as_i64().unwrap() >= 1);
+    assert!(long["value"].as_i64().expect("as set up") >= 1);
     let blocked_check = check(&health, "blocked_queries");
     assert_eq!(blocked_check["status"], "warn", "{blocked_check}");
     assert_eq!(blocked_check["value"], 1);
-    holder.batch_execute("ROLLBACK").await.unwrap();
-    blocked.await.unwrap();
+    holder.batch_execute("ROLLBACK").await.expect("as set up");
+    blocked.await.expect("as set up");
 }
 
 #[tokio::test]
 async fn health_warns_of_dead_letters_in_the_queue() {
     let app = TestApp::spawn().await;
     let (tenant, _) = app.tenant("deadq").await;
-    let id = tenant["id"].as_str().unwrap();
+    let id = tenant["id"].as_str().expect("as set up");
     app.raw_db()
         .await
         .batch_execute(&format!(
@@ -116,7 +121,7 @@ async fn health_warns_of_dead_letters_in_the_queue() {
              VALUES ('{id}', gen_random_uuid(), 'nothing', 'dead', now(), 'boom')"
         ))
         .await
-        .unwrap();
+        .expect("as set up");
     let health = get(&app, "/v1/admin/db/health").await;
     let queue = check(&health, "queue");
     assert_eq!(queue["status"], "warn", "{queue}");
@@ -132,7 +137,7 @@ async fn health_is_down_and_stats_503_when_the_database_is_away() {
             "postgres://postgres@127.0.0.1:1/nowhere",
             &tenantry_db::DbOptions::default(),
         )
-        .unwrap(),
+        .expect("as set up"),
         tenantry_core::TierTable::default(),
         crate::helpers::JWT_SECRET,
         crate::helpers::ADMIN_TOKEN.to_owned(),
@@ -140,7 +145,7 @@ async fn health_is_down_and_stats_503_when_the_database_is_away() {
         app.state.metrics.clone(),
     );
     let health = tenantry_api::ops::health::check(&state, &Default::default()).await;
-    let health = serde_json::to_value(&health).unwrap();
+    let health = serde_json::to_value(&health).expect("as set up");
     assert_eq!(health["status"], "down", "{health}");
     assert_eq!(check(&health, "connection")["status"], "fail");
     let stats = tenantry_api::ops::stats::read(&state).await;
@@ -149,7 +154,7 @@ async fn health_is_down_and_stats_503_when_the_database_is_away() {
         "{stats:?}"
     );
     // The edge maps it to 503 database_unavailable.
-    let problem = tenantry_api::problem::ApiError::from(stats.unwrap_err());
+    let problem = tenantry_api::problem::ApiError::from(stats.expect_err("the database is away"));
     assert_eq!(problem.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -159,8 +164,8 @@ async fn stats_list_tables_indexes_and_the_pool() {
     let (_, owner) = app.tenant("statsy").await;
     app.post(&owner, "hello").await;
     let stats = get(&app, "/v1/admin/db/stats").await;
-    assert!(stats["database"]["size_bytes"].as_i64().unwrap() > 0);
-    let tables = stats["tables"].as_array().unwrap();
+    assert!(stats["database"]["size_bytes"].as_i64().expect("as set up") > 0);
+    let tables = stats["tables"].as_array().expect("as set up");
     let posts = tables
         .iter()
         .find(|t| t["name"] == "posts")
@@ -169,7 +174,7 @@ async fn stats_list_tables_indexes_and_the_pool() {
         assert!(posts[field].is_i64(), "{field} in {posts}");
     }
     assert!(posts.get("last_vacuum").is_some() && posts.get("last_analyze").is_some());
-    let indexes = stats["indexes"].as_array().unwrap();
+    let indexes = stats["indexes"].as_array().expect("as set up");
     let pkey = indexes
         .iter()
         .find(|i| i["name"] == "posts_pkey")
@@ -178,14 +183,14 @@ async fn stats_list_tables_indexes_and_the_pool() {
     assert_eq!(pkey["unused"], false, "a primary key is never unused");
     assert_eq!(pkey["invalid"], false);
     assert!(tables.len() <= 100 && indexes.len() <= 200);
-    assert!(stats["pool"]["size"].as_u64().unwrap() >= 1);
+    assert!(stats["pool"]["size"].as_u64().expect("as set up") >= 1);
     assert!(stats["pool"]["in_use"].is_u64() && stats["pool"]["waiting"].is_u64());
     // This test cluster does not preload pg_stat_statements: said, and empty.
     assert_eq!(stats["pg_stat_statements"]["installed"], false);
     assert!(
         stats["pg_stat_statements"]["detail"]
             .as_str()
-            .unwrap()
+            .expect("as set up")
             .contains("pg_stat_statements")
     );
     assert_eq!(stats["slow_queries"], serde_json::json!([]));
@@ -216,11 +221,16 @@ async fn an_unused_index_is_found() {
         .await
         .batch_execute("CREATE TABLE lonely (a int, b int); CREATE INDEX lonely_b ON lonely (b)")
         .await
-        .unwrap();
+        .expect("as set up");
     let items = findings(&app).await;
     let f = named(&items, "unused_index", "lonely_b").expect("unused index found");
     assert_eq!(f["level"], "info");
-    assert!(f["remediation"].as_str().unwrap().contains("DROP INDEX"));
+    assert!(
+        f["remediation"]
+            .as_str()
+            .expect("as set up")
+            .contains("DROP INDEX")
+    );
 }
 
 #[tokio::test]
@@ -233,11 +243,17 @@ async fn a_duplicate_index_is_found() {
              CREATE INDEX twice_b1 ON twice (b); CREATE INDEX twice_b2 ON twice (b)",
         )
         .await
-        .unwrap();
+        .expect("as set up");
     let items = findings(&app).await;
     let f = named(&items, "duplicate_index", "twice_b2").expect("duplicate found");
     assert_eq!(f["level"], "warn");
-    assert!(f["detail"].as_str().unwrap().contains("twice_b1"), "{f}");
+    assert!(
+        f["detail"]
+            .as_str()
+            .expect("as set up")
+            .contains("twice_b1"),
+        "{f}"
+    );
     assert!(named(&items, "duplicate_index", "twice_pkey").is_none());
 }
 
@@ -247,7 +263,7 @@ async fn an_invalid_index_is_found() {
     let db = app.raw_db().await;
     db.batch_execute("CREATE TABLE clash (a int); INSERT INTO clash VALUES (1), (1)")
         .await
-        .unwrap();
+        .expect("as set up");
     // A concurrent build that fails leaves its index behind, invalid.
     let failed = db
         .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY clash_a ON clash (a)")
@@ -259,7 +275,7 @@ async fn an_invalid_index_is_found() {
     let stats = get(&app, "/v1/admin/db/stats").await;
     let listed = stats["indexes"]
         .as_array()
-        .unwrap()
+        .expect("as set up")
         .iter()
         .find(|i| i["name"] == "clash_a")
         .expect("listed in stats");
@@ -278,11 +294,16 @@ async fn an_unindexed_foreign_key_is_found() {
              CREATE INDEX minded_parent ON minded (parent_id)",
         )
         .await
-        .unwrap();
+        .expect("as set up");
     let items = findings(&app).await;
     let f = named(&items, "unindexed_foreign_key", "child.").expect("found");
     assert_eq!(f["level"], "warn");
-    assert!(f["detail"].as_str().unwrap().contains("parent_id"));
+    assert!(
+        f["detail"]
+            .as_str()
+            .expect("as set up")
+            .contains("parent_id")
+    );
     assert!(named(&items, "unindexed_foreign_key", "minded.").is_none());
 }
 
@@ -295,7 +316,7 @@ async fn a_table_full_of_dead_tuples_is_found() {
         "INSERT INTO churned SELECT generate_series(1, 5000)",
         "DELETE FROM churned WHERE a > 1000",
     ] {
-        db.batch_execute(sql).await.unwrap();
+        db.batch_execute(sql).await.expect("as set up");
     }
     // A backend reports its statistics when it ends (an idle one only after
     // a while).
@@ -305,12 +326,12 @@ async fn a_table_full_of_dead_tuples_is_found() {
     })
     .await;
     let items = findings(&app).await;
-    let f = named(&items, "dead_tuples", "churned").unwrap();
+    let f = named(&items, "dead_tuples", "churned").expect("as set up");
     assert_eq!(f["level"], "warn");
     assert!(
         f["remediation"]
             .as_str()
-            .unwrap()
+            .expect("as set up")
             .contains("/v1/admin/db/vacuum")
     );
 }
@@ -325,14 +346,14 @@ async fn a_tenant_table_without_forced_rls_or_tenant_index_is_found() {
              ALTER TABLE leaky ENABLE ROW LEVEL SECURITY",
         )
         .await
-        .unwrap();
+        .expect("as set up");
     let items = findings(&app).await;
     let rls = named(&items, "tenant_table_without_forced_rls", "leaky").expect("rls finding");
     assert_eq!(rls["level"], "error");
     assert!(
         rls["remediation"]
             .as_str()
-            .unwrap()
+            .expect("as set up")
             .contains("tenantry_isolate")
     );
     let index = named(&items, "tenant_table_without_tenant_index", "leaky").expect("index finding");
@@ -344,7 +365,7 @@ async fn a_tenant_table_without_forced_rls_or_tenant_index_is_found() {
             "SELECT tenantry_isolate('leaky'); CREATE INDEX leaky_tenant ON leaky (tenant_id, id)",
         )
         .await
-        .unwrap();
+        .expect("as set up");
     let items = findings(&app).await;
     assert!(
         !items
@@ -370,10 +391,15 @@ async fn a_policy_that_looks_a_setting_up_per_row_is_found() {
                  USING (owner = (SELECT current_setting('app.owner', true)))",
         )
         .await
-        .unwrap();
+        .expect("as set up");
     let items = findings(&app).await;
     let f = named(&items, "policy_per_row_setting", "rowwise.per_row").expect("found");
     assert_eq!(f["level"], "warn");
-    assert!(f["detail"].as_str().unwrap().contains("current_setting"));
+    assert!(
+        f["detail"]
+            .as_str()
+            .expect("as set up")
+            .contains("current_setting")
+    );
     assert!(named(&items, "policy_per_row_setting", "oncewise").is_none());
 }
