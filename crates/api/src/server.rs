@@ -107,6 +107,8 @@ pub struct Application {
     listener: TcpListener,
     embedded: Option<EmbeddedPostgres>,
     data_dir: PathBuf,
+    /// The tiers file, reloaded on SIGHUP.
+    config_file: Option<PathBuf>,
     pub secrets: Secrets,
 }
 
@@ -193,6 +195,7 @@ impl Application {
             listener,
             embedded,
             data_dir: settings.data_dir,
+            config_file: settings.config_file,
             secrets,
         })
     }
@@ -212,6 +215,17 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
+        // Registered before the first request: from here a SIGHUP reloads
+        // the tiers file instead of ending the process.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("Failed to listen for SIGHUP")?;
+        let (reload_stop, reload_stopped) = tokio::sync::watch::channel(false);
+        let reload = tokio::spawn(crate::ops::reload::run(
+            self.state.clone(),
+            self.config_file.clone(),
+            hangup,
+            reload_stopped,
+        ));
         if !self.state.fairness.enforce {
             tracing::warn!("TENANTRY_FAIRNESS=off: no rate limits and no database share");
         }
@@ -226,6 +240,8 @@ impl Application {
         );
         tracing::info!(%addr, "ready");
         let result = run(self.listener, self.state, shutdown).await;
+        let _ = reload_stop.send(true);
+        let _ = reload.await;
         if let Some(pg) = self.embedded {
             pg.stop()
                 .await

@@ -12,7 +12,7 @@
 pub mod advisors;
 pub mod health;
 pub mod maintenance;
-// pub mod reload;
+pub mod reload;
 pub mod stats;
 pub mod usage;
 

@@ -25,6 +25,7 @@ mod notifications;
 mod outage;
 mod plans;
 mod posts;
+mod reload;
 mod rls;
 mod search;
 mod shares;
