@@ -25,10 +25,10 @@ pub use crate::config::PLATFORM_STATEMENT_TIMEOUT_MS;
 
 pub struct AppState {
     pub db: Db,
-    /// Fixed for the process's life: memoized callers keep limits made from
-    /// it (see [`crate::request::memo`]). Replacing it would have to move the
-    /// platform epoch (`Cache::bump_list(PLATFORM, …)`) so that they are made
-    /// again.
+    /// Replaced on SIGHUP ([`crate::ops::reload`]), which also moves the
+    /// platform epoch (`Cache::bump_list(PLATFORM, …)`): memoized callers
+    /// keep limits made from it (see [`crate::request::memo`]) only while
+    /// that epoch stands.
     pub tiers: ArcSwap<TierTable>,
     pub registry: TenantRegistry,
     /// `GET /v1/tenant`'s tenant part, serialized once per tenant version.
