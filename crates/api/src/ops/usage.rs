@@ -42,10 +42,14 @@ pub struct Counts {
     pub egress_bytes: AtomicU64,
 }
 
+/// Counters by (tenant, UTC day); foldhash, as the request path's other
+/// maps: SipHash's DoS resistance buys nothing for server-made keys.
+type CountMap = HashMap<(Uuid, NaiveDate), Arc<Counts>, foldhash::fast::RandomState>;
+
 /// The in-memory meter of one server.
 #[derive(Default)]
 pub struct UsageMeter {
-    counts: RwLock<HashMap<(Uuid, NaiveDate), Arc<Counts>>>,
+    counts: RwLock<CountMap>,
     /// Woken when the map grows past [`MAX_ENTRIES`].
     pub full: tokio::sync::Notify,
 }
@@ -88,12 +92,12 @@ impl UsageMeter {
     }
 
     /// Takes everything counted so far.
-    fn take(&self) -> HashMap<(Uuid, NaiveDate), Arc<Counts>> {
+    fn take(&self) -> CountMap {
         std::mem::take(&mut *self.counts.write().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Puts counts back after a failed flush (added to whatever came since).
-    fn restore(&self, taken: HashMap<(Uuid, NaiveDate), Arc<Counts>>) {
+    fn restore(&self, taken: CountMap) {
         let mut map = self.counts.write().unwrap_or_else(|e| e.into_inner());
         for (key, old) in taken {
             let c = map.entry(key).or_default();
