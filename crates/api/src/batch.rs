@@ -86,6 +86,14 @@ pub fn start(
             });
         },
     )));
+    // The platform lane: maintenance jobs, one at a time, on a worker of
+    // their own (tenantry_jobs::platform).
+    let lane = Arc::new(tenantry_jobs::platform::PlatformLane::new(
+        db.clone(),
+        crate::ops::maintenance::registry(),
+        batch.worker_config.clone(),
+    ));
+    tasks.push(tokio::spawn(lane.run(batch.wake.clone(), stop.clone())));
     for _ in 0..batch.workers {
         let registry =
             crate::lifecycle::register(Batch::registry(), &batch.export_dir, cache.clone());

@@ -10,6 +10,7 @@ pub mod json_time;
 pub mod lifecycle;
 pub mod maintenance;
 pub mod openapi;
+pub mod ops;
 pub mod pagination;
 pub mod problem;
 pub mod purge;

@@ -1,5 +1,6 @@
 //! The maintenance worker: keeps range partitions made ahead of time (and
-//! old ones dropped by retention), at start and then every hour.
+//! old ones dropped by retention), and prunes finished jobs older than 7
+//! days, at start and then every hour.
 //!
 //! Several servers may run it at once: `partitions::maintain` holds an
 //! advisory lock, so each partition is made exactly once.
@@ -41,20 +42,34 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
 /// in default partitions (metric `tenantry_partition_default_rows`).
 /// Returns whether it succeeded.
 pub async fn run_once(state: &AppState) -> bool {
-    match tenantry_db::partitions::maintain(&state.db, state.partition_horizon_months).await {
-        Ok(report) => {
-            for table in &report.tables {
-                metrics::gauge!("tenantry_partition_default_rows", "table" => table.parent.clone())
-                    .set(table.default_rows as f64);
+    let kept = tenantry_jobs::platform::HISTORY_KEPT;
+    let pruned = match tenantry_jobs::platform::prune_history(&state.db, kept, 10_000).await {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(jobs = n, "pruned finished jobs older than 7 days");
             }
             true
         }
         Err(e) => {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "partition maintenance failed; will retry"
-            );
+            tracing::warn!(error = %e, "pruning finished jobs failed; will retry");
             false
         }
-    }
+    };
+    pruned
+        & match tenantry_db::partitions::maintain(&state.db, state.partition_horizon_months).await {
+            Ok(report) => {
+                for table in &report.tables {
+                    metrics::gauge!("tenantry_partition_default_rows", "table" => table.parent.clone())
+                    .set(table.default_rows as f64);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "partition maintenance failed; will retry"
+                );
+                false
+            }
+        }
 }

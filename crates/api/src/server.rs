@@ -74,6 +74,11 @@ pub async fn run(
         state.clone(),
         stop_rx.clone(),
     ));
+    let usage = tokio::spawn(crate::ops::usage::run(
+        state.db.clone(),
+        state.usage.clone(),
+        stop_rx.clone(),
+    ));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -83,7 +88,7 @@ pub async fn run(
     // the ones waiting on it); now workers finish their batch and the
     // collector writes what it holds.
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(purge, maintenance, upkeep, fanout, warm, backups);
+    let _ = tokio::join!(purge, maintenance, upkeep, fanout, warm, backups, usage);
     for task in batch {
         let _ = task.await;
     }
@@ -114,6 +119,8 @@ pub struct Application {
     listener: TcpListener,
     embedded: Option<EmbeddedPostgres>,
     data_dir: PathBuf,
+    /// The tiers file, reloaded on SIGHUP.
+    config_file: Option<PathBuf>,
     pub secrets: Secrets,
 }
 
@@ -204,6 +211,7 @@ impl Application {
             listener,
             embedded,
             data_dir: settings.data_dir,
+            config_file: settings.config_file,
             secrets,
         })
     }
@@ -223,6 +231,17 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
+        // Registered before the first request: from here a SIGHUP reloads
+        // the tiers file instead of ending the process.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("Failed to listen for SIGHUP")?;
+        let (reload_stop, reload_stopped) = tokio::sync::watch::channel(false);
+        let reload = tokio::spawn(crate::ops::reload::run(
+            self.state.clone(),
+            self.config_file.clone(),
+            hangup,
+            reload_stopped,
+        ));
         if !self.state.fairness.enforce {
             tracing::warn!("TENANTRY_FAIRNESS=off: no rate limits and no database share");
         }
@@ -237,6 +256,8 @@ impl Application {
         );
         tracing::info!(%addr, "ready");
         let result = run(self.listener, self.state, shutdown).await;
+        let _ = reload_stop.send(true);
+        let _ = reload.await;
         if let Some(pg) = self.embedded {
             pg.stop()
                 .await

@@ -25,10 +25,10 @@ pub use crate::config::PLATFORM_STATEMENT_TIMEOUT_MS;
 
 pub struct AppState {
     pub db: Db,
-    /// Fixed for the process's life: memoized callers keep limits made from
-    /// it (see [`crate::request::memo`]). Replacing it would have to move the
-    /// platform epoch (`Cache::bump_list(PLATFORM, …)`) so that they are made
-    /// again.
+    /// Replaced on SIGHUP ([`crate::ops::reload`]), which also moves the
+    /// platform epoch (`Cache::bump_list(PLATFORM, …)`): memoized callers
+    /// keep limits made from it (see [`crate::request::memo`]) only while
+    /// that epoch stands.
     pub tiers: ArcSwap<TierTable>,
     pub registry: TenantRegistry,
     /// `GET /v1/tenant`'s tenant part, serialized once per tenant version.
@@ -55,6 +55,9 @@ pub struct AppState {
     pub partition_horizon_months: u32,
     /// Requests by tenant and API version ([`crate::versions`]).
     pub api_versions: crate::versions::Usage,
+    /// Usage per tenant per day, counted in memory and flushed in batches
+    /// (`crate::ops::usage`).
+    pub usage: Arc<crate::ops::usage::UsageMeter>,
 }
 
 /// The fairness machinery (DESIGN.md, "Fairness").
@@ -200,6 +203,7 @@ impl AppState {
             ),
             partition_horizon_months: crate::config::DEFAULT_PARTITION_HORIZON_MONTHS,
             api_versions: crate::versions::Usage::default(),
+            usage: Arc::default(),
         }
     }
 

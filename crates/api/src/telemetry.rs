@@ -75,8 +75,12 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     let gauge = InFlightGauge::enter(&route);
     // Every statement the request's task sends is counted: a request served
     // from the cache shows 0.
-    let (mut response, statements) =
-        tenantry_db::count_statements(REQUEST_ID.scope(id.clone(), next.run(req))).await;
+    let db_use = Arc::new(tenantry_db::DbUse::default());
+    let (mut response, statements) = tenantry_db::count_statements(tenantry_db::measure_use(
+        db_use.clone(),
+        REQUEST_ID.scope(id.clone(), next.run(req)),
+    ))
+    .await;
     gauge.finished();
     metrics::counter!("tenantry_db_statements_total", "route" => route.clone())
         .increment(statements);
@@ -85,6 +89,11 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let resolved = info.0.get();
+    if let Some(r) = resolved {
+        // Usage metering (crate::ops::usage): a few atomic adds.
+        let egress = axum::body::HttpBody::size_hint(response.body()).lower();
+        state.usage.request(r.tenant.id, &db_use, egress);
+    }
     if let Some(decision) = resolved.and_then(|r| r.rate.as_ref()) {
         rate_limit_headers(response.headers_mut(), decision);
     }

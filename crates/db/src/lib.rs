@@ -43,7 +43,8 @@ pub mod users;
 
 pub use error::{DbError, Throttle, unavailable_cause};
 pub use pool::{
-    Admission, Db, DbOptions, StatementMode, TenantContext, Tx, count_statements, statements_total,
+    Admission, Db, DbOptions, DbUse, StatementMode, TenantContext, Tx, count_statements,
+    measure_use, statements_total,
 };
 
 /// Keyset position in a list ordered newest first: `(created_at, id)` of the

@@ -159,6 +159,57 @@ pub async fn count_statements<F: Future>(f: F) -> (F::Output, u64) {
     (out, counter.load(Ordering::Relaxed))
 }
 
+/// What a request's transactions used of the database: time holding a
+/// connection and rows written. Measured only inside [`measure_use`] (the
+/// request path), for usage metering.
+#[derive(Debug, Default)]
+pub struct DbUse {
+    pub held_us: AtomicU64,
+    pub rows_written: AtomicU64,
+}
+
+tokio::task_local! {
+    static REQUEST_USE: Arc<DbUse>;
+}
+
+/// Runs `f`, adding to `usage` the time its task's transactions hold a
+/// connection and the rows their writing statements change (`execute`'s
+/// count, or the rows an `INSERT`/`UPDATE`/`DELETE` returns).
+pub async fn measure_use<F: Future>(usage: Arc<DbUse>, f: F) -> F::Output {
+    REQUEST_USE.scope(usage, f).await
+}
+
+fn add_rows_written(n: u64) {
+    let _ = REQUEST_USE.try_with(|u| u.rows_written.fetch_add(n, Ordering::Relaxed));
+}
+
+/// Whether `sql` writes, so that the rows it returns count as rows written
+/// (an estimate: a `WITH` that writes several tables and returns one row
+/// counts one): a statement that starts with `INSERT`, `UPDATE` or
+/// `DELETE`, or a `WITH` whose text holds `INSERT INTO`, `DELETE FROM` or an
+/// `UPDATE ... SET`. Only looked at inside [`measure_use`].
+fn is_write(sql: &str) -> bool {
+    if REQUEST_USE.try_with(|_| ()).is_err() {
+        return false;
+    }
+    let head = sql.trim_start().as_bytes();
+    let starts =
+        |w: &str| head.len() >= w.len() && head[..w.len()].eq_ignore_ascii_case(w.as_bytes());
+    if starts("INSERT") || starts("UPDATE") || starts("DELETE") {
+        return true;
+    }
+    if !starts("WITH") {
+        return false;
+    }
+    let upper = sql.to_ascii_uppercase();
+    upper.contains("INSERT INTO")
+        || upper.contains("DELETE FROM")
+        || upper.split("UPDATE ").skip(1).any(|rest| {
+            // `UPDATE t SET`, not `FOR UPDATE` (a lock, no write).
+            rest.split_whitespace().nth(1) == Some("SET")
+        })
+}
+
 fn counted(n: u64) {
     STATEMENTS.fetch_add(n, Ordering::Relaxed);
     let _ = REQUEST_STATEMENTS.try_with(|c| c.fetch_add(n, Ordering::Relaxed));
@@ -234,6 +285,7 @@ impl Db {
             read_only: false,
             admission: std::sync::Mutex::new(None),
             admitted: None,
+            held_since: Some(std::time::Instant::now()),
         })
     }
 
@@ -251,6 +303,7 @@ impl Db {
             read_only: false,
             admission: std::sync::Mutex::new(admission),
             admitted: None,
+            held_since: None,
         }
     }
 
@@ -352,6 +405,8 @@ pub struct Tx {
     admission: std::sync::Mutex<Option<Admission>>,
     /// What the admission yielded (the share permit), released with the Tx.
     admitted: Option<Box<dyn Any + Send + Sync>>,
+    /// Since when this transaction holds its connection (for [`DbUse`]).
+    held_since: Option<std::time::Instant>,
 }
 
 impl Tx {
@@ -381,6 +436,7 @@ impl Tx {
             self.admitted = Some(admission.await?);
         }
         self.conn = Some(self.pool.get().await?);
+        self.held_since = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -429,15 +485,19 @@ impl Tx {
             .as_ref()
             .expect("a Tx holds its connection until it ends");
         counted(1 + u64::from(self.prelude.is_some()));
-        match take_prelude(&mut self.prelude, self.read_only) {
+        let rows = match take_prelude(&mut self.prelude, self.read_only) {
             Some(prelude) => {
                 let (begun, rows) =
                     futures::join!(conn.batch_execute(&prelude), conn.query(&stmt, params));
                 begun?;
-                Ok(rows?)
+                rows?
             }
-            None => Ok(conn.query(&stmt, params).await?),
+            None => conn.query(&stmt, params).await?,
+        };
+        if is_write(sql) {
+            add_rows_written(rows.len() as u64);
         }
+        Ok(rows)
     }
 
     /// Runs `sql` and returns how many rows it changed.
@@ -452,15 +512,17 @@ impl Tx {
             .as_ref()
             .expect("a Tx holds its connection until it ends");
         counted(1 + u64::from(self.prelude.is_some()));
-        match take_prelude(&mut self.prelude, self.read_only) {
+        let n = match take_prelude(&mut self.prelude, self.read_only) {
             Some(prelude) => {
                 let (begun, n) =
                     futures::join!(conn.batch_execute(&prelude), conn.execute(&stmt, params));
                 begun?;
-                Ok(n?)
+                n?
             }
-            None => Ok(conn.execute(&stmt, params).await?),
-        }
+            None => conn.execute(&stmt, params).await?,
+        };
+        add_rows_written(n);
+        Ok(n)
     }
 
     pub async fn query_opt(
@@ -517,6 +579,9 @@ impl Tx {
         match outcome {
             Ok(rows) => {
                 self.conn.take();
+                if is_write(sql) {
+                    add_rows_written(rows.len() as u64);
+                }
                 Ok(rows)
             }
             // COMMIT after a failed statement answers ROLLBACK; either way the
@@ -543,6 +608,10 @@ impl Tx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
+        if let Some(since) = self.held_since.take() {
+            let us = since.elapsed().as_micros() as u64;
+            let _ = REQUEST_USE.try_with(|u| u.held_us.fetch_add(us, Ordering::Relaxed));
+        }
         let Some(conn) = self.conn.take() else {
             return;
         };

@@ -13,11 +13,14 @@
 //! - [`lifecycle`]: tenant exports and archive loads (import, clone, restore).
 //! - [`counters`]: the coalesced apply of post counter deltas.
 //! - [`vacuum`]: the workers keep the queue table vacuumed themselves.
+//! - [`platform`]: the platform's own jobs in a lane of their own, job
+//!   lookup and cancellation, and how long finished jobs are kept.
 
 pub mod announcements;
 pub mod counters;
 pub mod ingest;
 pub mod lifecycle;
+pub mod platform;
 pub mod queue;
 pub mod vacuum;
 pub mod worker;

@@ -19,10 +19,11 @@
 //! holds vacuum back). `state <> 'dead'` matches no partial index, so the
 //! fenced statements always go by primary key.
 //!
-//! A completed job is deleted: the table holds only what is waiting, running
-//! or dead, so the claim's index never fills up with finished work (see
-//! migration V45 for what that cost). Idempotency keys outlive their jobs in
-//! `job_keys`.
+//! A completed job leaves the table for `job_history` (kept 7 days, with its
+//! result, for `GET /v1/admin/jobs/{id}`): `jobs` holds only what is
+//! waiting, running or dead, so the claim's index never fills up with
+//! finished work (see migration V45 for what that cost). Idempotency keys
+//! outlive their jobs in `job_keys`.
 
 use std::time::Duration;
 
@@ -239,7 +240,7 @@ impl Job {
     /// jsonb holds, and every column with `try_get`: a bad row is an error
     /// of this claim (the lease expires and the job is retried or
     /// dead-lettered), never a panic in a worker.
-    fn from_row(row: &Row) -> Result<Self, DbError> {
+    pub(crate) fn from_row(row: &Row) -> Result<Self, DbError> {
         Ok(Self {
             tenant_id: row.try_get("tenant_id")?,
             id: row.try_get("id")?,
@@ -291,6 +292,10 @@ pub struct Claimed {
 /// So a tenant with a million queued jobs takes at most `k` of a batch, and
 /// another tenant's job waits for no more than the next batch.
 ///
+/// The walk stops above the nil tenant id: those are the platform's jobs,
+/// which run in their own lane ([`crate::platform`]), one at a time, never
+/// in a tenant batch (a VACUUM in a batch would hold up the batch's tenants).
+///
 /// What a claim still walks is dead index entries: claimed jobs' at the
 /// front of each tenant's range (step 2), and those of tenants drained to
 /// nothing below the lowest tenant with work (step 1's last probe, which goes
@@ -312,10 +317,12 @@ const CLAIM_SQL: &str = "
 WITH RECURSIVE tenants_ready AS (
     (SELECT tenant_id FROM jobs
      WHERE state = 'ready' AND tenant_id < $1
+       AND tenant_id > '00000000-0000-0000-0000-000000000000'
      ORDER BY tenant_id DESC LIMIT 1)
     UNION ALL
     SELECT (SELECT j.tenant_id FROM jobs j
             WHERE j.state = 'ready' AND j.tenant_id < t.tenant_id
+              AND j.tenant_id > '00000000-0000-0000-0000-000000000000'
             ORDER BY j.tenant_id DESC LIMIT 1)
     FROM tenants_ready t WHERE t.tenant_id IS NOT NULL
 ),
@@ -428,15 +435,27 @@ pub async fn claim_with(
     Ok(claimed)
 }
 
-/// Completes jobs (deletes them), each only if it is still this claim's
-/// (fenced by its attempt). Returns how many were.
+/// Completes jobs (moves them to `job_history`), each only if it is still
+/// this claim's (fenced by its attempt). Returns how many were.
 pub async fn complete(db: &Db, jobs: &[&Job]) -> Result<u64, DbError> {
+    complete_with(db, jobs, &vec![None; jobs.len()]).await
+}
+
+/// [`complete`], keeping `results[i]` as the result of `jobs[i]`.
+pub async fn complete_with(
+    db: &Db,
+    jobs: &[&Job],
+    results: &[Option<Value>],
+) -> Result<u64, DbError> {
     if jobs.is_empty() {
         return Ok(0);
     }
     let tenants: Vec<Uuid> = jobs.iter().map(|j| j.tenant_id).collect();
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
+    let results: Vec<Option<&Value>> = (0..jobs.len())
+        .map(|i| results.get(i).and_then(Option::as_ref))
+        .collect();
     let rows = as_worker(
         db,
         // One primary-key probe per job, then a TID scan: never a join the
@@ -450,28 +469,55 @@ pub async fn complete(db: &Db, jobs: &[&Job]) -> Result<u64, DbError> {
                          WHERE x.tenant_id = f.tenant_id AND x.id = f.id
                            AND x.attempts = f.attempts AND x.state <> 'dead')
                  FROM unnest($1::uuid[], $2::uuid[], $3::int4[]) AS f(tenant_id, id, attempts)))
-             RETURNING 1
+             RETURNING j.*
+         ),
+         h AS (
+             INSERT INTO job_history (tenant_id, id, queue, kind, attempts, progress, result,
+                                      last_error, created_at)
+             SELECT d.tenant_id, d.id, d.queue, d.kind, d.attempts, d.progress, r.result,
+                    d.last_error, d.created_at
+             FROM d LEFT JOIN unnest($2::uuid[], $4::jsonb[]) AS r(id, result) ON r.id = d.id
          )
          SELECT count(*) FROM d",
-        &[&tenants, &ids, &attempts],
+        &[&tenants, &ids, &attempts, &results],
     )
     .await?;
     Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
 }
 
-/// Completes (deletes) `job` inside the tenant transaction that did its work, so the
-/// work and the completion commit together or not at all. False if the job
-/// is no longer this claim's (its lease ran out and another worker has it):
-/// the caller must then roll back.
+/// Completes `job` inside the tenant transaction that did its work, so the
+/// work and the completion commit together or not at all: the job moves to
+/// `job_history` with `result`. False if the job is no longer this claim's
+/// (its lease ran out and another worker has it): the caller must then roll
+/// back.
 pub async fn complete_in(tx: &mut Tx, job: &Job) -> Result<bool, DbError> {
-    let n = tx
-        .execute(
-            "DELETE FROM jobs
-             WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state <> 'dead'",
-            &[&job.tenant_id, &job.id, &job.attempt],
+    complete_in_with(tx, job, None).await
+}
+
+/// [`complete_in`] with a result.
+pub async fn complete_in_with(
+    tx: &mut Tx,
+    job: &Job,
+    result: Option<&Value>,
+) -> Result<bool, DbError> {
+    let rows = tx
+        .query(
+            "WITH d AS (
+                 DELETE FROM jobs
+                 WHERE tenant_id = $1 AND id = $2 AND attempts = $3 AND state <> 'dead'
+                 RETURNING *
+             ),
+             h AS (
+                 INSERT INTO job_history (tenant_id, id, queue, kind, attempts, progress, result,
+                                          last_error, created_at)
+                 SELECT tenant_id, id, queue, kind, attempts, progress, $4, last_error, created_at
+                 FROM d
+             )
+             SELECT count(*) FROM d",
+            &[&job.tenant_id, &job.id, &job.attempt, &result],
         )
         .await?;
-    Ok(n == 1)
+    Ok(rows.first().is_some_and(|r| r.get::<_, i64>(0) == 1))
 }
 
 /// Records `progress` and extends the lease by `lease`, inside the tenant
@@ -548,7 +594,7 @@ pub async fn fail(db: &Db, failures: &[Failure<'_>]) -> Result<u64, DbError> {
 /// Runs one statement as `tenantry_worker` (the role that sees every
 /// tenant's queue rows) and commits: BEGIN, role, statement and COMMIT go out
 /// in one round trip.
-pub(crate) async fn as_worker(
+pub async fn as_worker(
     db: &Db,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -558,7 +604,7 @@ pub(crate) async fn as_worker(
 
 /// [`as_worker`], with `before` (parameterless SQL, may be empty) run first
 /// in the same transaction and round trip.
-async fn as_worker_after(
+pub(crate) async fn as_worker_after(
     db: &Db,
     before: &str,
     sql: &str,

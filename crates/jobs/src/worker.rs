@@ -26,10 +26,13 @@ use crate::queue::{self, Failure, Job};
 use crate::vacuum::{self, VacuumPolicy};
 
 /// How a handler finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Done {
     /// The worker marks the job done (with the rest of the batch).
     Completed,
+    /// As [`Done::Completed`], keeping a result with the finished job
+    /// (`GET /v1/admin/jobs/{id}` shows it).
+    Result(serde_json::Value),
     /// The handler already completed the job inside its own transaction
     /// ([`JobContext::complete_in`]), together with its work.
     CompletedInTx,
@@ -89,6 +92,20 @@ impl JobContext {
         }
     }
 
+    /// [`JobContext::complete_in`], keeping `result` with the finished job.
+    pub async fn complete_in_with(
+        &self,
+        tx: &mut Tx,
+        job: &Job,
+        result: &serde_json::Value,
+    ) -> Result<(), JobError> {
+        if queue::complete_in_with(tx, job, Some(result)).await? {
+            Ok(())
+        } else {
+            Err(JobError::LeaseLost)
+        }
+    }
+
     /// Records progress and extends the lease in `tx`, or answers
     /// [`JobError::LeaseLost`]; commit `tx` only on `Ok`.
     pub async fn checkpoint_in(
@@ -118,6 +135,11 @@ pub struct Registry {
 impl Registry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The handler of `kind`, if one is registered.
+    pub fn handler(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
+        self.handlers.get(kind)
     }
 
     pub fn register(mut self, kind: &str, handler: impl Handler + 'static) -> Self {
@@ -304,11 +326,19 @@ impl Worker {
             .await;
 
         let mut done = Vec::new();
+        let mut results = Vec::new();
         let mut failures = Vec::new();
         for (i, outcome) in outcomes {
             let job = &jobs[i];
             match outcome {
-                Ok(Done::Completed) => done.push(job),
+                Ok(Done::Completed) => {
+                    done.push(job);
+                    results.push(None);
+                }
+                Ok(Done::Result(result)) => {
+                    done.push(job);
+                    results.push(Some(result));
+                }
                 Ok(Done::CompletedInTx) => report.completed += 1,
                 Err(JobError::LeaseLost) => report.lease_lost += 1,
                 Err(JobError::Failed(e)) => {
@@ -322,7 +352,7 @@ impl Worker {
                 }
             }
         }
-        report.completed += queue::complete(&self.db, &done).await?;
+        report.completed += queue::complete_with(&self.db, &done, &results).await?;
         report.failed = failures.len();
         report.dead += queue::fail(&self.db, &failures).await?;
         metrics::counter!("tenantry_jobs_completed_total").increment(report.completed);

@@ -58,8 +58,9 @@ pub struct Caller {
     key: CallerKey,
     pub user: Arc<AuthUser>,
     pub tenant: Arc<Tenant>,
-    /// The tenant's limits: its tier's (the tier table is fixed for the
-    /// process's life) with the record's overrides, which move the stamp.
+    /// The tenant's limits: its tier's with the record's overrides. A change
+    /// of either moves the stamp (a reload of the tiers file moves the
+    /// platform epoch, `crate::ops::reload`).
     pub limits: Limits,
     stamp: Stamp,
     expires: Instant,

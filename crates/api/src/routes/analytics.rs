@@ -133,7 +133,10 @@ pub async fn ingest(
         )
     };
     match state.batch.ingest.submit(tenant, user, quota, events).await {
-        Ok(accepted) => Ok((StatusCode::ACCEPTED, Json(Accepted { accepted }))),
+        Ok(accepted) => {
+            state.usage.analytics(tenant, accepted as u64);
+            Ok((StatusCode::ACCEPTED, Json(Accepted { accepted })))
+        }
         Err(IngestError::QuotaExceeded { .. }) => Err(ApiError::QuotaExceeded {
             quota: "analytics_events_per_day".to_owned(),
         }),

@@ -1,5 +1,6 @@
 //! The platform admin's view of the job queue: depth by queue and tenant,
-//! failures and dead letters; retry or discard a dead letter.
+//! failures and dead letters; any job by id (finished ones for 7 days);
+//! cancel a job; retry or discard a dead letter.
 
 use std::sync::Arc;
 
@@ -22,6 +23,103 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(overview))
         .routes(routes!(discard))
         .routes(routes!(retry))
+        .routes(routes!(show))
+        .routes(routes!(cancel))
+}
+
+/// Any job, whatever queue or kind: waiting, running, dead, or finished in
+/// the last 7 days.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub queue: String,
+    pub kind: String,
+    /// Null for the platform's own jobs (database maintenance).
+    pub tenant_id: Option<Uuid>,
+    /// `ready`, `running`, `retrying` (waiting again after a failed
+    /// attempt), `done` or `dead`.
+    #[schema(example = "running")]
+    pub state: String,
+    pub attempts: i32,
+    /// Where a running job got to, as the job records it.
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<serde_json::Value>,
+    /// What a finished job reported.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<tenantry_jobs::platform::JobRecord> for JobView {
+    fn from(r: tenantry_jobs::platform::JobRecord) -> Self {
+        Self {
+            id: r.id,
+            queue: r.queue,
+            kind: r.kind,
+            tenant_id: r.tenant_id,
+            state: r.state,
+            attempts: r.attempts,
+            progress: r.progress,
+            result: r.result,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// A job by id: announcements, purges, maintenance, exports, any queue.
+/// 404 for an id no job has (or one finished more than 7 days ago).
+#[utoipa::path(get, path = "/v1/admin/jobs/{id}", tag = "admin",
+    responses((status = 200, body = JobView), (status = 404, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn show(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<JobView>, ApiError> {
+    match tenantry_jobs::platform::find(&state.db, id).await? {
+        Some(job) => Ok(Json(job.into())),
+        None => Err(ApiError::not_found("job")),
+    }
+}
+
+/// Cancels a waiting or running job: it becomes a dead letter (`last_error`
+/// says it was cancelled; retry puts it back), its worker's work is rolled
+/// back at its next checkpoint, and a running maintenance statement is
+/// cancelled in PostgreSQL (`pg_cancel_backend`). 404 for an unknown job,
+/// 409 for one already finished.
+#[utoipa::path(post, path = "/v1/admin/jobs/{id}/cancel", tag = "admin",
+    responses((status = 200, body = JobView), (status = 404, body = crate::problem::Problem),
+              (status = 409, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn cancel(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<JobView>, ApiError> {
+    use tenantry_jobs::platform::Cancelled;
+    match tenantry_jobs::platform::cancel(&state.db, id).await? {
+        Cancelled::NotFound => return Err(ApiError::not_found("job")),
+        Cancelled::Finished => {
+            return Err(ApiError::Conflict(
+                "the job has already finished".to_owned(),
+            ));
+        }
+        Cancelled::Cancelled {
+            was_running: true,
+            backend: Some(pid),
+        } => {
+            crate::ops::maintenance::cancel_backend(&state.db, pid).await?;
+        }
+        Cancelled::Cancelled { .. } => {}
+    }
+    match tenantry_jobs::platform::find(&state.db, id).await? {
+        Some(job) => Ok(Json(job.into())),
+        None => Err(ApiError::not_found("job")),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod analytics;
 pub mod audit;
 pub mod community;
+pub mod db;
 pub mod events;
 pub mod jobs;
 pub mod journeys;
@@ -17,6 +18,7 @@ pub mod search;
 pub mod shares;
 pub mod support;
 pub mod tenant;
+pub mod usage;
 pub mod versions;
 
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(notifications::routes())
         .merge(audit::routes())
         .merge(ops::routes())
+        .merge(db::routes())
+        .merge(usage::routes())
         .merge(lifecycle::routes())
         .merge(versions::routes())
         .merge(support::routes())

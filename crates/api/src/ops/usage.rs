@@ -1,0 +1,333 @@
+//! Usage metering (cost attribution): per tenant per UTC day, requests,
+//! database time, rows written, storage, analytics events, jobs run and
+//! egress bytes.
+//!
+//! Counted where the work happens, in memory: the request path adds to the
+//! tenant's counters (a few relaxed atomic adds; the map is read-locked,
+//! write-locked only for a tenant's first request since the last flush), and
+//! a flush every [`FLUSH_EVERY`] takes the whole map and writes it in **one**
+//! set-based upsert (`unnest` of arrays). So the state held is bounded by the
+//! tenants active in one interval, and the database sees one statement per
+//! interval per server whatever the traffic. Storage (the tenant record's
+//! `storage_bytes`) and jobs run (counted from `job_history`) are levels,
+//! set rather than added, in the same flush.
+//!
+//! Kept apart from the per-minute performance history ("See every tenant",
+//! issue 17) so the two can share one aggregation later.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use tenantry_db::{Db, DbError};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// How often the counters are written.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
+/// Past this many (tenant, day) entries, the next request's recording wakes
+/// the flush early, bounding the memory held.
+pub const MAX_ENTRIES: usize = 50_000;
+
+/// One tenant's counts for one day, since the last flush.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub requests: AtomicU64,
+    pub db_time_us: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub analytics_events: AtomicU64,
+    pub egress_bytes: AtomicU64,
+}
+
+/// Counters by (tenant, UTC day); foldhash, as the request path's other
+/// maps: SipHash's DoS resistance buys nothing for server-made keys.
+type CountMap = HashMap<(Uuid, NaiveDate), Arc<Counts>, foldhash::fast::RandomState>;
+
+/// The in-memory meter of one server.
+#[derive(Default)]
+pub struct UsageMeter {
+    counts: RwLock<CountMap>,
+    /// Woken when the map grows past [`MAX_ENTRIES`].
+    pub full: tokio::sync::Notify,
+}
+
+impl UsageMeter {
+    /// The counters of `tenant` for today (UTC).
+    pub fn of(&self, tenant: Uuid) -> Arc<Counts> {
+        let key = (tenant, Utc::now().date_naive());
+        if let Some(c) = self
+            .counts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return c.clone();
+        }
+        let mut map = self.counts.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_ENTRIES {
+            self.full.notify_one();
+        }
+        map.entry(key).or_default().clone()
+    }
+
+    /// Counts one request of `tenant`.
+    pub fn request(&self, tenant: Uuid, db: &tenantry_db::DbUse, egress_bytes: u64) {
+        let c = self.of(tenant);
+        c.requests.fetch_add(1, Relaxed);
+        c.db_time_us.fetch_add(db.held_us.load(Relaxed), Relaxed);
+        c.rows_written
+            .fetch_add(db.rows_written.load(Relaxed), Relaxed);
+        c.egress_bytes.fetch_add(egress_bytes, Relaxed);
+    }
+
+    /// Counts analytics events accepted for `tenant` (rows the group
+    /// commit writes, outside the request's own transaction).
+    pub fn analytics(&self, tenant: Uuid, events: u64) {
+        let c = self.of(tenant);
+        c.analytics_events.fetch_add(events, Relaxed);
+        c.rows_written.fetch_add(events, Relaxed);
+    }
+
+    /// Takes everything counted so far.
+    fn take(&self) -> CountMap {
+        std::mem::take(&mut *self.counts.write().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts counts back after a failed flush (added to whatever came since).
+    fn restore(&self, taken: CountMap) {
+        let mut map = self.counts.write().unwrap_or_else(|e| e.into_inner());
+        for (key, old) in taken {
+            let c = map.entry(key).or_default();
+            for (to, from) in [
+                (&c.requests, &old.requests),
+                (&c.db_time_us, &old.db_time_us),
+                (&c.rows_written, &old.rows_written),
+                (&c.analytics_events, &old.analytics_events),
+                (&c.egress_bytes, &old.egress_bytes),
+            ] {
+                to.fetch_add(from.load(Relaxed), Relaxed);
+            }
+        }
+    }
+}
+
+/// The namespace of usage row ids (a UUIDv5 namespace of Tenantry's own).
+const USAGE_NAMESPACE: Uuid = Uuid::from_u128(0x5c1e_7a11_0b5e_4c2a_9d8e_7465_6e61_6e74);
+
+/// The stable id of the usage row of `tenant` on `day`.
+pub fn row_id(tenant: Uuid, day: NaiveDate) -> Uuid {
+    Uuid::new_v5(
+        &USAGE_NAMESPACE,
+        format!("{tenant}/{}", day.format("%Y-%m-%d")).as_bytes(),
+    )
+}
+
+const FLUSH_SQL: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::date[], $3::int8[], $4::int8[], $5::int8[],
+                         $6::int8[], $7::int8[])
+             AS u(tenant_id, day, requests, db_time_us, rows_written, analytics_events,
+                  egress_bytes)
+)
+INSERT INTO usage_daily AS d (tenant_id, day, requests, db_time_us, rows_written,
+                              storage_bytes, analytics_events, egress_bytes)
+SELECT u.tenant_id, u.day, u.requests, u.db_time_us, u.rows_written,
+       coalesce(t.storage_bytes, 0), u.analytics_events, u.egress_bytes
+FROM input u LEFT JOIN tenants t ON t.id = u.tenant_id
+ON CONFLICT (tenant_id, day) DO UPDATE SET
+    requests = d.requests + EXCLUDED.requests,
+    db_time_us = d.db_time_us + EXCLUDED.db_time_us,
+    rows_written = d.rows_written + EXCLUDED.rows_written,
+    storage_bytes = EXCLUDED.storage_bytes,
+    analytics_events = d.analytics_events + EXCLUDED.analytics_events,
+    egress_bytes = d.egress_bytes + EXCLUDED.egress_bytes";
+
+/// Jobs run per tenant, recounted for today and yesterday (UTC) from the
+/// finished jobs (`job_history_finished` range), set as a level.
+const JOBS_SQL: &str = "
+INSERT INTO usage_daily AS d (tenant_id, day, jobs_run)
+SELECT h.tenant_id, h.day, h.n
+FROM (SELECT tenant_id, (finished_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+      FROM job_history
+      WHERE finished_at >= ((now() AT TIME ZONE 'UTC')::date - 1) AT TIME ZONE 'UTC'
+        AND tenant_id <> '00000000-0000-0000-0000-000000000000'
+      GROUP BY 1, 2) h
+ON CONFLICT (tenant_id, day) DO UPDATE SET jobs_run = EXCLUDED.jobs_run
+WHERE d.jobs_run IS DISTINCT FROM EXCLUDED.jobs_run";
+
+/// Writes everything counted so far in one statement (and recounts jobs
+/// run). On failure the counts are kept for the next flush.
+pub async fn flush(db: &Db, meter: &UsageMeter) -> Result<usize, DbError> {
+    let taken = meter.take();
+    let n = taken.len();
+    let mut cols = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for ((tenant, day), c) in &taken {
+        cols.0.push(*tenant);
+        cols.1.push(*day);
+        cols.2.push(c.requests.load(Relaxed) as i64);
+        cols.3.push(c.db_time_us.load(Relaxed) as i64);
+        cols.4.push(c.rows_written.load(Relaxed) as i64);
+        cols.5.push(c.analytics_events.load(Relaxed) as i64);
+        cols.6.push(c.egress_bytes.load(Relaxed) as i64);
+    }
+    let written = async {
+        if n > 0 {
+            tenantry_jobs::queue::as_worker(
+                db,
+                FLUSH_SQL,
+                &[
+                    &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6,
+                ],
+            )
+            .await?;
+        }
+        tenantry_jobs::queue::as_worker(db, JOBS_SQL, &[]).await
+    }
+    .await;
+    match written {
+        Ok(_) => Ok(n),
+        Err(e) => {
+            meter.restore(taken);
+            Err(e)
+        }
+    }
+}
+
+/// Flushes every [`FLUSH_EVERY`] (sooner when the map is full) until
+/// `stop`, then once more.
+pub async fn run(db: Db, meter: Arc<UsageMeter>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                if let Err(e) = flush(&db, &meter).await {
+                    tracing::warn!(error = %e, "the last usage flush failed; its counts are lost");
+                }
+                return;
+            }
+            () = tokio::time::sleep(FLUSH_EVERY) => {},
+            () = meter.full.notified() => {},
+        }
+        if let Err(e) = flush(&db, &meter).await {
+            tracing::warn!(error = %e, "usage flush failed; counts kept for the next one");
+        }
+    }
+}
+
+/// One row: a tenant's usage on one UTC day.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UsageRow {
+    /// UUIDv5 of the tenant and the day: the same for every read.
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub day: NaiveDate,
+    pub requests: i64,
+    /// Time the tenant's requests held a database connection.
+    pub db_time_ms: i64,
+    /// Rows changed by the tenant's writing statements.
+    pub rows_written: i64,
+    /// The tenant's counted storage (post content) as last seen that day.
+    pub storage_bytes: i64,
+    /// Analytics events accepted that day.
+    pub analytics_events: i64,
+    /// Jobs of the tenant finished that day.
+    pub jobs_run: i64,
+    /// Response body bytes sent.
+    pub egress_bytes: i64,
+}
+
+/// Where a page of usage rows starts after: `(day, tenant_id)`.
+pub type UsageKey = (NaiveDate, Uuid);
+
+/// Usage rows from `from` to `to` (inclusive), of one tenant or all,
+/// ordered by day then tenant, after `after`, at most `limit`.
+pub async fn list(
+    db: &Db,
+    from: NaiveDate,
+    to: NaiveDate,
+    tenant: Option<Uuid>,
+    after: Option<UsageKey>,
+    limit: i64,
+) -> Result<Vec<UsageRow>, DbError> {
+    let (after_day, after_tenant) = match after {
+        Some((d, t)) => (Some(d), Some(t)),
+        None => (None, None),
+    };
+    let rows = tenantry_jobs::queue::as_worker(
+        db,
+        "SELECT tenant_id, day, requests, db_time_us / 1000 AS db_time_ms, rows_written,
+                storage_bytes, analytics_events, jobs_run, egress_bytes
+         FROM usage_daily
+         WHERE day BETWEEN $1 AND $2
+           AND ($3::uuid IS NULL OR tenant_id = $3)
+           AND ($4::date IS NULL OR (day, tenant_id) > ($4, $5::uuid))
+         ORDER BY day, tenant_id
+         LIMIT $6",
+        &[&from, &to, &tenant, &after_day, &after_tenant, &limit],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| UsageRow {
+            id: row_id(r.get("tenant_id"), r.get("day")),
+            tenant_id: r.get("tenant_id"),
+            day: r.get("day"),
+            requests: r.get("requests"),
+            db_time_ms: r.get("db_time_ms"),
+            rows_written: r.get("rows_written"),
+            storage_bytes: r.get("storage_bytes"),
+            analytics_events: r.get("analytics_events"),
+            jobs_run: r.get("jobs_run"),
+            egress_bytes: r.get("egress_bytes"),
+        })
+        .collect())
+}
+
+/// The CSV header and one line per row (RFC 4180; no field needs quoting).
+pub fn csv(rows: &[UsageRow]) -> String {
+    let mut out = String::from(
+        "id,tenant_id,day,requests,db_time_ms,rows_written,storage_bytes,analytics_events,\
+         jobs_run,egress_bytes\r\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{}\r\n",
+            r.id,
+            r.tenant_id,
+            r.day,
+            r.requests,
+            r.db_time_ms,
+            r.rows_written,
+            r.storage_bytes,
+            r.analytics_events,
+            r.jobs_run,
+            r.egress_bytes
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_id_is_the_same_for_the_same_tenant_and_day_only() {
+        let t = Uuid::now_v7();
+        let d = NaiveDate::from_ymd_opt(2026, 1, 2).expect("a date");
+        assert_eq!(row_id(t, d), row_id(t, d));
+        assert_ne!(row_id(t, d), row_id(t, d.succ_opt().expect("a next day")));
+        assert_ne!(row_id(t, d), row_id(Uuid::now_v7(), d));
+        assert_eq!(row_id(t, d).get_version_num(), 5);
+    }
+}
