@@ -26,6 +26,9 @@ pub struct Settings {
     pub database_url: Option<String>,
     pub data_dir: PathBuf,
     pub redis_url: Option<String>,
+    /// A PEM file of the CA that signed Redis's certificate (`rediss://`),
+    /// instead of the system's trusted roots.
+    pub redis_ca_file: Option<PathBuf>,
     /// `None`: generated once and kept in `data_dir`.
     pub jwt_secret: Option<String>,
     /// `None`: generated once and kept in `data_dir`.
@@ -64,6 +67,7 @@ impl fmt::Debug for Settings {
             .field("database_url", &redact(&self.database_url))
             .field("data_dir", &self.data_dir)
             .field("redis_url", &redact(&self.redis_url))
+            .field("redis_ca_file", &self.redis_ca_file)
             .field("jwt_secret", &redact(&self.jwt_secret))
             .field("admin_token", &redact(&self.admin_token))
             .field("base_domain", &self.base_domain)
@@ -89,6 +93,7 @@ impl Default for Settings {
             database_url: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             redis_url: None,
+            redis_ca_file: None,
             jwt_secret: None,
             admin_token: None,
             base_domain: None,
@@ -145,6 +150,10 @@ pub struct ServeArgs {
     /// Redis URL for the shared cache and limits (unset: in-process only).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// PEM file of the CA that signed Redis's TLS certificate, for a
+    /// rediss:// URL (unset: the system's trusted roots).
+    #[arg(long, env = "TENANTRY_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// HS256 secret for user JWTs (unset: generated once in the data dir).
     #[arg(long, env = "TENANTRY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -221,6 +230,7 @@ impl ServeArgs {
             database_url: self.database_url,
             data_dir: self.data_dir,
             redis_url: self.redis_url,
+            redis_ca_file: self.redis_ca_file,
             jwt_secret: self.jwt_secret,
             admin_token: self.admin_token,
             base_domain: self.base_domain,

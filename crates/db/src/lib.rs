@@ -37,6 +37,7 @@ pub mod shares;
 pub mod stats;
 pub mod tenants;
 pub mod testing;
+pub mod tls;
 pub mod users;
 
 pub use error::{DbError, Throttle, unavailable_cause};

@@ -27,3 +27,4 @@ mod rls;
 mod search;
 mod shares;
 mod soak;
+mod tls;
