@@ -407,6 +407,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_tiers_file_in_deploy_parses() {
+        let tiers = TierTable::from_toml(include_str!("../../../deploy/tiers.toml"))
+            .expect("deploy/tiers.toml is a valid tiers file");
+        let names: Vec<&str> = tiers.tiers.keys().map(String::as_str).collect();
+        assert_eq!(names, ["enterprise", "free", "pro"]);
+        assert_eq!(tiers.default_tier, "free");
+    }
+
+    #[test]
     fn the_docs_name_every_flag_with_the_default_help_gives() {
         let table = documented();
         assert!(table.len() > 10, "the configuration tables are found");
