@@ -26,6 +26,9 @@ pub struct Settings {
     pub database_url: Option<String>,
     pub data_dir: PathBuf,
     pub redis_url: Option<String>,
+    /// A PEM file of the CA that signed Redis's certificate (`rediss://`),
+    /// instead of the system's trusted roots.
+    pub redis_ca_file: Option<PathBuf>,
     /// `None`: generated once and kept in `data_dir`.
     pub jwt_secret: Option<String>,
     /// `None`: generated once and kept in `data_dir`.
@@ -67,6 +70,7 @@ impl fmt::Debug for Settings {
             .field("database_url", &redact(&self.database_url))
             .field("data_dir", &self.data_dir)
             .field("redis_url", &redact(&self.redis_url))
+            .field("redis_ca_file", &self.redis_ca_file)
             .field("jwt_secret", &redact(&self.jwt_secret))
             .field("admin_token", &redact(&self.admin_token))
             .field("base_domain", &self.base_domain)
@@ -93,6 +97,7 @@ impl Default for Settings {
             database_url: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             redis_url: None,
+            redis_ca_file: None,
             jwt_secret: None,
             admin_token: None,
             base_domain: None,
@@ -150,6 +155,10 @@ pub struct ServeArgs {
     /// Redis URL for the shared cache and limits (unset: in-process only).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// PEM file of the CA that signed Redis's TLS certificate, for a
+    /// rediss:// URL (unset: the system's trusted roots).
+    #[arg(long, env = "TENANTRY_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// HS256 secret for user JWTs (unset: generated once in the data dir).
     #[arg(long, env = "TENANTRY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -230,6 +239,7 @@ impl ServeArgs {
             database_url: self.database_url,
             data_dir: self.data_dir,
             redis_url: self.redis_url,
+            redis_ca_file: self.redis_ca_file,
             jwt_secret: self.jwt_secret,
             admin_token: self.admin_token,
             base_domain: self.base_domain,
@@ -404,6 +414,15 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    #[test]
+    fn the_example_tiers_file_in_deploy_parses() {
+        let tiers = TierTable::from_toml(include_str!("../../../deploy/tiers.toml"))
+            .expect("deploy/tiers.toml is a valid tiers file");
+        let names: Vec<&str> = tiers.tiers.keys().map(String::as_str).collect();
+        assert_eq!(names, ["enterprise", "free", "pro"]);
+        assert_eq!(tiers.default_tier, "free");
     }
 
     #[test]

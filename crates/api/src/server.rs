@@ -161,18 +161,24 @@ impl Application {
         tenantry_db::migrate::migrate(&db)
             .await
             .context("Failed to migrate the database")?;
-        let rate = match &settings.redis_url {
-            Some(url) => RateLimiter::with_redis(url).context("Failed to read REDIS_URL")?,
-            None => RateLimiter::local(),
-        };
-        let cache = match &settings.redis_url {
-            Some(url) => Some(Cache::new(CacheOptions {
-                redis: Some(L2::new(url, "tenantry:").context("Failed to read REDIS_URL")?),
-                db: Some(db.clone()),
-                ..CacheOptions::default()
-            })),
+        let redis = match &settings.redis_url {
+            Some(url) => Some(tenantry_cache::redis_client(
+                url,
+                settings.redis_ca_file.as_deref(),
+            )?),
             None => None,
         };
+        let rate = match &redis {
+            Some(client) => RateLimiter::with_redis_client(client.clone()),
+            None => RateLimiter::local(),
+        };
+        let cache = redis.map(|client| {
+            Cache::new(CacheOptions {
+                redis: Some(L2::with_client(client, "tenantry:")),
+                db: Some(db.clone()),
+                ..CacheOptions::default()
+            })
+        });
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", settings.listen))?;

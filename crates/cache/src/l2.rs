@@ -42,12 +42,18 @@ pub struct L2 {
 impl L2 {
     /// A client for `url`. Nothing is connected yet.
     pub fn new(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
-        Ok(Self {
-            client: redis::Client::open(url)?,
+        Ok(Self::with_client(redis::Client::open(url)?, prefix))
+    }
+
+    /// Over `client` (made by [`crate::redis_client`] for `rediss://` with a
+    /// CA of one's own). Nothing is connected yet.
+    pub fn with_client(client: redis::Client, prefix: &str) -> Self {
+        Self {
+            client,
             conn: Mutex::new(None),
             open_until: Mutex::new(None),
             prefix: prefix.to_owned(),
-        })
+        }
     }
 
     pub fn client(&self) -> &redis::Client {

@@ -25,7 +25,10 @@
 
 pub mod fanout;
 pub mod l2;
+mod redis_tls;
 pub mod stats;
+
+pub use redis_tls::redis_client;
 
 use std::any::{Any, TypeId};
 use std::future::Future;

@@ -91,13 +91,28 @@ fn postgres_unavailable(err: &tokio_postgres::Error) -> Option<String> {
     }
 }
 
+/// `err` and its sources, one after the other: tokio-postgres's own message
+/// names only the kind ("error performing TLS handshake"), the why is in
+/// its source (which certificate check failed).
+fn with_causes(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
+}
+
 /// Why `err` means the database is away, if it does.
 fn pool_unavailable(err: &deadpool_postgres::PoolError) -> Option<String> {
     match err {
         // Only creating a connection reports a backend error: whatever it
         // says, no connection could be had.
         deadpool_postgres::PoolError::Backend(e) => Some(
-            postgres_unavailable(e).unwrap_or_else(|| format!("no connection could be made: {e}")),
+            postgres_unavailable(e)
+                .unwrap_or_else(|| format!("no connection could be made: {}", with_causes(e))),
         ),
         deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed => {
             Some(err.to_string())

@@ -39,6 +39,7 @@ pub mod stats;
 pub mod support;
 pub mod tenants;
 pub mod testing;
+pub mod tls;
 pub mod users;
 
 pub use error::{DbError, Throttle, unavailable_cause};

@@ -19,7 +19,6 @@
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,10 +27,11 @@ use anyhow::Context as _;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use crate::DbError;
+use crate::tls::{ConnectConfig, MakeRustlsConnect};
 
 /// The role every runtime transaction switches to. Created by the migrations.
 pub const APP_ROLE: &str = "tenantry_app";
@@ -228,20 +228,25 @@ pub struct Db {
     mode: StatementMode,
     /// For connections outside the pool (LISTEN).
     config: tokio_postgres::Config,
+    /// TLS as the URL's `sslmode` says, for the pool and LISTEN alike.
+    tls: MakeRustlsConnect,
 }
 
 impl Db {
     /// Builds a pool for `url` (a `postgres://` URL or a libpq key=value
-    /// string). Connections are opened lazily; call [`Db::ping`] to check.
+    /// string, with libpq's `sslmode`, `sslrootcert`, `sslcert` and `sslkey`:
+    /// see [`crate::tls`]). Connections are opened lazily; call [`Db::ping`]
+    /// to check.
     pub fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Self> {
-        let mut config =
-            tokio_postgres::Config::from_str(url).context("Failed to parse the database URL")?;
+        let ConnectConfig {
+            mut config, tls, ..
+        } = ConnectConfig::parse(url)?;
         if config.get_application_name().is_none() {
             config.application_name("tenantry");
         }
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -257,6 +262,7 @@ impl Db {
             pool,
             mode: options.statement_mode,
             config,
+            tls,
         })
     }
 
@@ -324,7 +330,7 @@ impl Db {
         &self,
         channel: &str,
     ) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>, DbError> {
-        let (client, mut connection) = self.config.connect(NoTls).await?;
+        let (client, mut connection) = self.config.connect(self.tls.clone()).await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let driver = async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -15,6 +15,8 @@ use std::str::FromStr as _;
 
 use uuid::Uuid;
 
+pub mod tls;
+
 /// The PostgreSQL server tests create their databases in.
 pub fn server_url() -> String {
     std::env::var("TENANTRY_TEST_DATABASE_URL")

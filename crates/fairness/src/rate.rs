@@ -102,8 +102,13 @@ impl RateLimiter {
     /// Limits shared through Redis at `url`. Nothing is connected yet: the
     /// first check connects, and a Redis that is down only means local limits.
     pub fn with_redis(url: &str) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        Ok(Self {
+        Ok(Self::with_redis_client(redis::Client::open(url)?))
+    }
+
+    /// Limits shared through the Redis of `client` (e.g. `rediss://` with a
+    /// CA of one's own). Nothing is connected yet.
+    pub fn with_redis_client(client: redis::Client) -> Self {
+        Self {
             shared: Some(Shared {
                 client,
                 script: redis::Script::new(SCRIPT),
@@ -111,7 +116,7 @@ impl RateLimiter {
                 open_until: Mutex::new(None),
             }),
             ..Self::local()
-        })
+        }
     }
 
     /// Whether checks currently go to Redis.

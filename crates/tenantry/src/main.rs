@@ -11,6 +11,8 @@ use tenantry_api::Settings;
 use tenantry_api::config::{Secrets, ServeArgs};
 use uuid::Uuid;
 
+mod admin;
+
 /// mimalloc instead of glibc's malloc: under load on two cores, glibc's
 /// arena locks (buffers allocated on one worker thread and freed on the
 /// other) showed as futex calls in the request path's profile.
@@ -42,6 +44,9 @@ enum Command {
     /// group-commit ingestion against one INSERT per event, and no-op jobs
     /// through the queue.
     BenchBatch(tenantry_bench::batch::BatchBenchArgs),
+    /// The platform admin API of a running server: tenants, members,
+    /// exports and imports, jobs, database health.
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Args)]
@@ -149,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Seed(args) => tenantry_bench::seed::run(args).await,
         Command::Bench(args) => tenantry_bench::bench::run(*args).await,
         Command::BenchBatch(args) => tenantry_bench::batch::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per capability.
 
 pub mod admin;
+pub mod admin_members;
 pub mod analytics;
 pub mod audit;
 pub mod community;
@@ -37,6 +38,7 @@ use crate::state::AppState;
 pub fn all() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .merge(admin::routes())
+        .merge(admin_members::routes())
         .merge(tenant::routes())
         .merge(members::routes())
         .merge(posts::routes())

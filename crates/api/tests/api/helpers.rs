@@ -29,6 +29,35 @@ pub fn test_tiers() -> tenantry_core::TierTable {
     tiers
 }
 
+/// `scripts/pgbouncer-test` runs the suite with every server reaching its
+/// database through PgBouncer (transaction mode) on this port; the test's own
+/// connections still go straight to PostgreSQL.
+fn through_pgbouncer(url: &str) -> String {
+    match std::env::var("TENANTRY_TEST_PGBOUNCER_PORT") {
+        Ok(port) if !port.is_empty() => url
+            .split_whitespace()
+            .map(|kv| {
+                if kv.starts_with("port=") {
+                    format!("port={port}")
+                } else {
+                    kv.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => url.to_owned(),
+    }
+}
+
+/// `TENANTRY_DB_STATEMENTS=per-transaction`, as `serve` reads it (set by
+/// `scripts/pgbouncer-test`); cached otherwise.
+fn statement_mode() -> tenantry_db::StatementMode {
+    match std::env::var("TENANTRY_DB_STATEMENTS").as_deref() {
+        Ok("per-transaction") => tenantry_db::StatementMode::PerTransaction,
+        _ => tenantry_db::StatementMode::Cached,
+    }
+}
+
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub client: reqwest::Client,
@@ -88,7 +117,8 @@ impl TestApp {
         // its database and the pool size tests were written against.
         let settings = tenantry_api::Settings {
             listen: ([127, 0, 0, 1], 0).into(),
-            database_url: Some(fresh.url.clone()),
+            database_url: Some(through_pgbouncer(&fresh.url)),
+            statement_mode: statement_mode(),
             jwt_secret: Some(JWT_SECRET.to_owned()),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             base_domain,
@@ -120,7 +150,8 @@ impl TestApp {
         }
     }
 
-    /// A connection string for the test database (as the connecting user).
+    /// A connection string for the test database (as the connecting user),
+    /// straight to PostgreSQL.
     pub fn database_url(&self) -> String {
         self.db.url.clone()
     }

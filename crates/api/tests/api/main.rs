@@ -33,5 +33,6 @@ mod search;
 mod shares;
 mod soak;
 mod support;
+mod tls;
 mod usage;
 mod versions;

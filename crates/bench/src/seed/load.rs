@@ -32,7 +32,7 @@ use futures::SinkExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::binary::CopyEncoder;
 use super::content::{self, TenantContent};
@@ -91,17 +91,13 @@ impl SeedSummary {
     }
 }
 
-/// Opens a connection for loading, its driver task spawned.
+/// Opens a connection for loading, its driver task spawned; TLS as the URL's
+/// `sslmode` says (as the server's pool does).
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    tenantry_db::tls::ConnectConfig::parse(url)?
+        .connect()
         .await
-        .context("Failed to connect to PostgreSQL to seed")?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "seed connection ended with an error");
-        }
-    });
-    Ok(client)
+        .context("Failed to connect to PostgreSQL to seed")
 }
 
 /// Fails unless the connecting role may COPY into tables with forced RLS;
