@@ -26,6 +26,8 @@ pub struct Batch {
     pub worker_config: WorkerConfig,
     /// How often post counter deltas are applied.
     pub counter_interval: std::time::Duration,
+    /// Where alert webhooks are delivered (`alert.webhook` jobs), if anywhere.
+    pub alert_webhook: Option<crate::observe::webhook::Webhook>,
 }
 
 impl Batch {
@@ -38,12 +40,20 @@ impl Batch {
             workers: 2,
             worker_config: WorkerConfig::default(),
             counter_interval: std::time::Duration::from_secs(1),
+            alert_webhook: None,
         }
     }
 
     /// Every job kind the server runs, with its handler.
-    pub fn registry() -> Registry {
-        Registry::new().register(announcements::FANOUT, FanOut::default())
+    pub fn registry(&self) -> Registry {
+        let registry = Registry::new().register(announcements::FANOUT, FanOut::default());
+        match &self.alert_webhook {
+            Some(w) => registry.register(
+                crate::observe::alerts::WEBHOOK_JOB,
+                crate::observe::webhook::Deliver::new(w.clone()),
+            ),
+            None => registry,
+        }
     }
 }
 
@@ -86,7 +96,7 @@ pub fn start(
     for _ in 0..batch.workers {
         let worker = Arc::new(Worker::new(
             db.clone(),
-            Batch::registry(),
+            batch.registry(),
             batch.worker_config.clone(),
         ));
         tasks.push(tokio::spawn(worker.run(batch.wake.clone(), stop.clone())));

@@ -54,6 +54,9 @@ pub struct Settings {
     pub job_lease: std::time::Duration,
     /// How long the analytics collector gathers requests into one commit.
     pub ingest_window: std::time::Duration,
+    /// Per-tenant measurements: interval, top K, alert webhook
+    /// (the webhook's secret is never printed by `Debug`).
+    pub observe: crate::observe::ObserveConfig,
 }
 
 impl fmt::Debug for Settings {
@@ -78,6 +81,7 @@ impl fmt::Debug for Settings {
             .field("job_workers", &self.job_workers)
             .field("job_lease", &self.job_lease)
             .field("ingest_window", &self.ingest_window)
+            .field("observe", &self.observe)
             .finish()
     }
 }
@@ -103,6 +107,7 @@ impl Default for Settings {
             job_workers: DEFAULT_JOB_WORKERS,
             job_lease: std::time::Duration::from_secs(DEFAULT_JOB_LEASE_SECS),
             ingest_window: std::time::Duration::from_millis(DEFAULT_INGEST_WINDOW_MS),
+            observe: crate::observe::ObserveConfig::default(),
         }
     }
 }
@@ -197,6 +202,18 @@ pub struct ServeArgs {
     /// one commit.
     #[arg(long, env = "TENANTRY_INGEST_WINDOW_MS", default_value_t = DEFAULT_INGEST_WINDOW_MS)]
     pub ingest_window_ms: u64,
+    /// Tenants with their own series in /metrics (the rest are `_other`).
+    #[arg(long, env = "TENANTRY_METRICS_TOP_K", default_value_t = crate::observe::top::DEFAULT_TOP_K)]
+    pub metrics_top_k: usize,
+    /// Seconds per measurement interval (flush, alerts): 60 in production.
+    #[arg(long, env = "TENANTRY_OBSERVE_INTERVAL_SECS", default_value_t = 60)]
+    pub observe_interval_secs: u64,
+    /// Where alerts are POSTed (through the job queue).
+    #[arg(long, env = "TENANTRY_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<String>,
+    /// The HMAC-SHA256 key of the `Tenantry-Signature` header.
+    #[arg(long, env = "TENANTRY_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub alert_webhook_secret: Option<String>,
 }
 
 /// On or off.
@@ -238,6 +255,17 @@ impl ServeArgs {
             job_workers: self.job_workers,
             job_lease: Duration::from_secs(self.job_lease_secs),
             ingest_window: Duration::from_millis(self.ingest_window_ms),
+            observe: crate::observe::ObserveConfig {
+                interval: Duration::from_secs(self.observe_interval_secs.max(1)),
+                top_k: self.metrics_top_k,
+                webhook: self
+                    .alert_webhook
+                    .map(|url| crate::observe::webhook::Webhook {
+                        url,
+                        secret: self.alert_webhook_secret.unwrap_or_default(),
+                    }),
+                ..crate::observe::ObserveConfig::default()
+            },
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod config;
 pub mod json_time;
 pub mod maintenance;
+pub mod observe;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;

@@ -62,6 +62,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let warm = tokio::spawn(crate::warm::run(state.clone(), stop_rx.clone()));
+    let observe = tokio::spawn(crate::observe::run(state.clone(), stop_rx.clone()));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -71,7 +72,7 @@ pub async fn run(
     // the ones waiting on it); now workers finish their batch and the
     // collector writes what it holds.
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(purge, maintenance, upkeep, fanout, warm);
+    let _ = tokio::join!(purge, maintenance, upkeep, fanout, warm, observe);
     for task in batch {
         let _ = task.await;
     }
@@ -174,7 +175,8 @@ impl Application {
                 ..Default::default()
             },
             settings.job_workers,
-        );
+        )
+        .with_observe(settings.observe.clone());
         state.batch.worker_config.lease = settings.job_lease;
         if let Some(cache) = cache {
             state = state.with_cache(cache);

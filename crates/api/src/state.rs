@@ -53,6 +53,8 @@ pub struct AppState {
     pub batch: crate::batch::Batch,
     /// Months of range partitions the maintenance worker keeps made ahead.
     pub partition_horizon_months: u32,
+    /// Per-tenant measurements, their history and alerts.
+    pub observe: crate::observe::Observe,
 }
 
 /// The fairness machinery (DESIGN.md, "Fairness").
@@ -197,6 +199,7 @@ impl AppState {
                 crate::config::DEFAULT_DB_QUEUE_BUDGET,
             ),
             partition_horizon_months: crate::config::DEFAULT_PARTITION_HORIZON_MONTHS,
+            observe: crate::observe::Observe::default(),
         }
     }
 
@@ -207,8 +210,17 @@ impl AppState {
         ingest: tenantry_jobs::ingest::IngestConfig,
         workers: usize,
     ) -> Self {
+        let webhook = self.batch.alert_webhook.take();
         self.batch = crate::batch::Batch::new(&self.db, ingest);
         self.batch.workers = workers;
+        self.batch.alert_webhook = webhook;
+        self
+    }
+
+    /// Sets how the observer runs (interval, top K, webhook).
+    pub fn with_observe(mut self, config: crate::observe::ObserveConfig) -> Self {
+        self.batch.alert_webhook = config.webhook.clone();
+        self.observe = crate::observe::Observe::new(config);
         self
     }
 

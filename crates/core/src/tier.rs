@@ -46,6 +46,95 @@ pub struct Limits {
     /// Weight in the fair queue across tenants: a weight-4 tenant is admitted
     /// four times as often as a weight-1 tenant when both are waiting.
     pub weight: u32,
+    /// When the tenant's measurements raise alerts (`[tiers.<t>.thresholds]`).
+    #[serde(default)]
+    pub thresholds: Thresholds,
+}
+
+/// When a tenant's measurements raise an alert: a threshold alert opens when
+/// a measure breaks its threshold for `for_minutes` consecutive minutes and
+/// resolves after as many clean ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// Request latency, 99th percentile over a minute, in milliseconds.
+    pub p99_ms: f64,
+    /// Server errors (5xx) ÷ requests over a minute.
+    pub error_rate: f64,
+    /// Requests answered 429 ÷ requests over a minute.
+    pub throttle_rate: f64,
+    /// Time queued for the fair database share, 99th percentile, in ms.
+    pub db_wait_p99_ms: f64,
+    /// Consecutive minutes a measure must break (or clear) its threshold.
+    pub for_minutes: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            p99_ms: 1_000.0,
+            error_rate: 0.05,
+            throttle_rate: 0.25,
+            db_wait_p99_ms: 250.0,
+            for_minutes: 2,
+        }
+    }
+}
+
+/// A tenant's own thresholds over its tier's (`PATCH .. {"thresholds"}`);
+/// `None` keeps the tier's. Unknown names are refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_wait_p99_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_minutes: Option<u32>,
+}
+
+impl Thresholds {
+    /// Lays `o` on top of these thresholds.
+    pub fn with(&self, o: &ThresholdOverrides) -> Thresholds {
+        Thresholds {
+            p99_ms: o.p99_ms.unwrap_or(self.p99_ms),
+            error_rate: o.error_rate.unwrap_or(self.error_rate),
+            throttle_rate: o.throttle_rate.unwrap_or(self.throttle_rate),
+            db_wait_p99_ms: o.db_wait_p99_ms.unwrap_or(self.db_wait_p99_ms),
+            for_minutes: o.for_minutes.unwrap_or(self.for_minutes),
+        }
+    }
+
+    /// Positive, finite numbers; rates at most 1; 1 to 1,440 minutes.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        for (name, v) in [
+            ("p99_ms", self.p99_ms),
+            ("error_rate", self.error_rate),
+            ("throttle_rate", self.throttle_rate),
+            ("db_wait_p99_ms", self.db_wait_p99_ms),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ParseError::new(format!("{name} must be a positive number")));
+            }
+        }
+        for (name, v) in [
+            ("error_rate", self.error_rate),
+            ("throttle_rate", self.throttle_rate),
+        ] {
+            if v > 1.0 {
+                return Err(ParseError::new(format!("{name} must be at most 1")));
+            }
+        }
+        if !(1..=1_440).contains(&self.for_minutes) {
+            return Err(ParseError::new("for_minutes must be from 1 to 1440"));
+        }
+        Ok(())
+    }
 }
 
 impl Limits {
@@ -69,6 +158,7 @@ impl Limits {
                 .analytics_events_per_day
                 .unwrap_or(self.analytics_events_per_day),
             weight: overrides.weight.unwrap_or(self.weight),
+            thresholds: self.thresholds.clone(),
         }
     }
 
@@ -86,7 +176,9 @@ impl Limits {
                 return Err(ParseError::new(format!("{name} must be at least 1")));
             }
         }
-        Ok(())
+        self.thresholds
+            .validate()
+            .map_err(|e| ParseError::new(format!("thresholds: {e}")))
     }
 }
 
@@ -169,6 +261,7 @@ impl Default for TierTable {
                     max_storage_mb: 500,
                     analytics_events_per_day: 100_000,
                     weight: 1,
+                    thresholds: Thresholds::default(),
                 },
             ),
             (
@@ -185,6 +278,7 @@ impl Default for TierTable {
                     max_storage_mb: 10_000,
                     analytics_events_per_day: 5_000_000,
                     weight: 2,
+                    thresholds: Thresholds::default(),
                 },
             ),
             (
@@ -201,6 +295,7 @@ impl Default for TierTable {
                     max_storage_mb: 1_000_000,
                     analytics_events_per_day: 100_000_000,
                     weight: 4,
+                    thresholds: Thresholds::default(),
                 },
             ),
         ]);
@@ -308,8 +403,40 @@ mod tests {
     }
 
     #[test]
+    fn a_tier_reads_its_thresholds_from_its_own_table_and_a_tenant_overrides_them() {
+        let free = toml::to_string(TierTable::default().limits("free")).expect("serialise");
+        let free = free
+            .split("[thresholds]")
+            .next()
+            .expect("the limits come first")
+            .to_owned();
+        let table = |thresholds: &str| {
+            TierTable::from_toml(&format!(
+                "default_tier = \"basic\"\n[tiers.basic]\n{free}\n[tiers.basic.thresholds]\n{thresholds}"
+            ))
+        };
+        let table = table("p99_ms = 300\nfor_minutes = 3\n").expect("valid table");
+        let t = &table.limits("basic").thresholds;
+        assert_eq!((t.p99_ms, t.for_minutes), (300.0, 3));
+        assert_eq!(t.error_rate, Thresholds::default().error_rate);
+        let mine = t.with(&ThresholdOverrides {
+            p99_ms: Some(50.0),
+            ..Default::default()
+        });
+        assert_eq!((mine.p99_ms, mine.for_minutes), (50.0, 3));
+        assert!(
+            TierTable::from_toml(&format!(
+                "default_tier = \"basic\"\n[tiers.basic]\n{free}\n[tiers.basic.thresholds]\nerror_rate = 2.0\n"
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
     fn toml_table_must_name_an_existing_default() {
         let free = toml::to_string(TierTable::default().limits("free")).expect("serialise");
+        // The thresholds are the tier's own sub-table.
+        let free = free.replace("[thresholds]", "[tiers.basic.thresholds]");
         let ok = format!("default_tier = \"basic\"\n[tiers.basic]\n{free}");
         let table = TierTable::from_toml(&ok).expect("valid table");
         assert_eq!(table.default_name().as_str(), "basic");

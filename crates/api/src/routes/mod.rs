@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod journeys;
 pub mod members;
 pub mod notifications;
+pub mod observe;
 pub mod ops;
 pub mod origin;
 pub mod posts;
@@ -42,6 +43,7 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(notifications::routes())
         .merge(audit::routes())
         .merge(ops::routes())
+        .merge(observe::routes())
 }
 
 /// Tells a field that is absent (`None`) from one set to null
