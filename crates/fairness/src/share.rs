@@ -18,7 +18,7 @@
 //!   never meet this cap: they share the whole capacity.
 //! - A waiter gives up after its budget (the caller answers 503).
 //! - Blame: a wait that began while the capacity was full (not at the
-//!   waiter's own limit, nor behind its own tenant's queue) is attributed to
+//!   waiter's own limit, counting its tenant's waiters ahead) is attributed to
 //!   the other tenants holding slots when it ends, in proportion to the slots
 //!   each held. [`DbShare::take_blame`] drains these (culprit, victim) sums:
 //!   the noisy-neighbour detector reads them. A wait the tenant caused itself
@@ -290,8 +290,8 @@ impl DbShare {
             let ticket = state.next_ticket;
             state.next_ticket += 1;
             let (wake, woken) = oneshot::channel();
-            let blame_others =
-                !capacity_free && tenant.in_use < allowance && tenant.waiters.is_empty();
+            let blame_others = !capacity_free
+                && (tenant.in_use as usize + tenant.waiters.len()) < allowance as usize;
             tenant.waiters.push_back(Waiter {
                 ticket,
                 wake,

@@ -15,9 +15,9 @@
 //!   and 20 ms above it.
 //! - `noisy_neighbour`: from the fair share's blame ([`tenantry_fairness::
 //!   share::DbShare::take_blame`]): a tenant is noisy in an interval when a
-//!   victim's db_wait p99 broke the victim's threshold, the tenant carries at
-//!   least half of the waiting attributed to the victim, and it held the
-//!   database at least as long as the victim did (a quiet tenant that holds
+//!   victim's db_wait p99 broke the victim's threshold, the tenant carries
+//!   more than half of the waiting attributed to the victim, and it held the
+//!   database at least twice as long as the victim did (a quiet tenant that holds
 //!   little is never blamed for a flood's own waiting).
 //!
 //! An alert is a row (`tenant_alerts`), opened at most once per tenant, kind
@@ -337,7 +337,8 @@ fn noisy(
         let breached = victim.db_wait.count() >= MIN_SAMPLES && p99 > limit.db_wait_p99_ms;
         let total = on_victim.get(&b.victim).copied().unwrap_or(0);
         let culprit_time = by_id.get(&b.culprit).map_or(0, |c| c.db_time_us);
-        if breached && b.wait_us * 2 >= total && culprit_time >= victim.db_time_us {
+        if breached && b.wait_us * 2 > total && culprit_time >= victim.db_time_us.saturating_mul(2)
+        {
             victims_of
                 .entry(b.culprit)
                 .or_default()

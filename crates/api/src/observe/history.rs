@@ -73,16 +73,16 @@ pub async fn flush(db: &Db, minute: i32, rows: &[Interval]) -> Result<(), DbErro
     // Histograms go flat, BUCKETS counts per row, sliced back by ordinality.
     let latency: Vec<i64> = rows.iter().flat_map(|r| r.latency.to_vec()).collect();
     let db_wait: Vec<i64> = rows.iter().flat_map(|r| r.db_wait.to_vec()).collect();
-    let buckets = i32::try_from(BUCKETS).unwrap_or(i32::MAX);
+    let buckets = i64::try_from(BUCKETS).unwrap_or(i64::MAX);
     as_observer(
         db,
         "INSERT INTO tenant_perf_minute AS p
              (tenant_id, minute, requests, errors, throttled, shed, latency_hist,
               db_time_us, db_wait_hist, cache_hits, cache_misses)
          SELECT u.t, $1, u.r, u.e, u.th, u.s,
-                ($10::bigint[])[(u.n - 1) * $12 + 1 : u.n * $12],
+                ($10::bigint[])[(u.n - 1) * $12::bigint + 1 : u.n * $12::bigint],
                 u.dt,
-                ($11::bigint[])[(u.n - 1) * $12 + 1 : u.n * $12],
+                ($11::bigint[])[(u.n - 1) * $12::bigint + 1 : u.n * $12::bigint],
                 u.h, u.m
            FROM unnest($2::uuid[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
                        $7::bigint[], $8::bigint[], $9::bigint[])

@@ -20,6 +20,7 @@ mod journeys;
 mod json;
 mod members;
 mod notifications;
+mod observe;
 mod outage;
 mod plans;
 mod posts;
