@@ -24,6 +24,19 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(performance))
         .routes(routes!(top))
         .routes(routes!(list_alerts))
+        .routes(routes!(dashboard))
+}
+
+/// The operator's dashboard: one self-contained page (no external assets),
+/// built into the binary. It asks for the admin token once and reads the
+/// admin API with it.
+const DASHBOARD: &str = include_str!("../observe/dashboard.html");
+
+#[utoipa::path(get, path = "/admin", tag = "ops",
+    responses((status = 200, description = "The operator's dashboard (HTML, JavaScript and CSS in one page)",
+        content_type = "text/html", body = String)))]
+pub async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(DASHBOARD)
 }
 
 /// A window's totals.
