@@ -311,3 +311,99 @@ async fn observe_metrics_carry_at_most_k_plus_one_tenant_label_values_with_ten_t
     }
     assert!(labels["tenantry_tenant_requests_per_second"].contains("_other"));
 }
+
+/// The metric names a PromQL expression reads (identifiers that are not
+/// functions, keywords or label names).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut word = String::new();
+    let mut in_braces = 0;
+    let mut in_string = false;
+    let chars: Vec<char> = expr.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        if in_string {
+            in_string = *c != '"';
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || *c == '_' || *c == ':' {
+            word.push(*c);
+            continue;
+        }
+        let next = chars[i..].iter().find(|c| !c.is_whitespace()).copied();
+        if !word.is_empty()
+            && in_braces == 0
+            && next != Some('(')
+            && word.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && (word.starts_with("tenantry_") || word.starts_with("http_"))
+        {
+            names.push(word.clone());
+        }
+        word.clear();
+        match c {
+            '{' => in_braces += 1,
+            '}' => in_braces -= 1,
+            '"' => in_string = true,
+            _ => {}
+        }
+    }
+    if word.starts_with("tenantry_") || word.starts_with("http_") {
+        names.push(word);
+    }
+    names
+}
+
+#[tokio::test]
+async fn observe_every_metric_the_grafana_dashboard_queries_is_in_metrics() {
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../../../../deploy/grafana/tenantry.json"))
+            .expect("the dashboard is JSON");
+    let mut wanted = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            wanted.extend(metric_names(target["expr"].as_str().expect("expr")));
+        }
+    }
+    assert!(wanted.len() >= 15, "{wanted:?}");
+    let app = TestApp::spawn_configured(None, fast(300)).await;
+    let (tenant, owner) = app.tenant("graf").await;
+    let id = tenant["id"].as_str().expect("id");
+    app.post(&owner, "hello").await;
+    let res = app
+        .as_user(&owner, Method::POST, "/v1/announcements")
+        .json(&json!({"title": "hi", "message": "all"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    crate::helpers::limit(&app, id, json!({"rate_per_sec": 1, "burst": 1})).await;
+    for _ in 0..5 {
+        let _ = app.as_user(&owner, Method::GET, "/v1/posts").send().await;
+    }
+    within(
+        30,
+        "every metric the dashboard reads is exported",
+        || async {
+            let text = app
+                .request(Method::GET, "/metrics")
+                .send()
+                .await
+                .expect("request")
+                .text()
+                .await
+                .expect("text");
+            let missing: Vec<&String> = wanted
+                .iter()
+                .filter(|m| {
+                    !text.lines().any(|l| {
+                        l.starts_with(&format!("{m}{{")) || l.starts_with(&format!("{m} "))
+                    })
+                })
+                .collect();
+            if !missing.is_empty() {
+                eprintln!("not yet in /metrics: {missing:?}");
+            }
+            missing.is_empty()
+        },
+    )
+    .await;
+}
