@@ -208,6 +208,10 @@ pub struct ServeArgs {
     /// Seconds per measurement interval (flush, alerts): 60 in production.
     #[arg(long, env = "TENANTRY_OBSERVE_INTERVAL_SECS", default_value_t = 60)]
     pub observe_interval_secs: u64,
+    /// Per-tenant measurements in the request path; off only to measure
+    /// what they cost (nothing reaches the history, alerts or /metrics).
+    #[arg(long, env = "TENANTRY_OBSERVE_RECORD", value_enum, default_value_t = Switch::On)]
+    pub observe_record: Switch,
     /// Where alerts are POSTed (through the job queue).
     #[arg(long, env = "TENANTRY_ALERT_WEBHOOK")]
     pub alert_webhook: Option<String>,
@@ -264,6 +268,7 @@ impl ServeArgs {
                         url,
                         secret: self.alert_webhook_secret.unwrap_or_default(),
                     }),
+                record: self.observe_record == Switch::On,
                 ..crate::observe::ObserveConfig::default()
             },
         }
