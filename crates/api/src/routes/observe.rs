@@ -244,6 +244,8 @@ pub struct TopParams {
     pub window: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page (the ranking goes on after it).
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -259,6 +261,8 @@ pub struct TopTenant {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TopTenants {
     pub items: Vec<TopTenant>,
+    /// More of the ranking after the last item, if any.
+    pub next_cursor: Option<String>,
 }
 
 /// The busiest tenants by a measure over a window.
@@ -308,7 +312,24 @@ pub async fn top(
         .map(|(id, p)| (*id, Summary::of(p, seconds)))
         .collect();
     ranked.sort_by(|a, b| measure(&b.1).total_cmp(&measure(&a.1)).then(a.0.cmp(&b.0)));
+    // Keyset over the ranking: after (value, tenant) of the previous page.
+    if let Some(raw) = params.cursor.as_deref() {
+        let bad = || ApiError::BadRequest("the cursor is not valid".into());
+        let (v, id) = raw.split_once('_').ok_or_else(bad)?;
+        let (v, id) = (
+            v.parse::<f64>().map_err(|_| bad())?,
+            Uuid::parse_str(id).map_err(|_| bad())?,
+        );
+        ranked.retain(|(t, s)| {
+            let m = measure(s);
+            m < v || (m == v && *t > id)
+        });
+    }
+    let more = ranked.len() > limit;
     ranked.truncate(limit);
+    let next_cursor = more
+        .then(|| ranked.last().map(|(id, s)| format!("{}_{id}", measure(s))))
+        .flatten();
     let ids: Vec<Uuid> = ranked.iter().map(|(id, _)| *id).collect();
     let names: std::collections::HashMap<Uuid, (String, String)> = history::as_observer(
         &state.db,
@@ -332,7 +353,7 @@ pub async fn top(
             })
         })
         .collect();
-    Ok(Json(TopTenants { items }))
+    Ok(Json(TopTenants { items, next_cursor }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
