@@ -407,3 +407,67 @@ async fn observe_every_metric_the_grafana_dashboard_queries_is_in_metrics() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn observe_an_opened_alert_is_posted_to_the_webhook_signed_through_the_job_queue() {
+    let received: Arc<tokio::sync::Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let sink = received.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    let sig = headers
+                        .get("tenantry-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    sink.lock().await.push((sig, body.to_vec()));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+    let app = TestApp::spawn_configured(None, move |s| {
+        s.with_observe(ObserveConfig {
+            interval: Duration::from_millis(300),
+            webhook: Some(tenantry_api::observe::webhook::Webhook {
+                url,
+                secret: "hook-secret".into(),
+            }),
+            ..ObserveConfig::default()
+        })
+    })
+    .await;
+    let (tenant, owner) = app.tenant("hooked").await;
+    let id = tenant["id"].as_str().expect("id").to_owned();
+    let res = app
+        .admin(Method::PATCH, &format!("/v1/admin/tenants/{id}"))
+        .json(&json!({"thresholds": {"p99_ms": 0.001, "for_minutes": 1}}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    within(60, "the webhook received the opened alert", || async {
+        for n in 0..10 {
+            app.post(&owner, &format!("post {n}")).await;
+        }
+        !received.lock().await.is_empty()
+    })
+    .await;
+    let (sig, body) = received.lock().await[0].clone();
+    assert_eq!(
+        sig,
+        tenantry_api::observe::webhook::signature("hook-secret", &body)
+    );
+    let event: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(event["event"], "alert.opened");
+    assert_eq!(event["alert"]["tenant_id"], id.as_str());
+    assert_eq!(event["alert"]["kind"], "threshold");
+}
