@@ -408,9 +408,12 @@ async fn observe_every_metric_the_grafana_dashboard_queries_is_in_metrics() {
     .await;
 }
 
+/// What the webhook received: (signature header, body).
+type Deliveries = Vec<(String, Vec<u8>)>;
+
 #[tokio::test]
 async fn observe_an_opened_alert_is_posted_to_the_webhook_signed_through_the_job_queue() {
-    let received: Arc<tokio::sync::Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let received: Arc<tokio::sync::Mutex<Deliveries>> = Arc::default();
     let sink = received.clone();
     let hook = axum::Router::new().route(
         "/hook",
