@@ -28,6 +28,8 @@ pub struct Batch {
     pub counter_interval: std::time::Duration,
     /// Where export archives (and uploaded imports) are kept.
     pub export_dir: std::path::PathBuf,
+    /// Where alert webhooks are delivered (`alert.webhook` jobs), if anywhere.
+    pub alert_webhook: Option<crate::observe::webhook::Webhook>,
 }
 
 impl Batch {
@@ -41,12 +43,20 @@ impl Batch {
             worker_config: WorkerConfig::default(),
             counter_interval: std::time::Duration::from_secs(1),
             export_dir: std::path::PathBuf::from(crate::config::DEFAULT_DATA_DIR).join("exports"),
+            alert_webhook: None,
         }
     }
 
     /// Every job kind the server runs, with its handler.
-    pub fn registry() -> Registry {
-        Registry::new().register(announcements::FANOUT, FanOut::default())
+    pub fn registry(&self) -> Registry {
+        let registry = Registry::new().register(announcements::FANOUT, FanOut::default());
+        match &self.alert_webhook {
+            Some(w) => registry.register(
+                crate::observe::alerts::WEBHOOK_JOB,
+                crate::observe::webhook::Deliver::new(w.clone()),
+            ),
+            None => registry,
+        }
     }
 }
 
@@ -96,7 +106,7 @@ pub fn start(
     tasks.push(tokio::spawn(lane.run(batch.wake.clone(), stop.clone())));
     for _ in 0..batch.workers {
         let registry =
-            crate::lifecycle::register(Batch::registry(), &batch.export_dir, cache.clone());
+            crate::lifecycle::register(batch.registry(), &batch.export_dir, cache.clone());
         let worker = Arc::new(Worker::new(
             db.clone(),
             registry,

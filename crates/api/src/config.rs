@@ -60,6 +60,9 @@ pub struct Settings {
     /// Where tenant exports (backups) and uploaded imports are kept; `None`:
     /// `exports` in `data_dir`.
     pub export_dir: Option<PathBuf>,
+    /// Per-tenant measurements: interval, top K, alert webhook
+    /// (the webhook's secret is never printed by `Debug`).
+    pub observe: crate::observe::ObserveConfig,
 }
 
 impl fmt::Debug for Settings {
@@ -86,6 +89,7 @@ impl fmt::Debug for Settings {
             .field("job_lease", &self.job_lease)
             .field("ingest_window", &self.ingest_window)
             .field("export_dir", &self.export_dir)
+            .field("observe", &self.observe)
             .finish()
     }
 }
@@ -113,6 +117,7 @@ impl Default for Settings {
             job_lease: std::time::Duration::from_secs(DEFAULT_JOB_LEASE_SECS),
             ingest_window: std::time::Duration::from_millis(DEFAULT_INGEST_WINDOW_MS),
             export_dir: None,
+            observe: crate::observe::ObserveConfig::default(),
         }
     }
 }
@@ -215,6 +220,22 @@ pub struct ServeArgs {
     /// `exports` in the data directory).
     #[arg(long, env = "TENANTRY_EXPORT_DIR")]
     pub export_dir: Option<PathBuf>,
+    /// Tenants with their own series in /metrics (the rest are `_other`).
+    #[arg(long, env = "TENANTRY_METRICS_TOP_K", default_value_t = crate::observe::top::DEFAULT_TOP_K)]
+    pub metrics_top_k: usize,
+    /// Seconds per measurement interval (flush, alerts): 60 in production.
+    #[arg(long, env = "TENANTRY_OBSERVE_INTERVAL_SECS", default_value_t = 60)]
+    pub observe_interval_secs: u64,
+    /// Per-tenant measurements in the request path; off only to measure
+    /// what they cost (nothing reaches the history, alerts or /metrics).
+    #[arg(long, env = "TENANTRY_OBSERVE_RECORD", value_enum, default_value_t = Switch::On)]
+    pub observe_record: Switch,
+    /// Where alerts are POSTed (through the job queue).
+    #[arg(long, env = "TENANTRY_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<String>,
+    /// The HMAC-SHA256 key of the `Tenantry-Signature` header.
+    #[arg(long, env = "TENANTRY_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub alert_webhook_secret: Option<String>,
 }
 
 /// On or off.
@@ -258,6 +279,18 @@ impl ServeArgs {
             job_lease: Duration::from_secs(self.job_lease_secs),
             ingest_window: Duration::from_millis(self.ingest_window_ms),
             export_dir: self.export_dir,
+            observe: crate::observe::ObserveConfig {
+                interval: Duration::from_secs(self.observe_interval_secs.max(1)),
+                top_k: self.metrics_top_k,
+                webhook: self
+                    .alert_webhook
+                    .map(|url| crate::observe::webhook::Webhook {
+                        url,
+                        secret: self.alert_webhook_secret.unwrap_or_default(),
+                    }),
+                record: self.observe_record == Switch::On,
+                ..crate::observe::ObserveConfig::default()
+            },
         }
     }
 }

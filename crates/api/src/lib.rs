@@ -9,6 +9,7 @@ pub mod config;
 pub mod json_time;
 pub mod lifecycle;
 pub mod maintenance;
+pub mod observe;
 pub mod openapi;
 pub mod ops;
 pub mod pagination;

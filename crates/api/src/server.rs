@@ -79,6 +79,7 @@ pub async fn run(
         state.usage.clone(),
         stop_rx.clone(),
     ));
+    let observe = tokio::spawn(crate::observe::run(state.clone(), stop_rx.clone()));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -88,7 +89,16 @@ pub async fn run(
     // the ones waiting on it); now workers finish their batch and the
     // collector writes what it holds.
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(purge, maintenance, upkeep, fanout, warm, backups, usage);
+    let _ = tokio::join!(
+        purge,
+        maintenance,
+        upkeep,
+        fanout,
+        warm,
+        backups,
+        usage,
+        observe
+    );
     for task in batch {
         let _ = task.await;
     }
@@ -199,7 +209,8 @@ impl Application {
                 ..Default::default()
             },
             settings.job_workers,
-        );
+        )
+        .with_observe(settings.observe.clone());
         state.batch.worker_config.lease = settings.job_lease;
         state.batch.export_dir = settings
             .export_dir

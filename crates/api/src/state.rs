@@ -58,6 +58,8 @@ pub struct AppState {
     /// Usage per tenant per day, counted in memory and flushed in batches
     /// (`crate::ops::usage`).
     pub usage: Arc<crate::ops::usage::UsageMeter>,
+    /// Per-tenant measurements, their history and alerts.
+    pub observe: crate::observe::Observe,
 }
 
 /// The fairness machinery (DESIGN.md, "Fairness").
@@ -204,6 +206,7 @@ impl AppState {
             partition_horizon_months: crate::config::DEFAULT_PARTITION_HORIZON_MONTHS,
             api_versions: crate::versions::Usage::default(),
             usage: Arc::default(),
+            observe: crate::observe::Observe::default(),
         }
     }
 
@@ -214,8 +217,17 @@ impl AppState {
         ingest: tenantry_jobs::ingest::IngestConfig,
         workers: usize,
     ) -> Self {
+        let webhook = self.batch.alert_webhook.take();
         self.batch = crate::batch::Batch::new(&self.db, ingest);
         self.batch.workers = workers;
+        self.batch.alert_webhook = webhook;
+        self
+    }
+
+    /// Sets how the observer runs (interval, top K, webhook).
+    pub fn with_observe(mut self, config: crate::observe::ObserveConfig) -> Self {
+        self.batch.alert_webhook = config.webhook.clone();
+        self.observe = crate::observe::Observe::new(config);
         self
     }
 

@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use tenantry_fairness::gcra::Decision;
 
+use crate::observe::meter::Outcome;
 use crate::problem::{ApiError, ErrorCode, REQUEST_ID};
 use crate::request::RequestInfo;
 use crate::state::{AppState, ThrottleCounts};
@@ -101,6 +102,19 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     if let (Some(r), Some(code)) = (resolved, response.extensions().get::<ErrorCode>()) {
         count_throttle(&state, r.tenant.id, code.0, &tier);
     }
+    if let Some(r) = resolved
+        && state.observe.config.record
+    {
+        let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
+        let outcome = Outcome::of(response.status().as_u16(), code);
+        let t = &r.tenant;
+        state
+            .observe
+            .meters
+            .request((t.id, &t.slug, &t.tier), started.elapsed(), outcome, || {
+                cache_seen(&state, t.id)
+            });
+    }
     let status = response.status().as_u16().to_string();
     let labels = [("route", route), ("method", method), ("tier", tier)];
     metrics::histogram!("http_request_duration_seconds", &labels)
@@ -109,6 +123,13 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     counted.push(("status", status));
     metrics::counter!("http_requests_total", &counted).increment(1);
     response
+}
+
+/// A tenant's cumulative cache hits and misses (a new meter's baseline).
+pub fn cache_seen(state: &AppState, tenant: uuid::Uuid) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = state.cache.stats.tenant(tenant);
+    (t.hits.load(Relaxed), t.misses.load(Relaxed))
 }
 
 /// `http_requests_in_flight`, held by a guard: a client that hangs up makes

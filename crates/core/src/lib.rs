@@ -16,7 +16,7 @@ pub use features::{Feature, FeatureFlags};
 pub use role::Role;
 pub use slug::TenantSlug;
 pub use tenant::{JoinPolicy, TenantStatus};
-pub use tier::{LimitOverrides, Limits, TierName, TierTable};
+pub use tier::{LimitOverrides, Limits, ThresholdOverrides, Thresholds, TierName, TierTable};
 
 /// Why a value was refused: a message a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -58,10 +58,99 @@ pub struct Limits {
     /// Scheduled backups kept per tenant; older ones are pruned.
     #[serde(default = "default_backups_kept")]
     pub backups_kept: u32,
+    /// When the tenant's measurements raise alerts (`[tiers.<t>.thresholds]`).
+    #[serde(default)]
+    pub thresholds: Thresholds,
 }
 
 fn default_backups_kept() -> u32 {
     7
+}
+
+/// When a tenant's measurements raise an alert: a threshold alert opens when
+/// a measure breaks its threshold for `for_minutes` consecutive minutes and
+/// resolves after as many clean ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// Request latency, 99th percentile over a minute, in milliseconds.
+    pub p99_ms: f64,
+    /// Server errors (5xx) ÷ requests over a minute.
+    pub error_rate: f64,
+    /// Requests answered 429 ÷ requests over a minute.
+    pub throttle_rate: f64,
+    /// Time queued for the fair database share, 99th percentile, in ms.
+    pub db_wait_p99_ms: f64,
+    /// Consecutive minutes a measure must break (or clear) its threshold.
+    pub for_minutes: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            p99_ms: 1_000.0,
+            error_rate: 0.05,
+            throttle_rate: 0.25,
+            db_wait_p99_ms: 250.0,
+            for_minutes: 2,
+        }
+    }
+}
+
+/// A tenant's own thresholds over its tier's (`PATCH .. {"thresholds"}`);
+/// `None` keeps the tier's. Unknown names are refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_wait_p99_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_minutes: Option<u32>,
+}
+
+impl Thresholds {
+    /// Lays `o` on top of these thresholds.
+    pub fn with(&self, o: &ThresholdOverrides) -> Thresholds {
+        Thresholds {
+            p99_ms: o.p99_ms.unwrap_or(self.p99_ms),
+            error_rate: o.error_rate.unwrap_or(self.error_rate),
+            throttle_rate: o.throttle_rate.unwrap_or(self.throttle_rate),
+            db_wait_p99_ms: o.db_wait_p99_ms.unwrap_or(self.db_wait_p99_ms),
+            for_minutes: o.for_minutes.unwrap_or(self.for_minutes),
+        }
+    }
+
+    /// Positive, finite numbers; rates at most 1; 1 to 1,440 minutes.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        for (name, v) in [
+            ("p99_ms", self.p99_ms),
+            ("error_rate", self.error_rate),
+            ("throttle_rate", self.throttle_rate),
+            ("db_wait_p99_ms", self.db_wait_p99_ms),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ParseError::new(format!("{name} must be a positive number")));
+            }
+        }
+        for (name, v) in [
+            ("error_rate", self.error_rate),
+            ("throttle_rate", self.throttle_rate),
+        ] {
+            if v > 1.0 {
+                return Err(ParseError::new(format!("{name} must be at most 1")));
+            }
+        }
+        if !(1..=1_440).contains(&self.for_minutes) {
+            return Err(ParseError::new("for_minutes must be from 1 to 1440"));
+        }
+        Ok(())
+    }
 }
 
 impl Limits {
@@ -88,6 +177,7 @@ impl Limits {
             features: self.features,
             backup_every_hours: self.backup_every_hours,
             backups_kept: self.backups_kept,
+            thresholds: self.thresholds.clone(),
         }
     }
 
@@ -105,7 +195,9 @@ impl Limits {
                 return Err(ParseError::new(format!("{name} must be at least 1")));
             }
         }
-        Ok(())
+        self.thresholds
+            .validate()
+            .map_err(|e| ParseError::new(format!("thresholds: {e}")))
     }
 }
 
@@ -191,6 +283,7 @@ impl Default for TierTable {
                     features: FeatureFlags::default(),
                     backup_every_hours: 24,
                     backups_kept: 3,
+                    thresholds: Thresholds::default(),
                 },
             ),
             (
@@ -210,6 +303,7 @@ impl Default for TierTable {
                     features: FeatureFlags::default(),
                     backup_every_hours: 24,
                     backups_kept: 7,
+                    thresholds: Thresholds::default(),
                 },
             ),
             (
@@ -229,6 +323,7 @@ impl Default for TierTable {
                     features: FeatureFlags::default(),
                     backup_every_hours: 6,
                     backups_kept: 28,
+                    thresholds: Thresholds::default(),
                 },
             ),
         ]);
@@ -333,6 +428,42 @@ mod tests {
             ..Default::default()
         };
         assert!(zero.validate().is_err());
+    }
+
+    /// A tiers file with one tier, `basic`: the built-in `free` with
+    /// `thresholds` (as TOML, the tier's own sub-table).
+    fn with_thresholds(thresholds: Thresholds) -> String {
+        let mut basic = TierTable::default().limits("free").clone();
+        basic.thresholds = thresholds;
+        toml::to_string(&TierTable {
+            default_tier: "basic".to_owned(),
+            tiers: BTreeMap::from([("basic".to_owned(), basic)]),
+        })
+        .expect("serialise")
+    }
+
+    #[test]
+    fn a_tier_reads_its_thresholds_from_its_own_table_and_a_tenant_overrides_them() {
+        let file = with_thresholds(Thresholds {
+            p99_ms: 300.0,
+            for_minutes: 3,
+            ..Thresholds::default()
+        });
+        assert!(file.contains("[tiers.basic.thresholds]"), "{file}");
+        let table = TierTable::from_toml(&file).expect("valid table");
+        let t = &table.limits("basic").thresholds;
+        assert_eq!((t.p99_ms, t.for_minutes), (300.0, 3));
+        assert_eq!(t.error_rate, Thresholds::default().error_rate);
+        let mine = t.with(&ThresholdOverrides {
+            p99_ms: Some(50.0),
+            ..Default::default()
+        });
+        assert_eq!((mine.p99_ms, mine.for_minutes), (50.0, 3));
+        let bad = with_thresholds(Thresholds {
+            error_rate: 2.0,
+            ..Thresholds::default()
+        });
+        assert!(TierTable::from_toml(&bad).is_err());
     }
 
     #[test]

@@ -17,6 +17,12 @@
 //!   of the flood's. Tenants that each hold less than half (an even load)
 //!   never meet this cap: they share the whole capacity.
 //! - A waiter gives up after its budget (the caller answers 503).
+//! - Blame: a wait that began while the capacity was full (not at the
+//!   waiter's own limit, counting its tenant's waiters ahead) is attributed to
+//!   the other tenants holding slots when it ends, in proportion to the slots
+//!   each held. [`DbShare::take_blame`] drains these (culprit, victim) sums:
+//!   the noisy-neighbour detector reads them. A wait the tenant caused itself
+//!   blames nobody.
 //!
 //! Cancellation safety: a waiting request may be dropped at any moment (its
 //! client hung up, its budget ran out). Every waiter is owned by a guard in
@@ -64,7 +70,28 @@ struct TenantQueue {
 struct Waiter {
     ticket: u64,
     wake: oneshot::Sender<()>,
+    /// When it joined the queue.
+    since: Instant,
+    /// Whether it queued only because the capacity was full: its wait is
+    /// then the other holders' doing (see the module doc, "Blame").
+    blame_others: bool,
 }
+
+/// Waiting one tenant's operations spent behind another's slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blame {
+    /// The tenant holding slots.
+    pub culprit: Uuid,
+    /// The tenant that waited.
+    pub victim: Uuid,
+    /// The waiting attributed, in microseconds.
+    pub wait_us: u64,
+}
+
+/// (culprit, victim) pairs kept between two drains; past it, new pairs are
+/// dropped (the detector reads every interval, so it is never reached in
+/// practice, but memory stays bounded whatever happens).
+const MAX_BLAME_PAIRS: usize = 16_384;
 
 struct State {
     capacity: u32,
@@ -76,6 +103,8 @@ struct State {
     /// Tenants with waiters, in service order.
     ring: VecDeque<Uuid>,
     next_ticket: u64,
+    /// Waiting attributed since the last [`DbShare::take_blame`].
+    blame: HashMap<(Uuid, Uuid), u64>,
 }
 
 /// How recently another tenant must have been admitted for the headroom to
@@ -96,6 +125,39 @@ impl State {
             limit.min(self.capacity.saturating_sub(headroom).max(1))
         } else {
             limit
+        }
+    }
+
+    /// Attributes `waited` of `victim` to the other tenants holding slots,
+    /// in proportion to the slots each holds. Runs only on the contended
+    /// path (a waiter leaving the queue), over the tenants map, which holds
+    /// only active tenants beyond a small size.
+    fn attribute(&mut self, victim: Uuid, waited: Duration) {
+        let wait_us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        if wait_us == 0 {
+            return;
+        }
+        let others: u64 = self
+            .tenants
+            .iter()
+            .filter(|(id, t)| **id != victim && t.in_use > 0)
+            .map(|(_, t)| u64::from(t.in_use))
+            .sum();
+        if others == 0 {
+            return;
+        }
+        let State { tenants, blame, .. } = self;
+        for (id, t) in tenants.iter() {
+            if *id == victim || t.in_use == 0 {
+                continue;
+            }
+            let share = wait_us.saturating_mul(u64::from(t.in_use)) / others;
+            let key = (*id, victim);
+            if let Some(sum) = blame.get_mut(&key) {
+                *sum = sum.saturating_add(share);
+            } else if blame.len() < MAX_BLAME_PAIRS {
+                blame.insert(key, share);
+            }
         }
     }
 
@@ -143,11 +205,14 @@ impl Drop for Queued<'_> {
         if let Some(t) = state.tenants.get_mut(&self.tenant)
             && let Some(at) = t.waiters.iter().position(|w| w.ticket == self.ticket)
         {
-            // Still queued: leave no trace.
-            t.waiters.remove(at);
+            // Still queued: leave no trace but the blame for its wait.
+            let waiter = t.waiters.remove(at).expect("found at this position");
             if t.waiters.is_empty() {
                 t.credit = 0;
                 state.ring.retain(|id| *id != self.tenant);
+            }
+            if waiter.blame_others {
+                state.attribute(self.tenant, waiter.since.elapsed());
             }
             return;
         }
@@ -189,6 +254,7 @@ impl DbShare {
                 tenants: HashMap::new(),
                 ring: VecDeque::new(),
                 next_ticket: 0,
+                blame: HashMap::new(),
             }),
         })
     }
@@ -224,7 +290,14 @@ impl DbShare {
             let ticket = state.next_ticket;
             state.next_ticket += 1;
             let (wake, woken) = oneshot::channel();
-            tenant.waiters.push_back(Waiter { ticket, wake });
+            let blame_others = !capacity_free
+                && (tenant.in_use as usize + tenant.waiters.len()) < allowance as usize;
+            tenant.waiters.push_back(Waiter {
+                ticket,
+                wake,
+                since: now,
+                blame_others,
+            });
             if tenant.waiters.len() == 1 {
                 if tenant.credit == 0 {
                     tenant.credit = tenant.weight;
@@ -291,6 +364,12 @@ impl DbShare {
                 continue;
             }
             let waiter = tenant.waiters.pop_front().expect("checked non-empty");
+            if waiter.blame_others {
+                state.attribute(id, now.duration_since(waiter.since));
+            }
+            let Some(tenant) = state.tenants.get_mut(&id) else {
+                continue;
+            };
             tenant.in_use += 1;
             state.in_use += 1;
             // The slot is the waiter's from here on. If its future is gone
@@ -314,6 +393,20 @@ impl DbShare {
                 .tenants
                 .retain(|_, t| t.in_use > 0 || !t.waiters.is_empty());
         }
+    }
+
+    /// The waiting attributed since the last call, by (culprit, victim),
+    /// and forgets it.
+    pub fn take_blame(&self) -> Vec<Blame> {
+        let mut state = self.lock();
+        std::mem::take(&mut state.blame)
+            .into_iter()
+            .map(|((culprit, victim), wait_us)| Blame {
+                culprit,
+                victim,
+                wait_us,
+            })
+            .collect()
     }
 
     pub fn stats(&self) -> ShareStats {
@@ -362,6 +455,35 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_full_capacity_blames_the_holders_and_waiting_at_ones_own_limit_blames_nobody()
+     {
+        let share = DbShare::new(2);
+        let (flood, quiet) = (Uuid::now_v7(), Uuid::now_v7());
+        let a = share.acquire(claim(flood, 2, 1), LONG).await.expect("1");
+        let b = share.acquire(claim(flood, 2, 1), LONG).await.expect("2");
+        // The flood's third operation waits at its own limit: nobody's fault.
+        let own = share
+            .acquire(claim(flood, 2, 1), Duration::from_millis(5))
+            .await;
+        assert_eq!(own.err(), Some(Rejected::Timeout));
+        assert!(share.take_blame().is_empty());
+        // The quiet tenant waits 30 ms for the capacity the flood holds.
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiting = waiter(&share, claim(quiet, 2, 1), "quiet", &order);
+        settle().await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        drop(a);
+        let permit = waiting.await.expect("join");
+        let blame = share.take_blame();
+        assert_eq!(blame.len(), 1, "{blame:?}");
+        assert_eq!((blame[0].culprit, blame[0].victim), (flood, quiet));
+        assert!((30_000..31_000).contains(&blame[0].wait_us), "{blame:?}");
+        assert!(share.take_blame().is_empty(), "drained");
+        drop((b, permit));
+        assert_eq!(share.stats().in_use, 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -109,11 +109,51 @@ pub async fn share(state: &AppState, claim: Claim, tier: &str) -> Result<Permit,
 /// [`share`] for a tenant, as the admission of its request's lazy
 /// transaction: awaited only if the handler sends a statement, so a request
 /// served from the cache never queues. The tier is read only then.
+///
+/// The wait is measured for the tenant's meter, and so is the time the
+/// permit (with the connection taken under it) is held: [`Held`] counts it
+/// when the transaction lets it go.
 pub fn tenant_share(state: Arc<AppState>, tenant: &Arc<Tenant>, limits: &Limits) -> Admission {
     let claim = claim(tenant.id, limits);
     let tenant = tenant.clone();
     Box::pin(async move {
-        let permit = share(&state, claim, &tenant.tier).await?;
-        Ok(Box::new(permit) as Box<dyn std::any::Any + Send + Sync>)
+        let started = std::time::Instant::now();
+        let result = share(&state, claim, &tenant.tier).await;
+        if !state.observe.config.record {
+            return Ok(Box::new(result?) as Box<dyn std::any::Any + Send + Sync>);
+        }
+        let t = (tenant.id, &*tenant.slug, &*tenant.tier);
+        state.observe.meters.db_wait(t, started.elapsed(), || {
+            crate::telemetry::cache_seen(&state, tenant.id)
+        });
+        let permit = result?;
+        Ok(Box::new(Held {
+            _permit: permit,
+            since: std::time::Instant::now(),
+            tenant,
+            state,
+        }) as Box<dyn std::any::Any + Send + Sync>)
     })
+}
+
+/// A tenant's database turn, timed: dropped with the transaction (whatever
+/// await it dies at), it counts the time held into the tenant's meter, then
+/// lets the permit go.
+struct Held {
+    _permit: Permit,
+    since: std::time::Instant,
+    tenant: Arc<Tenant>,
+    state: Arc<AppState>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let t = &self.tenant;
+        self.state
+            .observe
+            .meters
+            .db_time((t.id, &t.slug, &t.tier), self.since.elapsed(), || {
+                crate::telemetry::cache_seen(&self.state, t.id)
+            });
+    }
 }

@@ -369,6 +369,10 @@ pub struct PatchTenant {
     /// The API version its requests get when they name none.
     #[schema(schema_with = api_version_or_null)]
     pub api_version: Option<String>,
+    /// Overrides of the tier's alert thresholds: `p99_ms`, `error_rate`,
+    /// `throttle_rate`, `db_wait_p99_ms`, `for_minutes` (null drops one).
+    #[schema(value_type = Option<crate::openapi::JsonObject>)]
+    pub thresholds: Option<Value>,
 }
 
 #[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin", request_body = PatchTenant,
@@ -423,6 +427,7 @@ pub async fn patch_tenant(
     let features = checks.check(body.features.map(|v| features(Some(v))).transpose());
     let limits = checks.check(body.limits.map(validate_limits).transpose());
     let api_version = checks.check(body.api_version.as_deref().map(api_version).transpose());
+    let thresholds = checks.check(body.thresholds.map(validate_thresholds).transpose());
     checks.finish()?;
     let patch = TenantPatch {
         name: name.flatten(),
@@ -440,6 +445,9 @@ pub async fn patch_tenant(
         .await
         .map_err(conflict)?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
+    if let Some(thresholds) = thresholds.flatten() {
+        set_thresholds(&state, id, &thresholds).await?;
+    }
     state.tenant_changed(Some(&before), id).await;
     // The new slug or domain may have been looked up (and found unknown) before.
     state.registry.created(&updated).await;
@@ -471,6 +479,47 @@ fn validate_limits(value: Value) -> Result<Value, FieldError> {
         .validate()
         .map_err(|e| FieldError::new("limits", e.to_string()))?;
     Ok(value)
+}
+
+/// Thresholds must be an object of known names with valid values (or null,
+/// to drop an override); the result, merged over the tier's, must be valid.
+fn validate_thresholds(value: Value) -> Result<Value, FieldError> {
+    let Value::Object(map) = &value else {
+        return Err(FieldError::new("thresholds", "must be a JSON object"));
+    };
+    let set: serde_json::Map<String, Value> = map
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), whole_number_if(k == "for_minutes", v.clone())))
+        .collect();
+    let parsed: tenantry_core::ThresholdOverrides = serde_json::from_value(Value::Object(set))
+        .map_err(|e| FieldError::new("thresholds", e.to_string()))?;
+    tenantry_core::Thresholds::default()
+        .with(&parsed)
+        .validate()
+        .map_err(|e| FieldError::new("thresholds", e.to_string()))?;
+    Ok(value)
+}
+
+fn whole_number_if(yes: bool, v: Value) -> Value {
+    if yes { whole_number(v) } else { v }
+}
+
+/// Merges `thresholds` into the tenant's own (a null removes a key).
+async fn set_thresholds(state: &AppState, id: Uuid, thresholds: &Value) -> Result<(), ApiError> {
+    let mut tx = state
+        .db
+        .begin(&tenantry_db::TenantContext::platform(
+            PLATFORM_STATEMENT_TIMEOUT_MS,
+        ))
+        .await?;
+    tx.execute(
+        "UPDATE tenants SET thresholds = jsonb_strip_nulls(thresholds || $2) WHERE id = $1",
+        &[&id, thresholds],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// `5.0` as `5`: JSON has one number type, and the schema's `integer`

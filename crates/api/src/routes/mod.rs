@@ -12,6 +12,7 @@ pub mod journeys;
 pub mod lifecycle;
 pub mod members;
 pub mod notifications;
+pub mod observe;
 pub mod ops;
 pub mod origin;
 pub mod posts;
@@ -52,6 +53,7 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(notifications::routes())
         .merge(audit::routes())
         .merge(ops::routes())
+        .merge(observe::routes())
         .merge(db::routes())
         .merge(usage::routes())
         .merge(lifecycle::routes())

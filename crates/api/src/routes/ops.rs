@@ -87,7 +87,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("tenantry_db_pool_waiting").set(waiting as f64);
     state.cache.stats.export();
     metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
-    let mut response = state.metrics.render().into_response();
+    let mut text = state.metrics.render();
+    text.push_str(&state.observe.prometheus());
+    let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

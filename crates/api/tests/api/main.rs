@@ -24,6 +24,7 @@ mod json;
 mod lifecycle;
 mod members;
 mod notifications;
+mod observe;
 mod outage;
 mod plans;
 mod posts;
