@@ -296,10 +296,18 @@ fn complete(path: &str, operation: &mut Value) {
 }
 
 /// Every operation takes `Tenantry-Version` (API.md, "Platform controls"),
+/// declared with the one version this document describes,
 /// and a tenant's operation `X-Support-Grant`, the grant a support agent
 /// acts under.
 fn declare_version_headers(operation: &mut Value, class: Class) {
-    let versions: Vec<&str> = crate::versions::VERSIONS.iter().map(|v| v.date).collect();
+    // This document describes the newest version; older ones answer in
+    // their own shapes (docs/API.md, "API versions"), which it does not.
+    let newest = crate::versions::newest();
+    let older: Vec<&str> = crate::versions::VERSIONS
+        .iter()
+        .map(|v| v.date)
+        .filter(|d| *d != newest)
+        .collect();
     let parameters = operation
         .as_object_mut()
         .expect("an operation is an object")
@@ -312,8 +320,11 @@ fn declare_version_headers(operation: &mut Value, class: Class) {
         "name": "Tenantry-Version",
         "in": "header",
         "required": false,
-        "description": "The API version to answer in; default the tenant's pinned version (the newest without a tenant).",
-        "schema": {"type": "string", "enum": versions},
+        "description": format!(
+            "The API version to answer in; default the tenant's pinned version (the newest without a tenant). This document describes {newest}; the older versions ({}) are in docs/API.md.",
+            older.join(", ")
+        ),
+        "schema": {"type": "string", "enum": [newest]},
     }));
     if matches!(class, Class::Tenant) {
         parameters.push(json!({

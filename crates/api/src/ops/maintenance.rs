@@ -89,6 +89,7 @@ impl Operation {
 pub struct MaintenanceRequest {
     /// Tables to work on (as `GET /v1/admin/db/stats` names them); absent:
     /// every table of the schema.
+    #[schema(min_items = 1)]
     pub tables: Option<Vec<String>>,
 }
 

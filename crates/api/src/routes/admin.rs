@@ -371,7 +371,7 @@ pub struct PatchTenant {
     pub api_version: Option<String>,
     /// Overrides of the tier's alert thresholds: `p99_ms`, `error_rate`,
     /// `throttle_rate`, `db_wait_p99_ms`, `for_minutes` (null drops one).
-    #[schema(value_type = Option<crate::openapi::JsonObject>)]
+    #[schema(schema_with = thresholds_schema)]
     pub thresholds: Option<Value>,
 }
 
@@ -483,6 +483,36 @@ fn validate_limits(value: Value) -> Result<Value, FieldError> {
 
 /// Thresholds must be an object of known names with valid values (or null,
 /// to drop an override); the result, merged over the tier's, must be valid.
+/// The schema of `thresholds` in a PATCH: the overrides by name, each a
+/// positive number (rates at most 1, `for_minutes` a whole number from 1 to
+/// 1,440) or null to drop it.
+fn thresholds_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+    let number = |max: Option<f64>| {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Number, Type::Null]))
+            .exclusive_minimum(Some(0.0))
+            .maximum(max)
+            .build()
+    };
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .property("p99_ms", number(None))
+        .property("db_wait_p99_ms", number(None))
+        .property("error_rate", number(Some(1.0)))
+        .property("throttle_rate", number(Some(1.0)))
+        .property(
+            "for_minutes",
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+                .minimum(Some(1))
+                .maximum(Some(1_440))
+                .build(),
+        )
+        .build()
+}
+
 fn validate_thresholds(value: Value) -> Result<Value, FieldError> {
     let Value::Object(map) = &value else {
         return Err(FieldError::new("thresholds", "must be a JSON object"));

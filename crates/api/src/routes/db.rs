@@ -103,7 +103,7 @@ async fn start(
 /// each table skipped if its lock is not had within the lock timeout.
 /// 422 names each table the catalog does not know.
 #[utoipa::path(post, path = "/v1/admin/db/vacuum", tag = "admin",
-    request_body(content = MaintenanceRequest, description = "Optional: absent means every table"),
+    request_body(content = Option<MaintenanceRequest>, description = "Optional: absent means every table"),
     responses((status = 202, body = JobStarted)), security(("admin_token" = [])))]
 pub async fn db_vacuum(
     _: PlatformAdmin,
@@ -115,7 +115,7 @@ pub async fn db_vacuum(
 
 /// `ANALYZE` the named tables (or every table) as a maintenance job.
 #[utoipa::path(post, path = "/v1/admin/db/analyze", tag = "admin",
-    request_body(content = MaintenanceRequest, description = "Optional: absent means every table"),
+    request_body(content = Option<MaintenanceRequest>, description = "Optional: absent means every table"),
     responses((status = 202, body = JobStarted)), security(("admin_token" = [])))]
 pub async fn db_analyze(
     _: PlatformAdmin,
@@ -128,7 +128,7 @@ pub async fn db_analyze(
 /// `REINDEX TABLE CONCURRENTLY` the named tables (or every table) as a
 /// maintenance job: writes go on while each index is rebuilt.
 #[utoipa::path(post, path = "/v1/admin/db/reindex", tag = "admin",
-    request_body(content = MaintenanceRequest, description = "Optional: absent means every table"),
+    request_body(content = Option<MaintenanceRequest>, description = "Optional: absent means every table"),
     responses((status = 202, body = JobStarted)), security(("admin_token" = [])))]
 pub async fn db_reindex(
     _: PlatformAdmin,
@@ -141,7 +141,7 @@ pub async fn db_reindex(
 /// `VACUUM (ANALYZE)` the named tables (or every table), then rebuild their
 /// invalid indexes concurrently, as a maintenance job.
 #[utoipa::path(post, path = "/v1/admin/db/optimize", tag = "admin",
-    request_body(content = MaintenanceRequest, description = "Optional: absent means every table"),
+    request_body(content = Option<MaintenanceRequest>, description = "Optional: absent means every table"),
     responses((status = 202, body = JobStarted)), security(("admin_token" = [])))]
 pub async fn db_optimize(
     _: PlatformAdmin,

@@ -125,7 +125,8 @@ pub struct CreateGrant {
     #[schema(schema_with = crate::openapi::text::<1000>)]
     pub reason: String,
     /// 1 to 480 (8 hours).
-    #[schema(minimum = 1, maximum = 480)]
+    #[serde(deserialize_with = "whole_minutes")]
+    #[schema(value_type = i64, minimum = 1, maximum = 480)]
     pub ttl_minutes: i64,
 }
 
@@ -141,8 +142,22 @@ fn grant_scope() -> utoipa::openapi::Object {
 #[serde(deny_unknown_fields)]
 pub struct ExtendGrant {
     /// How much later it expires: 1 to 480, and at most 8 hours from now.
-    #[schema(minimum = 1, maximum = 480)]
+    #[serde(deserialize_with = "whole_minutes")]
+    #[schema(value_type = i64, minimum = 1, maximum = 480)]
     pub ttl_minutes: i64,
+}
+
+/// A whole number of minutes, written `90` or `90.0` (JSON does not tell
+/// them apart; JSON Schema's `integer` accepts both).
+fn whole_minutes<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(de)?;
+    n.as_i64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                .map(|f| f as i64)
+        })
+        .ok_or_else(|| serde::de::Error::custom("must be a whole number of minutes"))
 }
 
 fn ttl(minutes: i64) -> Result<i64, FieldError> {

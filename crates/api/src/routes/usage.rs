@@ -88,19 +88,23 @@ pub async fn list_usage(
             false
         }
     };
+    // Query parameters: 400, as every list's (API.md, "Conventions").
     if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+        let why: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        return Err(ApiError::BadRequest(why.join("; ")));
     }
     let to = to.unwrap_or_else(|| Utc::now().date_naive());
     let from = from.unwrap_or_else(|| to.checked_sub_days(Days::new(30)).unwrap_or(to));
     if from > to {
-        return Err(ApiError::validation("from", "must not be after to"));
+        return Err(ApiError::BadRequest("from must not be after to".to_owned()));
     }
     if (to - from).num_days() as u64 >= MAX_DAYS {
-        return Err(ApiError::validation(
-            "from",
-            format!("a range of at most {MAX_DAYS} days"),
-        ));
+        return Err(ApiError::BadRequest(format!(
+            "from and to may be at most {MAX_DAYS} days apart"
+        )));
     }
     let limit = PageParams {
         limit: params.limit.clone(),

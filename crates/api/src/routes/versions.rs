@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::pagination::{Page, PageParams};
-use crate::problem::{ApiError, Json};
+use crate::problem::{ApiError, Json, Query};
 use crate::request::PlatformAdmin;
 use crate::state::AppState;
 
@@ -45,7 +45,17 @@ pub struct VersionParams {
     /// Only this tenant.
     pub tenant: Option<Uuid>,
     /// Only this version (`YYYY-MM-DD`).
+    #[param(schema_with = version_schema)]
     pub version: Option<String>,
+}
+
+fn version_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let known: Vec<&str> = crate::versions::VERSIONS.iter().map(|v| v.date).collect();
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(known))
+        .build()
 }
 
 /// Requests by tenant and API version on this node since it started, by
