@@ -272,6 +272,51 @@ impl Db {
         Ok(self.pool.get().await?)
     }
 
+    /// Runs `sql` in a transaction of its own on an owner connection, after
+    /// `prelude` (parameterless SQL that starts with `BEGIN`, e.g. taking a
+    /// role), and commits. With cached statements: one round trip. Behind
+    /// PgBouncer ([`StatementMode::PerTransaction`]) the statement is
+    /// prepared inside the transaction, on the server connection that runs
+    /// it, and closed before the commit. A connection that failed midway is
+    /// never reused.
+    pub async fn one_shot(
+        &self,
+        prelude: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
+        let conn = self.pool.get().await?;
+        let result = match self.mode {
+            StatementMode::Cached => match conn.prepare_cached(sql).await {
+                Ok(stmt) => {
+                    let (begun, rows, committed) = futures::join!(
+                        conn.batch_execute(prelude),
+                        conn.query(&stmt, params),
+                        conn.batch_execute("COMMIT")
+                    );
+                    begun.and(rows).and_then(|rows| committed.map(|()| rows))
+                }
+                Err(e) => Err(e),
+            },
+            StatementMode::PerTransaction => {
+                async {
+                    conn.batch_execute(prelude).await?;
+                    let stmt = conn.prepare(sql).await?;
+                    let rows = conn.query(&stmt, params).await?;
+                    drop(stmt);
+                    conn.batch_execute("COMMIT").await?;
+                    Ok(rows)
+                }
+                .await
+            }
+        };
+        result.map_err(|e| {
+            // The connection may still be inside a transaction.
+            let _ = Object::take(conn);
+            e.into()
+        })
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), DbError> {
         let conn = self.pool.get().await?;

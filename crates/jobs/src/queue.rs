@@ -610,25 +610,11 @@ pub(crate) async fn as_worker_after(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>, DbError> {
-    let conn = db.owner_connection().await?;
-    let stmt = conn.prepare_cached(sql).await?;
     let prelude = format!(
         "BEGIN; SELECT set_config('role', 'tenantry_worker', true), \
          set_config('statement_timeout', '{QUEUE_STATEMENT_TIMEOUT_MS}', true); {before}"
     );
-    let (begun, rows, committed) = futures::join!(
-        conn.batch_execute(&prelude),
-        conn.query(&stmt, params),
-        conn.batch_execute("COMMIT")
-    );
-    match begun.and(rows).and_then(|rows| committed.map(|()| rows)) {
-        Ok(rows) => Ok(rows),
-        Err(e) => {
-            // The connection may still be inside a transaction: never reuse it.
-            let _ = deadpool_postgres::Object::take(conn);
-            Err(e.into())
-        }
-    }
+    db.one_shot(&prelude, sql, params).await
 }
 
 /// Depth of the queue by queue and tenant, for the admin view.
