@@ -321,3 +321,60 @@ async fn a_wrong_url_or_token_is_one_clear_line() {
     let listed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert!(listed["items"].is_array() && listed.get("next_cursor").is_some());
 }
+
+#[tokio::test]
+async fn a_tenant_is_exported_to_a_file_and_imported_back_from_the_command_line() {
+    let server = Server::start().await;
+    let owner = Uuid::now_v7().to_string();
+    let created = server
+        .admin_json(&[
+            "tenants", "create", "--slug", "source", "--name", "Source", "--owner", &owner,
+        ])
+        .await;
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let file = std::env::temp_dir().join(format!("tenantry-cli-{}.tar.gz", Uuid::now_v7()));
+    let file_arg = file.display().to_string();
+
+    // People are told where the archive went; the file is a gzip.
+    let out = server
+        .admin(&["export", &id, "--out", &file_arg, "--wait-secs", "60"])
+        .await;
+    assert!(out.status.success(), "export failed: {}", stderr(&out));
+    assert!(stdout(&out).contains(&file_arg), "{}", stdout(&out));
+    let archive = std::fs::read(&file).expect("the archive was written");
+    assert_eq!(&archive[..2], &[0x1f, 0x8b], "a gzip file");
+
+    // Imported back as a new tenant with new ids, and waited for.
+    let imported = server
+        .admin_json(&[
+            "import",
+            &file_arg,
+            "--slug",
+            "copy",
+            "--new-ids",
+            "--wait-secs",
+            "60",
+        ])
+        .await;
+    assert_eq!(imported["job"]["state"], "done", "{imported}");
+    let copy = imported["tenant_id"].as_str().expect("the new tenant's id");
+    assert_ne!(copy, id);
+    let shown = server.admin_json(&["tenants", "show", copy]).await;
+    assert_eq!(shown["slug"], "copy");
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["name"], "Source");
+
+    // A file that is not an archive is refused in one line, and writes nothing.
+    std::fs::write(&file, b"not an archive").expect("overwrite");
+    let out = server
+        .admin(&["import", &file_arg, "--slug", "broken", "--wait-secs", "60"])
+        .await;
+    let err = failed_in_one_line(&out);
+    assert!(err.contains("archive"), "{err}");
+    let listed = server.admin_json(&["tenants", "list"]).await;
+    assert!(
+        !listed.to_string().contains("\"broken\""),
+        "nothing was imported: {listed}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
