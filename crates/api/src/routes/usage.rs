@@ -63,8 +63,9 @@ fn day(field: &str, raw: Option<&str>) -> Result<Option<NaiveDate>, FieldError> 
 /// Ordered by day, then tenant; keyset pages. Counts reach the table within
 /// about 10 s (each server flushes its counters in batches).
 #[utoipa::path(get, path = "/v1/admin/usage", tag = "admin", params(UsageParams),
-    responses((status = 200, body = Page<UsageRow>,
-               description = "JSON, or `text/csv` with `format=csv` (next page in the `Next-Cursor` header)")),
+    responses((status = 200,
+               description = "JSON, or `text/csv` with `format=csv` (next page in the `Next-Cursor` header)",
+               content((Page<UsageRow> = "application/json"), (String = "text/csv")))),
     security(("admin_token" = [])))]
 pub async fn list_usage(
     _: PlatformAdmin,
