@@ -201,13 +201,58 @@ fn is_write(sql: &str) -> bool {
     if !starts("WITH") {
         return false;
     }
-    let upper = sql.to_ascii_uppercase();
-    upper.contains("INSERT INTO")
-        || upper.contains("DELETE FROM")
-        || upper.split("UPDATE ").skip(1).any(|rest| {
-            // `UPDATE t SET`, not `FOR UPDATE` (a lock, no write).
-            rest.split_whitespace().nth(1) == Some("SET")
+    writes_in_with(sql)
+}
+
+/// The `WITH` half of [`is_write`], read in place (no copy of the text):
+/// `INSERT INTO`, `DELETE FROM`, or `UPDATE t SET` (not `FOR UPDATE`, a
+/// lock), in any case.
+fn writes_in_with(sql: &str) -> bool {
+    /// Where each match of `needle` ends, ignoring ASCII case.
+    fn ends<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+        hay.windows(needle.len())
+            .enumerate()
+            .filter(move |(_, w)| w.eq_ignore_ascii_case(needle))
+            .map(move |(i, _)| i + needle.len())
+    }
+    let bytes = sql.as_bytes();
+    ends(bytes, b"INSERT INTO").next().is_some()
+        || ends(bytes, b"DELETE FROM").next().is_some()
+        || ends(bytes, b"UPDATE ").any(|end| {
+            // The match is ASCII, so `end` is a character boundary.
+            sql[end..]
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|w| w.eq_ignore_ascii_case("SET"))
         })
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::writes_in_with;
+
+    #[test]
+    fn a_with_writes_when_it_inserts_deletes_or_updates_but_not_when_it_locks() {
+        assert!(writes_in_with(
+            "WITH t AS (insert into posts VALUES (1)) SELECT 1"
+        ));
+        assert!(writes_in_with(
+            "WITH d AS (DELETE FROM x RETURNING 1) SELECT 1"
+        ));
+        assert!(writes_in_with(
+            "WITH u AS (UPDATE tenants  SET a = 1) SELECT 1"
+        ));
+        assert!(writes_in_with(
+            "with u as (update tenants set a = 1) select 1"
+        ));
+        assert!(!writes_in_with(
+            "WITH s AS (SELECT 1 FROM t FOR UPDATE) SELECT 1"
+        ));
+        assert!(!writes_in_with(
+            "WITH s AS (SELECT 1 FROM t FOR UPDATE SKIP LOCKED) SELECT é"
+        ));
+        assert!(!writes_in_with("WITH s AS (SELECT 1) SELECT 'UPDATE'"));
+    }
 }
 
 fn counted(n: u64) {
