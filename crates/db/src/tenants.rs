@@ -278,7 +278,8 @@ pub async fn update(
          UPDATE tenants SET
              name = COALESCE($2, name),
              tier = COALESCE($3, tier),
-             status = COALESCE($4, status),
+             -- An import in progress ends only by its own job.
+             status = CASE WHEN status = 'importing' THEN status ELSE COALESCE($4, status) END,
              domain = CASE WHEN $5 THEN $6 ELSE domain END,
              join_policy = COALESCE($7, join_policy),
              settings = COALESCE(tenantry_merge_patch(settings, $8), settings),

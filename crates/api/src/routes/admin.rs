@@ -377,7 +377,7 @@ pub struct PatchTenant {
 
 #[utoipa::path(patch, path = "/v1/admin/tenants/{id}", tag = "admin", request_body = PatchTenant,
     responses((status = 200, body = TenantView), (status = 404, body = crate::problem::Problem),
-              (status = 409, body = crate::problem::Problem, description = "Another tenant already uses this domain (`conflict`)."),
+              (status = 409, body = crate::problem::Problem, description = "Another tenant already uses this domain, or `status` was given while the tenant is being imported (`conflict`)."),
               (status = 422, body = crate::problem::Problem)),
     security(("admin_token" = [])))]
 pub async fn patch_tenant(
@@ -441,6 +441,11 @@ pub async fn patch_tenant(
         api_version: api_version.flatten(),
     };
     let before = find(&state, id).await?;
+    if patch.status.is_some() && before.status == TenantStatus::Importing {
+        return Err(ApiError::Conflict(
+            "the tenant is being imported; its import job makes it active when verified".into(),
+        ));
+    }
     let updated = tenants::update(&state.db, id, &patch, PLATFORM_STATEMENT_TIMEOUT_MS)
         .await
         .map_err(conflict)?

@@ -728,3 +728,39 @@ async fn ownership_moves_only_by_transfer_and_is_audited() {
         .await;
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+/// An import in progress ends only by its own job: the admin cannot make
+/// the tenant active (or suspended) before its rows are verified.
+#[tokio::test]
+async fn an_importing_tenant_cannot_be_made_active_by_hand() {
+    let app = TestApp::spawn().await;
+    let (tenant, _) = app.tenant("halfway").await;
+    let id = tenant["id"].as_str().expect("id").to_owned();
+    app.raw_db()
+        .await
+        .execute(
+            "UPDATE tenants SET status = 'importing' WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .expect("mark importing");
+    for status in ["active", "suspended"] {
+        let res = app
+            .admin(Method::PATCH, &format!("/v1/admin/tenants/{id}"))
+            .json(&json!({"status": status}))
+            .fetch()
+            .await;
+        assert_problem(res, StatusCode::CONFLICT, "conflict").await;
+    }
+    // Other changes are still allowed, and the status stays as it was.
+    let view = assert_json(
+        app.admin(Method::PATCH, &format!("/v1/admin/tenants/{id}"))
+            .json(&json!({"name": "Halfway There"}))
+            .fetch()
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(view["status"], "importing");
+    assert_eq!(view["name"], "Halfway There");
+}
