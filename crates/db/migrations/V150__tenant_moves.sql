@@ -64,11 +64,11 @@ DECLARE
     old_key jsonb;
 BEGIN
     IF TG_OP <> 'DELETE' THEN
-        SELECT jsonb_object_agg(c, to_jsonb(NEW) -> c) INTO new_key FROM unnest(cols) c;
+        SELECT coalesce(jsonb_object_agg(c, to_jsonb(NEW) -> c), '{}') INTO new_key FROM unnest(cols) c;
         INSERT INTO tenant_changes (of_tenant, tbl, key) VALUES (TG_ARGV[1]::uuid, TG_ARGV[0], new_key);
     END IF;
     IF TG_OP <> 'INSERT' THEN
-        SELECT jsonb_object_agg(c, to_jsonb(OLD) -> c) INTO old_key FROM unnest(cols) c;
+        SELECT coalesce(jsonb_object_agg(c, to_jsonb(OLD) -> c), '{}') INTO old_key FROM unnest(cols) c;
         IF new_key IS DISTINCT FROM old_key THEN
             INSERT INTO tenant_changes (of_tenant, tbl, key) VALUES (TG_ARGV[1]::uuid, TG_ARGV[0], old_key);
         END IF;

@@ -568,7 +568,8 @@ const TABLES: &str = "
                        JOIN pg_attribute fa ON fa.attrelid = c.conrelid AND fa.attnum = c.conkey[1]
                       WHERE c.conrelid = t.tbl AND c.contype = 'f'
                         AND c.confrelid = 'users'::regclass), '{}'),
-           t.tbl NOT IN (SELECT tbl FROM tenantry_lifecycle_skip)
+           t.tbl NOT IN (SELECT tbl FROM tenantry_lifecycle_skip),
+           EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = t.tbl AND i.indisprimary)
       FROM tenantry_tenant_tables() t
      ORDER BY t.depth, t.tbl::text";
 
@@ -579,10 +580,11 @@ async fn tables(conn: &tokio_postgres::Client) -> Result<Vec<Table>, DbError> {
         let name: String = r.try_get(0)?;
         let key_cols: Vec<String> = r.try_get(2)?;
         let key_types: Vec<String> = r.try_get(3)?;
-        if key_cols.is_empty() {
+        // A key of `tenant_id` alone (one row per tenant) is an empty key
+        // here: the catch-up re-reads the tenant's whole row.
+        if !r.try_get::<_, bool>(9)? {
             return Err(other_error(format!(
-                "tenant table {name} has no primary key beyond tenant_id: a move cannot \
-                 re-read its changed rows"
+                "tenant table {name} has no primary key: a move cannot re-read its changed rows"
             )));
         }
         let seqs: Vec<String> = r.try_get(5)?;
@@ -716,7 +718,7 @@ async fn drop_named(
     let present: Vec<(String, String)> = conn
         .query(
             "SELECT tgrelid::regclass::text, tgname::text FROM pg_trigger
-              WHERE tgname = ANY ($1) AND NOT tgisinternal AND tgparentid = 0",
+              WHERE tgname::text = ANY ($1::text[]) AND NOT tgisinternal AND tgparentid = 0",
             &[&names.iter().map(|s| s.as_str()).collect::<Vec<_>>()],
         )
         .await?
@@ -860,7 +862,7 @@ async fn columns_of(conn: &tokio_postgres::Client, table: &str) -> Result<Vec<St
     let row = conn
         .query_one(
             "SELECT array_agg(quote_ident(attname) ORDER BY attnum) FROM pg_attribute
-              WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
+              WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
                 AND attgenerated = ''",
             &[&table],
         )
@@ -1004,11 +1006,28 @@ fn key_casts(t: &Table) -> String {
 }
 
 fn key_match(a: &str, b: &str, t: &Table) -> String {
+    if t.key.is_empty() {
+        return "true".to_owned();
+    }
     t.key
         .iter()
         .map(|(c, _)| format!("{a}.{c} = {b}.{c}"))
         .collect::<Vec<_>>()
         .join(" AND ")
+}
+
+/// The condition on `x` that selects the logged keys of `t`.
+fn logged(t: &Table) -> String {
+    if t.key.is_empty() {
+        return "true".to_owned();
+    }
+    let xk: Vec<String> = t.key.iter().map(|(c, _)| format!("x.{c}")).collect();
+    format!(
+        "({}) IN (SELECT {} FROM move_keys WHERE tbl = {})",
+        xk.join(", "),
+        key_casts(t),
+        literal(&t.name)
+    )
 }
 
 /// Applies one batch of the change log to the target; (row keys applied,
@@ -1065,7 +1084,6 @@ async fn catch_up(
     for (i, stage) in &staged {
         let t = &tables[*i];
         let cols = t.columns.join(", ");
-        let key_cols: Vec<&str> = t.key.iter().map(|(c, _)| c.as_str()).collect();
         d.batch_execute(&format!(
             "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {} WITH NO DATA",
             t.name
@@ -1075,17 +1093,10 @@ async fn catch_up(
             s,
             &format!(
                 "COPY (SELECT {cols} FROM {table} x
-                        WHERE x.tenant_id = '{tenant}'
-                          AND ({xk}) IN (SELECT {casts} FROM move_keys WHERE tbl = {name}))
+                        WHERE x.tenant_id = '{tenant}' AND {logged})
                  TO STDOUT (FORMAT binary)",
                 table = t.name,
-                xk = key_cols
-                    .iter()
-                    .map(|c| format!("x.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                casts = key_casts(t),
-                name = literal(&t.name),
+                logged = logged(t),
             ),
             d,
             &format!("COPY {stage} ({cols}) FROM STDIN (FORMAT binary)"),
@@ -1099,13 +1110,10 @@ async fn catch_up(
         d.execute(
             &format!(
                 "DELETE FROM {table} x
-                  USING (SELECT {casts} FROM move_keys WHERE tbl = {name}) k
-                  WHERE x.tenant_id = $1 AND {xk}
+                  WHERE x.tenant_id = $1 AND {logged}
                     AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE {sk})",
                 table = t.name,
-                casts = key_casts(t),
-                name = literal(&t.name),
-                xk = key_match("x", "k", t),
+                logged = logged(t),
                 sk = key_match("s", "x", t),
             ),
             &[&tenant],
@@ -1145,11 +1153,13 @@ async fn catch_up(
     for (i, stage) in staged.iter().rev() {
         let t = &tables[*i];
         let cols = t.columns.join(", ");
-        let key: Vec<&str> = t.key.iter().map(|(c, _)| c.as_str()).collect();
+        let key: Vec<&str> = std::iter::once("tenant_id")
+            .chain(t.key.iter().map(|(c, _)| c.as_str()))
+            .collect();
         let set: Vec<String> = t
             .columns
             .iter()
-            .filter(|c| c.as_str() != "tenant_id" && !key.contains(&c.as_str()))
+            .filter(|c| !key.contains(&c.as_str()))
             .map(|c| format!("{c} = EXCLUDED.{c}"))
             .collect();
         let action = if set.is_empty() {
@@ -1160,7 +1170,7 @@ async fn catch_up(
         d.execute(
             &format!(
                 "INSERT INTO {table} ({cols}) {overriding} SELECT {cols} FROM {stage}
-                 ON CONFLICT (tenant_id, {key}) DO {action}",
+                 ON CONFLICT ({key}) DO {action}",
                 table = t.name,
                 overriding = if t.identity {
                     "OVERRIDING SYSTEM VALUE"
