@@ -209,8 +209,8 @@ pub async fn move_tenant(
     progress: impl Fn(MoveProgress),
 ) -> Result<MoveReport, DbError> {
     let started = Instant::now();
-    let src = source.owner_connection().await?;
-    let dst = target.owner_connection().await?;
+    let src = Detached::get(source).await?;
+    let dst = Detached::get(target).await?;
     let target_name = identity(&dst).await?;
     if identity(&src).await? == target_name {
         return Err(other_error("a tenant cannot move to the database it is in"));
@@ -223,7 +223,7 @@ pub async fn move_tenant(
         )));
     }
     let tables = tables(&src).await?;
-    let existing = active_move(&src, tenant).await?;
+    let existing = find_active(&src, tenant).await?;
     let (record, resumed_from) = match existing {
         Some(r) if r.target != target_name => {
             return Err(other_error(format!(
@@ -363,9 +363,9 @@ pub async fn abort_move(
     target: &Db,
     tenant: Uuid,
 ) -> Result<Option<MoveRecord>, DbError> {
-    let src = source.owner_connection().await?;
-    let dst = target.owner_connection().await?;
-    let Some(record) = active_move(&src, tenant).await? else {
+    let src = Detached::get(source).await?;
+    let dst = Detached::get(target).await?;
+    let Some(record) = find_active(&src, tenant).await? else {
         return Ok(None);
     };
     if record.target != identity(&dst).await? {
@@ -395,8 +395,15 @@ pub async fn abort_move(
     }))
 }
 
-/// The unfinished move of `tenant` recorded in `source`, if any.
-pub async fn active_move(
+/// The unfinished move of `tenant` recorded in `source`, if any: a caller
+/// that finds one after a restart resumes it ([`move_tenant`], same
+/// target) or rolls it back ([`abort_move`]).
+pub async fn active_move(source: &Db, tenant: Uuid) -> Result<Option<MoveRecord>, DbError> {
+    let conn = source.owner_connection().await?;
+    find_active(&conn, tenant).await
+}
+
+async fn find_active(
     conn: &tokio_postgres::Client,
     tenant: Uuid,
 ) -> Result<Option<MoveRecord>, DbError> {
@@ -686,27 +693,29 @@ async fn capture(
     Ok(())
 }
 
-/// Freezes the tenant in this database: its writes fail from here on.
+/// Freezes the tenant in this database: its writes fail from here on. One
+/// transaction for every table (one commit, one round trip: this runs while
+/// the tenant's writes are held); it waits for writes still in flight.
 async fn freeze(
     conn: &tokio_postgres::Client,
     tables: &[Table],
     tenant: Uuid,
 ) -> Result<(), DbError> {
     let [_, _, fw, fd] = trigger_names(tenant);
-    for t in tables.iter().filter(|t| t.frozen) {
-        ddl(
-            conn,
-            &format!(
+    let sql: Vec<String> = tables
+        .iter()
+        .filter(|t| t.frozen)
+        .map(|t| {
+            format!(
                 "CREATE OR REPLACE TRIGGER {fw} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW
                      WHEN (NEW.tenant_id = '{tenant}') EXECUTE FUNCTION tenantry_move_frozen('{tenant}');
                  CREATE OR REPLACE TRIGGER {fd} BEFORE DELETE ON {table} FOR EACH ROW
                      WHEN (OLD.tenant_id = '{tenant}') EXECUTE FUNCTION tenantry_move_frozen('{tenant}')",
                 table = t.name
-            ),
-        )
-        .await?;
-    }
-    Ok(())
+            )
+        })
+        .collect();
+    ddl(conn, &sql.join(";\n")).await
 }
 
 async fn drop_named(
@@ -768,6 +777,36 @@ async fn drop_triggers(
 ) -> Result<(), DbError> {
     let names = trigger_names(tenant);
     drop_named(conn, tables, &names.iter().collect::<Vec<_>>()).await
+}
+
+/// An owner connection the move keeps for its bookkeeping and DDL, closed
+/// when dropped rather than returned to the pool: a move stopped inside a
+/// statement batch must not hand a connection in the middle of a
+/// transaction to someone else.
+struct Detached(Option<Object>);
+
+impl Detached {
+    async fn get(db: &Db) -> Result<Self, DbError> {
+        Ok(Self(Some(db.owner_connection().await?)))
+    }
+}
+
+impl std::ops::Deref for Detached {
+    type Target = tokio_postgres::Client;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("a detached connection is held until dropped")
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            let _ = Object::take(conn);
+        }
+    }
 }
 
 /// A connection in a transaction of the move's own, in the tenant's
@@ -1193,10 +1232,18 @@ async fn catch_up(
     )
     .await?;
     count_applied(s, move_id, keys).await?;
+    // Entries of the frozen tables only: the fenced loop stops at none,
+    // which the freeze guarantees; the deployment's machinery (not frozen)
+    // may go on logging, and is caught up as far as each batch sees.
+    let frozen: Vec<&str> = tables
+        .iter()
+        .filter(|t| t.frozen)
+        .map(|t| t.name.as_str())
+        .collect();
     let left: i64 = s
         .query_one(
-            "SELECT count(*) FROM tenant_changes WHERE of_tenant = $1",
-            &[&tenant],
+            "SELECT count(*) FROM tenant_changes WHERE of_tenant = $1 AND tbl = ANY ($2)",
+            &[&tenant, &frozen],
         )
         .await?
         .try_get(0)?;
