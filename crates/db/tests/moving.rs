@@ -614,3 +614,82 @@ async fn an_aborted_move_leaves_the_tenant_whole_in_the_source_only() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_moves_there_and_back_and_other_tenants_writes_are_not_logged() {
+    let (a, b) = (cell().await, cell().await);
+    let (moving, bystander) = (Uuid::now_v7(), Uuid::now_v7());
+    seed(&a, moving, "moving", 300).await;
+    let other_owner = seed(&a, bystander, "bystander", 100).await;
+    let before = counts(&a, moving).await;
+
+    // Stopped while catching up, with the capture in place: a bystander's
+    // write is not logged, the moving tenant's is.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let fence = TestFence::new();
+    let stopped = tokio::select! {
+        r = moving::move_tenant(&a.db, &b.db, moving, &fence, |p: MoveProgress| {
+            if p.phase == MovePhase::CatchingUp
+                && let Some(tx) = tx.lock().expect("tx").take()
+            {
+                let _ = tx.send(());
+            }
+        }) => Some(r),
+        _ = rx => None,
+    };
+    assert!(stopped.is_none());
+    let client = a.fresh.connect().await;
+    let owner: Uuid = client
+        .query_one(
+            "SELECT owner_user_id FROM tenants WHERE id = $1",
+            &[&moving],
+        )
+        .await
+        .expect("owner")
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO posts (tenant_id, id, author_id, content)
+             VALUES ('{bystander}', gen_random_uuid(), '{other_owner}', 'not moving'),
+                    ('{moving}', gen_random_uuid(), '{owner}', 'moving');
+             UPDATE posts SET content = 'edited' WHERE tenant_id = '{bystander}'"
+        ))
+        .await
+        .expect("writes while moving");
+    let logged: Vec<(Uuid, String)> = client
+        .query("SELECT of_tenant, tbl FROM tenant_changes", &[])
+        .await
+        .expect("log")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(logged, [(moving, "posts".to_owned())]);
+    let mut before = before;
+    *before.get_mut("posts").expect("posts") += 1;
+
+    let report = moving::move_tenant(&a.db, &b.db, moving, &TestFence::new(), |_| {})
+        .await
+        .expect("there");
+    assert_eq!(report.resumed_from, Some(MovePhase::CatchingUp));
+    assert_eq!(counts(&b, moving).await, before);
+
+    // And back: the tenant's record is already there, the old triggers gone.
+    let fence = TestFence::new();
+    let report = moving::move_tenant(&b.db, &a.db, moving, &fence, |_| {})
+        .await
+        .expect("back");
+    assert_eq!(report.resumed_from, None);
+    assert_eq!(counts(&a, moving).await, before);
+    assert_eq!(total(&counts(&b, moving).await), 0);
+    assert_eq!(move_triggers(&a).await, 0);
+    assert_eq!(move_triggers(&b).await, 0);
+    assert_eq!(
+        moving::moves_of(&a.db, moving).await.expect("moves").len(),
+        1
+    );
+    assert_eq!(
+        moving::moves_of(&b.db, moving).await.expect("moves").len(),
+        1
+    );
+}
