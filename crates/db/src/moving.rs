@@ -195,7 +195,7 @@ const BATCH: i64 = 20_000;
 /// The online catch-up stops and the fence is taken once the log holds at
 /// most this many entries, or after [`MAX_ROUNDS`] rounds (a tenant writing
 /// faster than the catch-up applies is then caught up under the fence).
-const FENCE_BACKLOG: u64 = 2_000;
+const FENCE_BACKLOG: u64 = 500;
 const MAX_ROUNDS: usize = 20;
 
 /// Moves `tenant`'s rows from `source` to `target`, online (see the
@@ -235,7 +235,19 @@ pub async fn move_tenant(
             let phase = r.phase;
             (r, Some(phase))
         }
-        None => (start_record(&src, tenant, &target_name).await?, None),
+        None => {
+            // A new move into a database that holds rows of the tenant
+            // would overwrite them: the tenant may live there already (a
+            // directory pointing at the target). Leftovers of a stopped move
+            // are under its record, never here.
+            if let Some(table) = first_holding(&dst, &tables, tenant).await? {
+                return Err(other_error(format!(
+                    "the target already holds rows of tenant {tenant} ({table}): \
+                     is the tenant served from there?"
+                )));
+            }
+            (start_record(&src, tenant, &target_name).await?, None)
+        }
     };
     let id = record.id;
     let mut state = MoveProgress {
@@ -474,6 +486,32 @@ async fn schema_version(conn: &tokio_postgres::Client) -> Result<i32, DbError> {
         )
         .await?;
     Ok(row.try_get(0)?)
+}
+
+/// The first tenant table in which `conn`'s database holds rows of
+/// `tenant`, if any.
+async fn first_holding(
+    conn: &tokio_postgres::Client,
+    tables: &[Table],
+    tenant: Uuid,
+) -> Result<Option<String>, DbError> {
+    let probes: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT {}::text AS tbl WHERE EXISTS (SELECT 1 FROM {} WHERE tenant_id = $1)",
+                literal(&t.name),
+                t.name
+            )
+        })
+        .collect();
+    let row = conn
+        .query_opt(
+            &format!("{} LIMIT 1", probes.join(" UNION ALL ")),
+            &[&tenant],
+        )
+        .await?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
 }
 
 async fn start_record(

@@ -674,6 +674,12 @@ async fn a_tenant_moves_there_and_back_and_other_tenants_writes_are_not_logged()
     assert_eq!(report.resumed_from, Some(MovePhase::CatchingUp));
     assert_eq!(counts(&b, moving).await, before);
 
+    // Moving it again where it already is would overwrite it: refused.
+    let again = moving::move_tenant(&a.db, &b.db, moving, &TestFence::new(), |_| {}).await;
+    let message = again.expect_err("refused").to_string();
+    assert!(message.contains("already holds rows"), "{message}");
+    assert_eq!(counts(&b, moving).await, before);
+
     // And back: the tenant's record is already there, the old triggers gone.
     let fence = TestFence::new();
     let report = moving::move_tenant(&b.db, &a.db, moving, &fence, |_| {})
