@@ -699,3 +699,162 @@ async fn a_tenant_moves_there_and_back_and_other_tenants_writes_are_not_logged()
         1
     );
 }
+
+/// Not a test of its own: the child process that the kill -9 tests start
+/// (this test binary again, with `TENANTRY_MOVE_CHILD` set). It moves a
+/// tenant and prints each phase and table as the move reaches it; with
+/// `stop=flip` its fence never finishes flipping. Without the variable it
+/// does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_child_process() {
+    use std::io::Write as _;
+    let Ok(spec) = std::env::var("TENANTRY_MOVE_CHILD") else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let (source, target) = (
+        Db::connect(parts[0], &DbOptions::default()).expect("source"),
+        Db::connect(parts[1], &DbOptions::default()).expect("target"),
+    );
+    let tenant: Uuid = parts[2].parse().expect("tenant");
+    let say = |line: String| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    let progress = |p: MoveProgress| {
+        say(format!(
+            "progress {} {}",
+            p.phase.as_str(),
+            p.table.as_deref().unwrap_or("-")
+        ))
+    };
+    let result = if parts[3] == "flip" {
+        struct SayingStuck;
+        impl Fence for SayingStuck {
+            async fn hold(&self) -> Result<(), DbError> {
+                Ok(())
+            }
+            async fn flip(&self) -> Result<(), DbError> {
+                println!("flipping");
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                std::future::pending().await
+            }
+            async fn release(&self) {}
+        }
+        moving::move_tenant(&source, &target, tenant, &SayingStuck, progress).await
+    } else {
+        moving::move_tenant(&source, &target, tenant, &TestFence::new(), progress).await
+    };
+    say(format!("finished {:?}", result.map(|r| r.rows_copied)));
+}
+
+/// Starts the child mover and kills it (SIGKILL) at the first line of its
+/// output that `stop_at` accepts.
+async fn kill_mover_at(
+    source: &Cell,
+    target: &Cell,
+    tenant: Uuid,
+    mode: &str,
+    stop_at: impl Fn(&str) -> bool,
+) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["move_child_process", "--exact", "--nocapture"])
+        .env(
+            "TENANTRY_MOVE_CHILD",
+            format!("{}|{}|{tenant}|{mode}", source.fresh.url, target.fresh.url),
+        )
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the mover");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the mover goes on")
+            .expect("read the mover")
+            .unwrap_or_else(|| panic!("the mover ended before the stop: {seen:?}"));
+        if stop_at(&line) {
+            break;
+        }
+        assert!(!line.starts_with("finished"), "{line}; {seen:?}");
+        seen.push(line);
+    }
+    let pid = child.id().expect("a running mover") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    child.wait().await.expect("reaped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mover_killed_during_the_copy_leaves_the_source_serving_and_the_move_resumable() {
+    let (source, target) = (cell().await, cell().await);
+    let moving = Uuid::now_v7();
+    seed(&source, moving, "moving", 5_000).await;
+    let before = counts(&source, moving).await;
+
+    kill_mover_at(&source, &target, moving, "copy", |l| {
+        l == "progress copying posts"
+    })
+    .await;
+    // The copy's transaction died with the process: nothing in the target,
+    // the source whole and writable, the move recorded as copying.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(total(&counts(&target, moving).await), 0);
+    assert_eq!(counts(&source, moving).await, before);
+    let record = moving::active_move(&source.db, moving)
+        .await
+        .expect("record")
+        .expect("an unfinished move");
+    assert_eq!(record.phase, MovePhase::Copying);
+
+    let report = moving::move_tenant(&source.db, &target.db, moving, &TestFence::new(), |_| {})
+        .await
+        .expect("resumed");
+    assert_eq!(report.resumed_from, Some(MovePhase::Copying));
+    assert_eq!(counts(&target, moving).await, before);
+    assert_eq!(total(&counts(&source, moving).await), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mover_killed_at_the_switch_leaves_one_copy_serving_and_is_rolled_back() {
+    let (source, target) = (cell().await, cell().await);
+    let moving = Uuid::now_v7();
+    let owner = seed(&source, moving, "moving", 500).await;
+    let before = counts(&source, moving).await;
+
+    kill_mover_at(&source, &target, moving, "flip", |l| l == "flipping").await;
+    let record = moving::active_move(&source.db, moving)
+        .await
+        .expect("record")
+        .expect("an unfinished move");
+    assert_eq!(record.phase, MovePhase::Flipping);
+    // The directory never flipped: rolled back, the source serves alone and
+    // takes writes again.
+    moving::abort_move(&source.db, &target.db, moving)
+        .await
+        .expect("abort")
+        .expect("a move to abort");
+    assert_eq!(total(&counts(&target, moving).await), 0);
+    assert_eq!(counts(&source, moving).await, before);
+    let mut tx = source
+        .db
+        .begin(&TenantContext::tenant(moving, 5_000))
+        .await
+        .expect("begin");
+    tx.execute(
+        "INSERT INTO posts (tenant_id, id, author_id, content) VALUES ($1, $2, $3, 'after')",
+        &[&moving, &Uuid::now_v7(), &owner],
+    )
+    .await
+    .expect("the source takes writes again");
+    tx.commit().await.expect("commit");
+    assert_eq!(move_triggers(&source).await, 0);
+    assert_eq!(move_triggers(&target).await, 0);
+}
