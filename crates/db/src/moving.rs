@@ -210,6 +210,7 @@ pub async fn move_tenant(
 ) -> Result<MoveReport, DbError> {
     let started = Instant::now();
     let src = Detached::get(source).await?;
+    lock_tenant(&src, tenant).await?;
     let dst = Detached::get(target).await?;
     let target_name = identity(&dst).await?;
     if identity(&src).await? == target_name {
@@ -376,6 +377,7 @@ pub async fn abort_move(
     tenant: Uuid,
 ) -> Result<Option<MoveRecord>, DbError> {
     let src = Detached::get(source).await?;
+    lock_tenant(&src, tenant).await?;
     let dst = Detached::get(target).await?;
     let Some(record) = find_active(&src, tenant).await? else {
         return Ok(None);
@@ -463,6 +465,25 @@ fn record_of(r: &tokio_postgres::Row) -> Result<MoveRecord, DbError> {
 
 fn other_error(message: impl Into<String>) -> DbError {
     DbError::Other(anyhow::anyhow!(message.into()))
+}
+
+/// Takes the tenant's move lock in the source for as long as `conn` lives
+/// (a session advisory lock: it goes with the connection, even when the
+/// process is killed), so two movers never work on one tenant at once.
+async fn lock_tenant(conn: &tokio_postgres::Client, tenant: Uuid) -> Result<(), DbError> {
+    // "tenantmv" xor the uuid's two halves: one key per tenant.
+    let (hi, lo) = tenant.as_u64_pair();
+    let key = (0x7465_6e61_6e74_6d76 ^ hi ^ lo) as i64;
+    let locked: bool = conn
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .await?
+        .try_get(0)?;
+    if !locked {
+        return Err(DbError::Busy(format!(
+            "tenant {tenant} is being moved by another process"
+        )));
+    }
+    Ok(())
 }
 
 /// How a database names itself: enough to tell two apart on one server or

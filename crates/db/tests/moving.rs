@@ -509,16 +509,34 @@ async fn a_move_stopped_at_the_switch_refuses_writes_to_the_old_copy_until_resum
     let owner = seed(&source, moving, "moving", 500).await;
     let before = counts(&source, moving).await;
 
-    // Stopped while the caller flips: the source is frozen for the tenant.
-    let stuck = StuckFence(TestFence::new());
-    let stopped = tokio::time::timeout(
-        Duration::from_secs(10),
-        moving::move_tenant(&source.db, &target.db, moving, &stuck, |_| {}),
-    )
-    .await;
-    assert!(stopped.is_err(), "the move stopped at the flip");
-    let record = moving::moves_of(&source.db, moving).await.expect("moves");
-    assert_eq!(record[0].phase, MovePhase::Flipping);
+    // Stuck while the caller flips: the source is frozen for the tenant.
+    let mover = {
+        let (s, t) = (source.db.clone(), target.db.clone());
+        tokio::spawn(async move {
+            let stuck = StuckFence(TestFence::new());
+            moving::move_tenant(&s, &t, moving, &stuck, |_| {}).await
+        })
+    };
+    let started = Instant::now();
+    while moving::active_move(&source.db, moving)
+        .await
+        .expect("record")
+        .is_none_or(|r| r.phase != MovePhase::Flipping)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the move reaches the flip"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A second mover meanwhile is refused, and changes nothing.
+    let second = moving::move_tenant(&source.db, &target.db, moving, &TestFence::new(), |_| {})
+        .await
+        .expect_err("one mover at a time");
+    assert!(matches!(second, DbError::Busy(_)), "{second:?}");
+    // The stuck one is stopped (its future dropped, its connections closed).
+    mover.abort();
+    let _ = mover.await;
 
     // A write of the tenant to the source now fails rather than being lost.
     let mut tx = source
@@ -535,10 +553,16 @@ async fn a_move_stopped_at_the_switch_refuses_writes_to_the_old_copy_until_resum
     assert!(matches!(refused, Err(DbError::Busy(_))), "{refused:?}");
     drop(tx);
 
+    // Resumed, once the stopped mover's connection (and its lock) is gone.
     let fence = TestFence::new();
-    let report = moving::move_tenant(&source.db, &target.db, moving, &fence, |_| {})
-        .await
-        .expect("resumed");
+    let report = loop {
+        match moving::move_tenant(&source.db, &target.db, moving, &fence, |_| {}).await {
+            Err(DbError::Busy(_)) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => break other.expect("resumed"),
+        }
+    };
     assert_eq!(report.resumed_from, Some(MovePhase::Flipping));
     assert_eq!(fence.flips.load(Ordering::SeqCst), 1);
     assert_eq!(counts(&target, moving).await, before);
