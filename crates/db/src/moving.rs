@@ -76,7 +76,11 @@ use crate::{Db, DbError};
 /// `hold` holds the tenant's new writes and waits until those in flight are
 /// done; `flip` makes the target the tenant's database (the directory, and
 /// every node's cached copy of it); `release` lets held writes go on, to
-/// whichever database the directory now names. [`move_tenant`] calls
+/// whichever database the directory now names.
+///
+/// `flip` answers `Err` only when the directory was not switched (the move
+/// then unfreezes the source and stays resumable), and must be idempotent:
+/// a move resumed after a crash at the switch flips again. [`move_tenant`] calls
 /// `release` once after every successful `hold`, whether the final catch-up
 /// and the flip worked or not. If the move's future is dropped between
 /// `hold` and `release`, `release` is not called: an implementation must
@@ -314,8 +318,7 @@ pub async fn move_tenant(
             set_phase(&src, id, MovePhase::Flipping, None, 0).await?;
             state.phase = MovePhase::Flipping;
             progress(state.clone());
-            fence.flip().await?;
-            set_phase(&src, id, MovePhase::Flipped, None, 0).await
+            fence.flip().await
         }
         .await;
         if let Err(e) = fenced {
@@ -332,8 +335,12 @@ pub async fn move_tenant(
             }
             return Err(e);
         }
+        // Flipped: nothing from here on undoes it. Should recording it
+        // fail, the record says `flipping` and the source stays frozen; a
+        // resumed move finds nothing left to apply and flips again.
         write_pause = held.elapsed();
         fence.release().await;
+        set_phase(&src, id, MovePhase::Flipped, None, 0).await?;
         state.phase = MovePhase::Flipped;
         state.backlog = 0;
         progress(state.clone());
