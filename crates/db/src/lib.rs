@@ -8,6 +8,7 @@
 //! - [`catalog`] names the tenant tables from the catalog and finds gaps in
 //!   their isolation.
 //! - [`partitions`] keeps monthly range partitions made ahead of time.
+//! - [`moving`] moves a tenant's rows to another database online.
 //! - [`embedded`] runs a private cluster when no `DATABASE_URL` is given.
 //! - The query modules ([`tenants`], [`users`], [`members`], [`posts`],
 //!   [`events`], [`journeys`], [`community`], [`shares`], [`search`]) hold the
@@ -27,6 +28,7 @@ pub mod members;
 pub mod migrate;
 #[cfg(test)]
 mod migration_files;
+pub mod moving;
 pub mod notifications;
 pub mod origin;
 pub mod partitions;
