@@ -33,6 +33,7 @@ pub mod partitions;
 pub mod platform;
 mod pool;
 pub mod posts;
+pub mod replica;
 pub mod search;
 pub mod shares;
 pub mod stats;
