@@ -401,7 +401,12 @@ impl Db {
             admission: std::sync::Mutex::new(None),
             admitted: None,
             held_since: Some(std::time::Instant::now()),
-            routing: Routing::default(),
+            // Connected already: never a replica, but a caller's write
+            // ([`Tx::for_caller`]) remembers its position.
+            routing: Routing {
+                replicas: self.replicas.clone(),
+                ..Routing::default()
+            },
         })
     }
 
@@ -534,8 +539,7 @@ pub struct Tx {
 /// A transaction's part in read-your-writes ([`crate::replica`]).
 #[derive(Default)]
 struct Routing {
-    /// The cell's replicas (only for lazily connected transactions: the
-    /// request path's).
+    /// The cell's replicas.
     replicas: Option<Arc<Replicas>>,
     /// Who the transaction acts for (user, tenant): the keys whose last
     /// write a replica must have replayed, or whose write it records.
@@ -629,9 +633,10 @@ impl Tx {
     /// replayed the caller's last write ([`Tx::for_caller`]); else it runs
     /// on the primary as usual. For requests that only read: a statement
     /// that writes fails there as in any read-only transaction. Only before
-    /// the first statement.
+    /// the first statement, and only for a lazily connected transaction
+    /// ([`Db::begin_lazy`]): one that holds a connection stays where it is.
     pub fn prefer_replica(&mut self) {
-        if self.routing.replicas.is_some() && self.prelude.is_some() {
+        if self.routing.replicas.is_some() && self.prelude.is_some() && self.conn.is_none() {
             self.routing.read = true;
         }
     }

@@ -111,12 +111,10 @@ impl std::fmt::Debug for ReplicaSpec {
 pub fn parse_specs(spec: &str) -> anyhow::Result<Vec<ReplicaSpec>> {
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (cell, url) = part.split_once('=').with_context(|| {
-            format!(
-                "TENANTRY_REPLICAS: `{}` is not cell=url",
-                part.split(['@', ' ']).next().unwrap_or("")
-            )
-        })?;
+        // Not echoed: the entry may hold a password.
+        let (cell, url) = part.split_once('=').context(
+            "TENANTRY_REPLICAS: an entry is not cell=url (e.g. main=postgres://host/db)",
+        )?;
         let (cell, url) = (cell.trim(), url.trim());
         let cell_ok = !cell.is_empty()
             && cell
@@ -505,14 +503,14 @@ mod tests {
         let specs = parse_specs(
             "main=postgres://u:p@r1:5433/db, main=host=r2 port=5434 dbname=db,eu=postgres://r3/x",
         )
-        .unwrap();
+        .expect("three replicas");
         assert_eq!(specs.len(), 3);
         assert_eq!(specs[0].cell, "main");
         assert_eq!(specs[1].url, "host=r2 port=5434 dbname=db");
         assert_eq!(specs[2].cell, "eu");
-        assert!(parse_specs("").unwrap().is_empty());
+        assert!(parse_specs("").expect("none").is_empty());
         let err = parse_specs("postgres://u:secret@r1/db")
-            .unwrap_err()
+            .expect_err("no cell")
             .to_string();
         assert!(!err.contains("secret"), "{err}");
         assert!(parse_specs("ma in=postgres://r1/db").is_err());
@@ -533,7 +531,7 @@ mod tests {
             &DbOptions::default(),
             ReplicaOptions::default(),
         )
-        .unwrap()
+        .expect("a set of one replica")
     }
 
     #[test]

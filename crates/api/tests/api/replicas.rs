@@ -334,7 +334,12 @@ async fn a_write_is_read_back_at_once_while_the_replica_lags_and_reads_go_to_it_
     assert_eq!(status, "ok", "{check}");
     assert_eq!(check["status"], "ok", "{check}");
     assert_eq!(check["value"]["replicas"][0]["usable"], true);
-    assert!(check["value"]["replicas"][0]["reads"].as_u64().unwrap() >= 3);
+    assert!(
+        check["value"]["replicas"][0]["reads"]
+            .as_u64()
+            .expect("reads")
+            >= 3
+    );
 
     // The replica stops replaying: it has not seen what comes next.
     let standby = pair.standby().await;
@@ -396,8 +401,14 @@ async fn a_write_is_read_back_at_once_while_the_replica_lags_and_reads_go_to_it_
     .await;
     let (_, check) = replication(&app).await;
     let replica = &check["value"]["replicas"][0];
-    assert!(replica["lag_bytes"].as_u64().unwrap() > 0, "{check}");
-    assert!(replica["lag_seconds"].as_f64().unwrap() >= 1.0, "{check}");
+    assert!(
+        replica["lag_bytes"].as_u64().expect("lag bytes") > 0,
+        "{check}"
+    );
+    assert!(
+        replica["lag_seconds"].as_f64().expect("lag seconds") >= 1.0,
+        "{check}"
+    );
     assert_eq!(replica["usable"], false);
     let before = reads(&app);
     get(&app, &elsewhere, &by_id(&theirs)).await;
