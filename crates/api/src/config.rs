@@ -63,6 +63,11 @@ pub struct Settings {
     /// Per-tenant measurements: interval, top K, alert webhook
     /// (the webhook's secret is never printed by `Debug`).
     pub observe: crate::observe::ObserveConfig,
+    /// `TENANTRY_REPLICAS`: `cell=url,...` streaming standbys that serve
+    /// reads (`tenantry_db::replica`); never printed by `Debug`.
+    pub replicas: Option<String>,
+    /// How replicas are polled and how much lag they may have.
+    pub replica_options: tenantry_db::replica::ReplicaOptions,
 }
 
 impl fmt::Debug for Settings {
@@ -90,6 +95,8 @@ impl fmt::Debug for Settings {
             .field("ingest_window", &self.ingest_window)
             .field("export_dir", &self.export_dir)
             .field("observe", &self.observe)
+            .field("replicas", &redact(&self.replicas))
+            .field("replica_options", &self.replica_options)
             .finish()
     }
 }
@@ -118,6 +125,8 @@ impl Default for Settings {
             ingest_window: std::time::Duration::from_millis(DEFAULT_INGEST_WINDOW_MS),
             export_dir: None,
             observe: crate::observe::ObserveConfig::default(),
+            replicas: None,
+            replica_options: tenantry_db::replica::ReplicaOptions::default(),
         }
     }
 }
@@ -236,6 +245,17 @@ pub struct ServeArgs {
     /// The HMAC-SHA256 key of the `Tenantry-Signature` header.
     #[arg(long, env = "TENANTRY_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
     pub alert_webhook_secret: Option<String>,
+    /// Read replicas: `cell=url,...` (the cell of DATABASE_URL is `main`).
+    /// Reads go to one that has replayed the caller's last write.
+    #[arg(long, env = "TENANTRY_REPLICAS", hide_env_values = true)]
+    pub replicas: Option<String>,
+    /// How often replicas' replay positions are read.
+    #[arg(long, env = "TENANTRY_REPLICA_POLL_MS", default_value_t = 100)]
+    pub replica_poll_ms: u64,
+    /// A replica further behind than this is not read from (and the health
+    /// check warns).
+    #[arg(long, env = "TENANTRY_REPLICA_MAX_LAG_SECS", default_value_t = 10)]
+    pub replica_max_lag_secs: u64,
 }
 
 /// On or off.
@@ -291,6 +311,12 @@ impl ServeArgs {
                 record: self.observe_record == Switch::On,
                 ..crate::observe::ObserveConfig::default()
             },
+            replicas: self.replicas.filter(|r| !r.trim().is_empty()),
+            replica_options: tenantry_db::replica::ReplicaOptions {
+                poll_interval: Duration::from_millis(self.replica_poll_ms),
+                max_lag: Duration::from_secs(self.replica_max_lag_secs),
+                ..tenantry_db::replica::ReplicaOptions::default()
+            },
         }
     }
 }
@@ -314,6 +340,28 @@ impl Settings {
         if self.max_in_flight == 0 {
             anyhow::bail!("the in-flight cap must be at least 1");
         }
+        if let Some(spec) = &self.replicas {
+            for replica in tenantry_db::replica::parse_specs(spec)? {
+                // Cells beside `main` come with TENANTRY_CELLS.
+                anyhow::ensure!(
+                    replica.cell == "main",
+                    "TENANTRY_REPLICAS: there is no cell {} (the cell of DATABASE_URL is main)",
+                    replica.cell
+                );
+            }
+            anyhow::ensure!(
+                self.database_url.is_some(),
+                "TENANTRY_REPLICAS needs DATABASE_URL (the embedded PostgreSQL has no replicas)"
+            );
+        }
+        anyhow::ensure!(
+            (10..=60_000).contains(&(self.replica_options.poll_interval.as_millis() as u64)),
+            "TENANTRY_REPLICA_POLL_MS must be from 10 to 60000"
+        );
+        anyhow::ensure!(
+            (1..=3_600).contains(&self.replica_options.max_lag.as_secs()),
+            "TENANTRY_REPLICA_MAX_LAG_SECS must be from 1 to 3600"
+        );
         anyhow::ensure!(
             (1..=64).contains(&self.job_workers),
             "TENANTRY_JOB_WORKERS must be from 1 to 64"

@@ -80,6 +80,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let observe = tokio::spawn(crate::observe::run(state.clone(), stop_rx.clone()));
+    let replicas = tokio::spawn(tenantry_db::replica::run(state.db.clone(), stop_rx.clone()));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -97,7 +98,8 @@ pub async fn run(
         warm,
         backups,
         usage,
-        observe
+        observe,
+        replicas
     );
     for task in batch {
         let _ = task.await;
@@ -118,9 +120,27 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 metrics::gauge!("tenantry_db_share_waiting").set(share.waiting as f64);
                 state.cache.run_pending_tasks().await;
                 metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
+                replica_metrics(&state.db);
             }
         }
     }
+}
+
+/// Read replicas' lag and the reads each target served.
+fn replica_metrics(db: &Db) {
+    let Some(replicas) = db.replicas() else {
+        return;
+    };
+    for r in replicas.statuses() {
+        let labels = [("replica", r.name.clone()), ("cell", r.cell.clone())];
+        metrics::gauge!("tenantry_replica_lag_bytes", &labels).set(r.lag_bytes as f64);
+        metrics::gauge!("tenantry_replica_lag_seconds", &labels).set(r.lag_seconds);
+        metrics::gauge!("tenantry_replica_up", &labels).set(f64::from(u8::from(r.usable)));
+        metrics::counter!("tenantry_db_reads_total", "target" => r.name.clone()).absolute(r.reads);
+    }
+    let (primary, fallbacks) = replicas.primary_reads();
+    metrics::counter!("tenantry_db_reads_total", "target" => "primary")
+        .absolute(primary + fallbacks);
 }
 
 /// A configured server: database up and migrated, listener bound.
@@ -160,14 +180,27 @@ impl Application {
                 (pg.connection_string(), Some(pg))
             }
         };
-        let db = Db::connect(
-            &url,
-            &DbOptions {
-                max_connections: settings.db_max_connections,
-                statement_mode: settings.statement_mode,
-                ..DbOptions::default()
-            },
-        )?;
+        let db_options = DbOptions {
+            max_connections: settings.db_max_connections,
+            statement_mode: settings.statement_mode,
+            ..DbOptions::default()
+        };
+        let mut db = Db::connect(&url, &db_options)?;
+        // Read replicas hang on their cell's pool: the one place they are
+        // attached (see `tenantry_db::replica`).
+        if let Some(spec) = &settings.replicas {
+            let urls: Vec<String> = tenantry_db::replica::parse_specs(spec)?
+                .into_iter()
+                .filter(|r| r.cell == "main")
+                .map(|r| r.url)
+                .collect();
+            db = db.with_replicas(tenantry_db::replica::Replicas::connect(
+                "main",
+                &urls,
+                &db_options,
+                settings.replica_options.clone(),
+            )?);
+        }
         tenantry_db::migrate::migrate(&db)
             .await
             .context("Failed to migrate the database")?;

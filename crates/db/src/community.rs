@@ -6,7 +6,7 @@
 //! come from `tenants.member_count`, kept incrementally by the statements that
 //! add and remove members. The directory says who belongs where across
 //! tenants, so row-level security (V51) lets a transaction read only the rows
-//! of the user its context names ([`TenantContext::user`]).
+//! of the user its context names ([`crate::TenantContext::user`]).
 //!
 //! The feed reads each allowed tenant through a LATERAL that walks that
 //! tenant's own index from the keyset and stops after `limit` rows, and only
@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::events::{EVENT_COLUMNS, Event};
 use crate::posts::{POST_COLUMNS, Post};
-use crate::{Db, DbError, Keyset, TenantContext, Tx};
+use crate::{DbError, Keyset, Tx};
 
 /// One of a user's communities.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,14 +58,13 @@ const COMMUNITY_SQL: &str = "SELECT uc.tenant_id, t.slug, t.name, t.status, uc.r
 
 /// A page of `user`'s communities in tenant id order, after `after`: one
 /// range of the directory's primary key, joined to the tenants by id.
+/// `tx` is a transaction of `user`'s context ([`crate::TenantContext::user`]).
 pub async fn page(
-    db: &Db,
+    tx: Tx,
     user: Uuid,
     after: Option<Uuid>,
     limit: i64,
-    timeout_ms: u32,
 ) -> Result<Vec<Community>, DbError> {
-    let tx = db.begin(&TenantContext::user(user, timeout_ms)).await?;
     let after = after.unwrap_or(Uuid::nil());
     let rows = tx
         .query_and_commit(
@@ -77,9 +76,9 @@ pub async fn page(
 }
 
 /// Every active community of `user` (suspended and deleted tenants left
-/// out): the set a feed or a share may touch.
-pub async fn active(db: &Db, user: Uuid, timeout_ms: u32) -> Result<Vec<Community>, DbError> {
-    let tx = db.begin(&TenantContext::user(user, timeout_ms)).await?;
+/// out): the set a feed or a share may touch. `tx` is a transaction of
+/// `user`'s context ([`crate::TenantContext::user`]).
+pub async fn active(tx: Tx, user: Uuid) -> Result<Vec<Community>, DbError> {
     let rows = tx
         .query_and_commit(
             &format!("{COMMUNITY_SQL} AND t.status = 'active' ORDER BY uc.tenant_id"),

@@ -35,6 +35,7 @@ pub mod partitions;
 pub mod platform;
 mod pool;
 pub mod posts;
+pub mod replica;
 pub mod search;
 pub mod shares;
 pub mod stats;

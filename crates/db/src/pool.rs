@@ -31,6 +31,7 @@ use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use crate::DbError;
+use crate::replica::{COMMIT_LSN_SQL, Replica, Replicas, last_value};
 use crate::tls::{ConnectConfig, MakeRustlsConnect};
 
 /// The role every runtime transaction switches to. Created by the migrations.
@@ -275,6 +276,8 @@ pub struct Db {
     config: tokio_postgres::Config,
     /// TLS as the URL's `sslmode` says, for the pool and LISTEN alike.
     tls: MakeRustlsConnect,
+    /// The cell's read replicas, if any ([`crate::replica`]).
+    replicas: Option<Arc<Replicas>>,
 }
 
 impl Db {
@@ -308,7 +311,23 @@ impl Db {
             mode: options.statement_mode,
             config,
             tls,
+            replicas: None,
         })
+    }
+
+    /// Attaches read replicas: transactions that ask for one
+    /// ([`Tx::prefer_replica`]) may run there, and the commits of a
+    /// caller's writes ([`Tx::for_caller`]) remember their position.
+    pub fn with_replicas(mut self, replicas: Replicas) -> Self {
+        if !replicas.replicas().is_empty() {
+            self.replicas = Some(Arc::new(replicas));
+        }
+        self
+    }
+
+    /// The read replicas attached, if any.
+    pub fn replicas(&self) -> Option<&Arc<Replicas>> {
+        self.replicas.as_ref()
     }
 
     /// A connection as the connecting user (the schema owner): for migrations
@@ -382,6 +401,12 @@ impl Db {
             admission: std::sync::Mutex::new(None),
             admitted: None,
             held_since: Some(std::time::Instant::now()),
+            // Connected already: never a replica, but a caller's write
+            // ([`Tx::for_caller`]) remembers its position.
+            routing: Routing {
+                replicas: self.replicas.clone(),
+                ..Routing::default()
+            },
         })
     }
 
@@ -400,6 +425,10 @@ impl Db {
             admission: std::sync::Mutex::new(admission),
             admitted: None,
             held_since: None,
+            routing: Routing {
+                replicas: self.replicas.clone(),
+                ..Routing::default()
+            },
         }
     }
 
@@ -503,6 +532,27 @@ pub struct Tx {
     admitted: Option<Box<dyn Any + Send + Sync>>,
     /// Since when this transaction holds its connection (for [`DbUse`]).
     held_since: Option<std::time::Instant>,
+    /// Replicas: where a read may run, and whose writes to remember.
+    routing: Routing,
+}
+
+/// A transaction's part in read-your-writes ([`crate::replica`]).
+#[derive(Default)]
+struct Routing {
+    /// The cell's replicas.
+    replicas: Option<Arc<Replicas>>,
+    /// Who the transaction acts for (user, tenant): the keys whose last
+    /// write a replica must have replayed, or whose write it records.
+    caller: Vec<Uuid>,
+    /// A read the caller allows on a replica ([`Tx::prefer_replica`]).
+    read: bool,
+    /// The replica serving it, once connected.
+    on: Option<Arc<Replica>>,
+    /// While the first statement on a replica has not answered: the
+    /// prelude and read-only flag to start again on the primary with.
+    restart: Option<(TenantContext, bool)>,
+    /// Started again on the primary after its replica failed.
+    restarted: bool,
 }
 
 impl Tx {
@@ -518,7 +568,9 @@ impl Tx {
         self.conn.is_some()
     }
 
-    /// Waits for the admission and takes a connection, once.
+    /// Waits for the admission and takes a connection, once: on a replica
+    /// that has replayed the caller's last write if the transaction is a
+    /// read that may run there, else on the primary.
     async fn connect(&mut self) -> Result<(), DbError> {
         if self.conn.is_some() {
             return Ok(());
@@ -531,9 +583,115 @@ impl Tx {
         if let Some(admission) = admission {
             self.admitted = Some(admission.await?);
         }
+        if self.routing.read
+            && !self.routing.restarted
+            && self.prelude.is_some()
+            && let Some(replicas) = &self.routing.replicas
+            && let Some(replica) = replicas.pick(&self.routing.caller)
+        {
+            let timeout = replicas.options().timeout;
+            match tokio::time::timeout(timeout, replica.db().pool.get()).await {
+                Ok(Ok(conn)) => {
+                    replica.served();
+                    let ctx = self.prelude.clone().expect("checked above");
+                    self.routing.restart = Some((ctx, self.read_only));
+                    self.read_only = true;
+                    self.routing.on = Some(replica);
+                    self.conn = Some(conn);
+                    self.held_since = Some(std::time::Instant::now());
+                    return Ok(());
+                }
+                Ok(Err(e)) => replica.mark_down(format!("no connection: {e}")),
+                // Every connection busy is load, not a replica gone: the
+                // primary takes this one, the replica stays in turn.
+                Err(_)
+                    if replica.db().pool_status().1 == 0
+                        && replica.db().pool_status().0 >= replica.db().max_connections() => {}
+                Err(_) => {
+                    replica.mark_down(format!("no connection within {} ms", timeout.as_millis()))
+                }
+            }
+            replicas.fell_back();
+        }
         self.conn = Some(self.pool.get().await?);
         self.held_since = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// Names who this transaction acts for (the user, the tenant or the
+    /// tenants it touches): a read may run on a replica only once that
+    /// replica has replayed their last write, and the commit of a write
+    /// remembers its position for each of them. Without replicas, nothing.
+    pub fn for_caller(&mut self, keys: &[Uuid]) {
+        if self.routing.replicas.is_some() {
+            self.routing.caller.clear();
+            self.routing.caller.extend_from_slice(keys);
+        }
+    }
+
+    /// Lets the transaction run on a replica (read only) when one has
+    /// replayed the caller's last write ([`Tx::for_caller`]); else it runs
+    /// on the primary as usual. For requests that only read: a statement
+    /// that writes fails there as in any read-only transaction. Only before
+    /// the first statement, and only for a lazily connected transaction
+    /// ([`Db::begin_lazy`]): one that holds a connection stays where it is.
+    pub fn prefer_replica(&mut self) {
+        if self.routing.replicas.is_some() && self.prelude.is_some() && self.conn.is_none() {
+            self.routing.read = true;
+        }
+    }
+
+    /// Whether the transaction runs (or ran) on a replica.
+    pub fn on_replica(&self) -> bool {
+        self.routing.on.is_some()
+    }
+
+    /// After the first statement on a replica failed with `e`: starts the
+    /// transaction again on the primary if the failure was the replica's
+    /// (connection lost, recovery conflict), so a replica going away never
+    /// shows as an error. False when there is nothing to start again.
+    fn restart_on_primary(&mut self, e: &DbError) -> bool {
+        if !matches!(e, DbError::Unavailable(_) | DbError::Busy(_)) {
+            return false;
+        }
+        let Some((ctx, read_only)) = self.routing.restart.take() else {
+            return false;
+        };
+        if let Some(conn) = self.conn.take() {
+            // Whatever state it is in, it is not worth a round trip.
+            let _ = Object::take(conn);
+        }
+        if let Some(replica) = self.routing.on.take() {
+            if matches!(e, DbError::Unavailable(_)) {
+                replica.mark_down(format!("failed a read: {e}"));
+            }
+            if let Some(replicas) = &self.routing.replicas {
+                replicas.fell_back();
+            }
+        }
+        self.routing.restarted = true;
+        self.prelude = Some(ctx);
+        self.read_only = read_only;
+        true
+    }
+
+    /// Whether the commit remembers the caller's write position: a
+    /// transaction of a caller, on the primary, that may write and is not a
+    /// read (a read on the primary records nothing, or a reader of a lagging
+    /// replica would chase its own position forever).
+    fn records_write(&self) -> bool {
+        self.routing.replicas.is_some()
+            && !self.routing.caller.is_empty()
+            && !self.routing.read
+            && self.routing.on.is_none()
+            && !self.read_only
+    }
+
+    /// Remembers the caller's write at the position the commit answered.
+    fn wrote(&self, messages: &[tokio_postgres::SimpleQueryMessage]) {
+        if let (Some(replicas), Some(lsn)) = (&self.routing.replicas, last_value(messages)) {
+            replicas.wrote(&self.routing.caller, lsn);
+        }
     }
 
     async fn statement(&mut self, sql: &str) -> Result<Statement, DbError> {
@@ -575,6 +733,20 @@ impl Tx {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
+        match self.query_once(sql, params).await {
+            Err(e) if self.restart_on_primary(&e) => self.query_once(sql, params).await,
+            done => {
+                self.routing.restart = None;
+                done
+            }
+        }
+    }
+
+    async fn query_once(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
         let stmt = self.statement(sql).await?;
         let conn = self
             .conn
@@ -598,6 +770,20 @@ impl Tx {
 
     /// Runs `sql` and returns how many rows it changed.
     pub async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, DbError> {
+        match self.execute_once(sql, params).await {
+            Err(e) if self.restart_on_primary(&e) => self.execute_once(sql, params).await,
+            done => {
+                self.routing.restart = None;
+                done
+            }
+        }
+    }
+
+    async fn execute_once(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -653,9 +839,21 @@ impl Tx {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
+        match self.query_and_commit_once(sql, params).await {
+            Err(e) if self.restart_on_primary(&e) => self.query_and_commit_once(sql, params).await,
+            done => done,
+        }
+    }
+
+    async fn query_and_commit_once(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
         let stmt = self.statement(sql).await?;
         let prelude = take_prelude(&mut self.prelude, self.read_only);
         counted(2 + u64::from(prelude.is_some()));
+        let records = self.records_write();
         let conn = self
             .conn
             .as_ref()
@@ -666,15 +864,21 @@ impl Tx {
                 None => Ok(()),
             }
         };
-        let (begun, rows, committed) = futures::join!(
-            begin,
-            conn.query(&stmt, params),
-            conn.batch_execute("COMMIT")
-        );
-        let outcome = begun.and(rows).and_then(|rows| committed.map(|()| rows));
+        // A caller's write reads its position in the commit's round trip.
+        let commit = async {
+            match records {
+                true => conn.simple_query(COMMIT_LSN_SQL).await,
+                false => conn.batch_execute("COMMIT").await.map(|()| Vec::new()),
+            }
+        };
+        let (begun, rows, committed) = futures::join!(begin, conn.query(&stmt, params), commit);
+        let outcome = begun
+            .and(rows)
+            .and_then(|rows| committed.map(|messages| (rows, messages)));
         match outcome {
-            Ok(rows) => {
+            Ok((rows, messages)) => {
                 self.conn.take();
+                self.wrote(&messages);
                 if is_write(sql) {
                     add_rows_written(rows.len() as u64);
                 }
@@ -694,6 +898,12 @@ impl Tx {
             return Ok(());
         }
         counted(1);
+        if self.records_write() {
+            let messages = self.conn().simple_query(COMMIT_LSN_SQL).await?;
+            self.conn.take();
+            self.wrote(&messages);
+            return Ok(());
+        }
         let result = self.conn().batch_execute("COMMIT").await;
         if result.is_ok() {
             self.conn.take();

@@ -13,7 +13,10 @@ pub async fn provision(
     display_name: Option<&str>,
     timeout_ms: u32,
 ) -> Result<(), DbError> {
-    let tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let mut tx = db.begin(&TenantContext::platform(timeout_ms)).await?;
+    // The user's first write: with read replicas, their next reads wait for
+    // a replica that has it.
+    tx.for_caller(&[id]);
     tx.query_and_commit(
         "INSERT INTO users (id, email, display_name) VALUES ($1, $2, $3)
          ON CONFLICT (id) DO UPDATE

@@ -288,7 +288,11 @@ pub async fn check(state: &AppState, limits: &Thresholds) -> Health {
         ),
     });
 
-    checks.extend(replication_checks(&health.get::<_, Value>("replicas")));
+    let streaming = health.get::<_, Value>("replicas");
+    checks.extend(match state.db.replicas() {
+        Some(replicas) => Some(read_replicas_check(replicas, &streaming)),
+        None => replication_checks(&streaming),
+    });
 
     let status = if checks.iter().all(|c| c.status == CheckStatus::Ok) {
         HealthStatus::Ok
@@ -298,10 +302,60 @@ pub async fn check(state: &AppState, limits: &Thresholds) -> Health {
     Health { status, checks }
 }
 
+/// Replication with read replicas configured (`TENANTRY_REPLICAS`): each
+/// replica as last polled (no statement here: the poller reads replay
+/// positions every interval), with its lag in bytes and seconds and the
+/// reads it served; warns when one is down, not a standby, or further behind
+/// than the lag limits (reads then go to the primary). The standbys
+/// streaming from the primary (`pg_stat_replication`) come along.
+fn read_replicas_check(replicas: &tenantry_db::replica::Replicas, streaming: &Value) -> Check {
+    let statuses = replicas.statuses();
+    let options = replicas.options();
+    let bad: Vec<String> = statuses
+        .iter()
+        .filter(|r| !r.usable)
+        .map(|r| match &r.error {
+            Some(e) => format!("{} {e}", r.name),
+            None => format!(
+                "{} is {} bytes, {:.1} s behind",
+                r.name, r.lag_bytes, r.lag_seconds
+            ),
+        })
+        .collect();
+    let worst = statuses
+        .iter()
+        .map(|r| r.lag_seconds)
+        .fold(0.0_f64, f64::max);
+    let (primary_reads, fallbacks) = replicas.primary_reads();
+    Check {
+        name: "replication",
+        status: warn_if(!bad.is_empty()),
+        value: json!({
+            "replicas": statuses,
+            "max_lag_seconds": options.max_lag.as_secs_f64(),
+            "max_lag_bytes": options.max_lag_bytes,
+            "reads": {"replicas": replicas.replica_reads(), "primary": primary_reads,
+                      "fallbacks": fallbacks},
+            "streaming": streaming,
+        }),
+        detail: if bad.is_empty() {
+            format!(
+                "{} read replica(s) serving; worst replay lag {worst:.1} s",
+                statuses.len()
+            )
+        } else {
+            format!(
+                "reads go to the primary instead of: {} (limits: {} s, {} bytes)",
+                bad.join("; "),
+                options.max_lag.as_secs(),
+                options.max_lag_bytes
+            )
+        },
+    }
+}
+
 /// Replication, where there is any: the replicas streaming from this
-/// database (`pg_stat_replication`). Read replicas configured in Tenantry
-/// itself (`TENANTRY_REPLICAS`, not built yet) add their own check here:
-/// reachable, and how far their replay is behind.
+/// database (`pg_stat_replication`) when no read replica is configured.
 fn replication_checks(replicas: &Value) -> Option<Check> {
     let list = replicas.as_array().filter(|l| !l.is_empty())?;
     let worst = list

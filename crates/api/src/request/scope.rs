@@ -326,6 +326,14 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         // Nothing is taken or sent yet: the share, the connection and the
         // prelude come with the handler's first statement, if any.
         let mut tx = state.db.begin_lazy(&ctx, admission);
+        // With read replicas: the caller is the user and the tenant (a
+        // write remembers its position for both; a read waits for a
+        // replica that has replayed both), and a GET or HEAD may be served
+        // by a replica (`tenantry_db::replica`).
+        tx.for_caller(&[tenant.id, user.id]);
+        if super::user::is_read(&parts.method) {
+            tx.prefer_replica();
+        }
         if support
             .as_ref()
             .is_some_and(|g| g.scope == GrantScope::Read)

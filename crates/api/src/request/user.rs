@@ -32,6 +32,14 @@ pub struct UserScope {
     pub limits: Limits,
     state: Arc<AppState>,
     _permit: Option<Permit>,
+    /// A GET or HEAD: its transactions may run on a read replica.
+    read: bool,
+}
+
+/// Whether a request with `method` only reads (routes that answer GET and
+/// HEAD write nothing), so its transactions may run on a read replica.
+pub fn is_read(method: &axum::http::Method) -> bool {
+    *method == axum::http::Method::GET || *method == axum::http::Method::HEAD
 }
 
 impl UserScope {
@@ -43,12 +51,26 @@ impl UserScope {
 
     /// The caller's communities that are active (not suspended or deleted).
     pub async fn communities(&self) -> Result<Vec<Community>, ApiError> {
-        Ok(community::active(
-            &self.state.db,
+        let tx = self.transaction(TenantContext::user(
             self.user.id,
             self.limits.statement_timeout_ms,
-        )
-        .await?)
+        ));
+        Ok(community::active(tx, self.user.id).await?)
+    }
+
+    /// A lazily connected transaction with `ctx`, acting for the caller and
+    /// the tenants it names: on a read replica that has replayed their last
+    /// writes when this request only reads, else on the primary.
+    fn transaction(&self, ctx: TenantContext) -> Tx {
+        let mut tx = self.state.db.begin_lazy(&ctx, None);
+        let mut caller = Vec::with_capacity(ctx.tenant_ids.len() + 1);
+        caller.push(self.user.id);
+        caller.extend_from_slice(&ctx.tenant_ids);
+        tx.for_caller(&caller);
+        if self.read {
+            tx.prefer_replica();
+        }
+        tx
     }
 
     /// A page of all the caller's communities (suspended ones included).
@@ -57,14 +79,11 @@ impl UserScope {
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Community>, ApiError> {
-        Ok(community::page(
-            &self.state.db,
+        let tx = self.transaction(TenantContext::user(
             self.user.id,
-            after,
-            limit,
             self.limits.statement_timeout_ms,
-        )
-        .await?)
+        ));
+        Ok(community::page(tx, self.user.id, after, limit).await?)
     }
 
     /// A transaction whose tenant context is `tenants`: the caller must have
@@ -75,7 +94,7 @@ impl UserScope {
             user_id: Some(self.user.id),
             statement_timeout_ms: self.limits.statement_timeout_ms,
         };
-        Ok(self.state.db.begin(&ctx).await?)
+        Ok(self.transaction(ctx))
     }
 
     /// The limits in force for the tenant `slug` (for the quotas of a write
@@ -137,6 +156,7 @@ impl FromRequestParts<Arc<AppState>> for UserScope {
             limits,
             state: state.clone(),
             _permit: permit,
+            read: is_read(&parts.method),
         })
     }
 }

@@ -31,9 +31,10 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 
 /// The database's health in checks (`connection`, `pool`,
 /// `long_transactions`, `blocked_queries`, `xid_wraparound`,
-/// `cache_hit_ratio`, `partitions`, `queue`, and `replication` where
-/// replicas stream from it). Answers 200 even when the database is away:
-/// `status` is then `down`.
+/// `cache_hit_ratio`, `partitions`, `queue`, and `replication` where read
+/// replicas are configured — each one's lag in bytes and seconds, as last
+/// polled, and the reads it served — or replicas stream from it). Answers
+/// 200 even when the database is away: `status` is then `down`.
 #[utoipa::path(get, path = "/v1/admin/db/health", tag = "admin",
     responses((status = 200, body = Health)), security(("admin_token" = [])))]
 pub async fn db_health(_: PlatformAdmin, State(state): State<Arc<AppState>>) -> Json<Health> {

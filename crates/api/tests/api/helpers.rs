@@ -113,18 +113,31 @@ impl TestApp {
         base_domain: Option<String>,
         configure: impl FnOnce(AppState) -> AppState,
     ) -> TestApp {
+        let url = through_pgbouncer(&fresh.url);
+        Self::spawn_settings(fresh, url, |s| s.base_domain = base_domain, configure).await
+    }
+
+    /// A server on `fresh`, reached at `url` (straight, or through
+    /// PgBouncer), with the test's settings adjusted by `adjust` (e.g. read
+    /// replicas) and a last word on the state.
+    pub async fn spawn_settings(
+        fresh: Arc<FreshDatabase>,
+        url: String,
+        adjust: impl FnOnce(&mut tenantry_api::Settings),
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> TestApp {
         // Through the same builder `serve` uses, with the test's secrets,
         // its database and the pool size tests were written against.
-        let settings = tenantry_api::Settings {
+        let mut settings = tenantry_api::Settings {
             listen: ([127, 0, 0, 1], 0).into(),
-            database_url: Some(through_pgbouncer(&fresh.url)),
+            database_url: Some(url),
             statement_mode: statement_mode(),
             jwt_secret: Some(JWT_SECRET.to_owned()),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
-            base_domain,
             db_max_connections: DbOptions::default().max_connections,
             ..tenantry_api::Settings::default()
         };
+        adjust(&mut settings);
         let app = tenantry_api::Application::build_with(settings, |state| {
             state.tiers.store(Arc::new(test_tiers()));
             configure(state)

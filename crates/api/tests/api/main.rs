@@ -29,6 +29,7 @@ mod outage;
 mod plans;
 mod posts;
 mod reload;
+mod replicas;
 mod rls;
 mod search;
 mod shares;
