@@ -64,7 +64,19 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(crate::purge::run(state.clone(), stop_rx.clone()));
     let maintenance = tokio::spawn(crate::maintenance::run(state.clone(), stop_rx.clone()));
-    let batch = crate::batch::start(&state.db, &state.batch, &state.cache, &stop_rx);
+    let platform = crate::ops::maintenance::registry().register(
+        crate::moves::MOVE,
+        crate::moves::MoveJob::new(state.clone()),
+    );
+    let mut batch = crate::batch::start(&state.db, &state.batch, &state.cache, &stop_rx, platform);
+    for cell in state.cells.others() {
+        batch.extend(crate::batch::start_cell(
+            cell,
+            &state.batch,
+            &state.cache,
+            &stop_rx,
+        ));
+    }
     let fanout = tokio::spawn(tenantry_cache::fanout::run(
         state.cache.clone(),
         stop_rx.clone(),
@@ -171,6 +183,23 @@ impl Application {
         tenantry_db::migrate::migrate(&db)
             .await
             .context("Failed to migrate the database")?;
+        // Every cell has the full schema: migrated at start, like main.
+        let mut cells = Vec::new();
+        for (name, url) in crate::cells::parse(settings.cells.as_deref().unwrap_or(""))? {
+            let cell_db = Db::connect(
+                &url,
+                &DbOptions {
+                    max_connections: settings.db_max_connections,
+                    statement_mode: settings.statement_mode,
+                    ..DbOptions::default()
+                },
+            )
+            .with_context(|| format!("Failed to configure the cell {name}"))?;
+            tenantry_db::migrate::migrate(&cell_db)
+                .await
+                .with_context(|| format!("Failed to migrate the cell {name}"))?;
+            cells.push((name, cell_db));
+        }
         let redis = match &settings.redis_url {
             Some(url) => Some(tenantry_cache::redis_client(
                 url,
@@ -210,7 +239,14 @@ impl Application {
             },
             settings.job_workers,
         )
-        .with_observe(settings.observe.clone());
+        .with_observe(settings.observe.clone())
+        .with_cells(
+            cells,
+            tenantry_jobs::ingest::IngestConfig {
+                window: settings.ingest_window,
+                ..Default::default()
+            },
+        );
         state.batch.worker_config.lease = settings.job_lease;
         state.batch.export_dir = settings
             .export_dir
