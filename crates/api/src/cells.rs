@@ -167,8 +167,8 @@ impl Cells {
 
 /// Parses `TENANTRY_CELLS`: `name=url` pairs separated by commas. A name is
 /// 1–32 of `a-z`, `0-9`, `-`, `_`, not `main` (the control database), each
-/// named once. URLs may hold `=` (libpq key=value strings may not: they hold
-/// spaces and commas, use a `postgres://` URL).
+/// named once. A URL is a `postgres://` URL or a libpq `key=value` string
+/// (split at its first `=` only); it cannot hold a comma.
 pub fn parse(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut cells: Vec<(String, String)> = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
