@@ -113,6 +113,18 @@ impl Fence for CellFence {
     }
 
     async fn flip(&self) -> Result<(), DbError> {
+        // Idempotent: a flip already done (a resumed move) only tells the
+        // nodes again; the target's counters are its own by then.
+        let now = tenantry_db::tenants::find(
+            &self.state.db,
+            tenantry_db::tenants::Lookup::Id(self.tenant),
+            PLATFORM_STATEMENT_TIMEOUT_MS,
+        )
+        .await?;
+        if now.is_some_and(|t| t.cell == self.target_cell) {
+            self.state.tenant_changed(None, self.tenant).await;
+            return Ok(());
+        }
         // The counters the source kept (writes are held and frozen: they
         // stand still) go with the tenant: the target's copy of its row
         // may be an old one (the control database's registry row, when it
