@@ -66,6 +66,7 @@ pub fn start(
     batch: &Batch,
     cache: &Arc<tenantry_cache::Cache>,
     stop: &watch::Receiver<bool>,
+    platform: Registry,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     let collector = batch
@@ -96,11 +97,11 @@ pub fn start(
             });
         },
     )));
-    // The platform lane: maintenance jobs, one at a time, on a worker of
-    // their own (tenantry_jobs::platform).
+    // The platform lane: maintenance jobs (and tenant moves, `platform`),
+    // one at a time, on a worker of their own (tenantry_jobs::platform).
     let lane = Arc::new(tenantry_jobs::platform::PlatformLane::new(
         db.clone(),
-        crate::ops::maintenance::registry(),
+        platform,
         batch.worker_config.clone(),
     ));
     tasks.push(tokio::spawn(lane.run(batch.wake.clone(), stop.clone())));
@@ -113,6 +114,52 @@ pub fn start(
             batch.worker_config.clone(),
         ));
         tasks.push(tokio::spawn(worker.run(batch.wake.clone(), stop.clone())));
+    }
+    tasks
+}
+
+/// Spawns the machinery of a cell beside `main` ([`crate::cells`]): its
+/// analytics collector, its NOTIFY listener, its counter apply and its
+/// queue workers (the same job kinds as `main`'s), all on the cell's
+/// database. Maintenance jobs of the platform lane stay on `main`.
+pub fn start_cell(
+    cell: &crate::cells::Cell,
+    batch: &Batch,
+    cache: &Arc<tenantry_cache::Cache>,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some(collector) = cell.take_collector() {
+        tasks.push(tokio::spawn(collector.run(stop.clone())));
+    }
+    tasks.push(tokio::spawn(tenantry_jobs::worker::listen(
+        cell.db.clone(),
+        cell.wake.clone(),
+        stop.clone(),
+    )));
+    let counters_cache = cache.clone();
+    tasks.push(tokio::spawn(tenantry_jobs::counters::run(
+        cell.db.clone(),
+        batch.counter_interval,
+        stop.clone(),
+        move |tenants| {
+            let cache = counters_cache.clone();
+            tokio::spawn(async move {
+                for tenant in tenants {
+                    cache.bump_list(tenant, "posts").await;
+                }
+            });
+        },
+    )));
+    for _ in 0..batch.workers {
+        let registry =
+            crate::lifecycle::register(batch.registry(), &batch.export_dir, cache.clone());
+        let worker = Arc::new(Worker::new(
+            cell.db.clone(),
+            registry,
+            batch.worker_config.clone(),
+        ));
+        tasks.push(tokio::spawn(worker.run(cell.wake.clone(), stop.clone())));
     }
     tasks
 }

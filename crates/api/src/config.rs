@@ -24,6 +24,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// `None`: run the embedded PostgreSQL cluster in `data_dir`.
     pub database_url: Option<String>,
+    /// More databases, `name=url,...` (`TENANTRY_CELLS`): cells beside the
+    /// control database `main` ([`crate::cells`]). Needs `database_url`.
+    pub cells: Option<String>,
     pub data_dir: PathBuf,
     pub redis_url: Option<String>,
     /// A PEM file of the CA that signed Redis's certificate (`rediss://`),
@@ -76,6 +79,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("database_url", &redact(&self.database_url))
+            .field("cells", &redact(&self.cells))
             .field("data_dir", &self.data_dir)
             .field("redis_url", &redact(&self.redis_url))
             .field("redis_ca_file", &self.redis_ca_file)
@@ -106,6 +110,7 @@ impl Default for Settings {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
             database_url: None,
+            cells: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             redis_url: None,
             redis_ca_file: None,
@@ -163,6 +168,10 @@ pub struct ServeArgs {
     /// PostgreSQL URL; unset runs an embedded cluster in the data dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// More PostgreSQL databases for tenants, `name=url,name=url` (cells;
+    /// `DATABASE_URL` is the control database and the cell `main`).
+    #[arg(long, env = "TENANTRY_CELLS", hide_env_values = true)]
+    pub cells: Option<String>,
     /// Where the embedded cluster and generated secrets are kept.
     #[arg(long, env = "TENANTRY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -278,6 +287,7 @@ impl ServeArgs {
         Settings {
             listen: self.listen,
             database_url: self.database_url,
+            cells: self.cells,
             data_dir: self.data_dir,
             redis_url: self.redis_url,
             redis_ca_file: self.redis_ca_file,
@@ -340,12 +350,22 @@ impl Settings {
         if self.max_in_flight == 0 {
             anyhow::bail!("the in-flight cap must be at least 1");
         }
+        let mut cell_names = vec![crate::cells::MAIN.to_owned()];
+        if let Some(cells) = &self.cells {
+            let cells = crate::cells::parse(cells)?;
+            anyhow::ensure!(
+                cells.is_empty() || self.database_url.is_some(),
+                "TENANTRY_CELLS needs DATABASE_URL (the control database, the cell main)"
+            );
+            cell_names.extend(cells.into_iter().map(|(name, _)| name));
+        }
         if let Some(spec) = &self.replicas {
             for replica in tenantry_db::replica::parse_specs(spec)? {
                 // Cells beside `main` come with TENANTRY_CELLS.
                 anyhow::ensure!(
-                    replica.cell == "main",
-                    "TENANTRY_REPLICAS: there is no cell {} (the cell of DATABASE_URL is main)",
+                    cell_names.contains(&replica.cell),
+                    "TENANTRY_REPLICAS: there is no cell {} (the cell of DATABASE_URL is main; \
+                     others come with TENANTRY_CELLS)",
                     replica.cell
                 );
             }

@@ -5,10 +5,12 @@
 //! completes, so tests start a whole server on port 0 in one line.
 
 pub mod batch;
+pub mod cells;
 pub mod config;
 pub mod json_time;
 pub mod lifecycle;
 pub mod maintenance;
+pub mod moves;
 pub mod observe;
 pub mod openapi;
 pub mod ops;

@@ -42,8 +42,18 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
 /// in default partitions (metric `tenantry_partition_default_rows`).
 /// Returns whether it succeeded.
 pub async fn run_once(state: &AppState) -> bool {
+    let mut ok = true;
+    // Every cell keeps its own partitions and job history.
+    for cell in state.cells.iter() {
+        ok &= run_once_on(state, &cell.db).await;
+    }
+    ok
+}
+
+/// [`run_once`] on one cell's database.
+async fn run_once_on(state: &AppState, db: &tenantry_db::Db) -> bool {
     let kept = tenantry_jobs::platform::HISTORY_KEPT;
-    let pruned = match tenantry_jobs::platform::prune_history(&state.db, kept, 10_000).await {
+    let pruned = match tenantry_jobs::platform::prune_history(db, kept, 10_000).await {
         Ok(n) => {
             if n > 0 {
                 tracing::info!(jobs = n, "pruned finished jobs older than 7 days");
@@ -56,7 +66,7 @@ pub async fn run_once(state: &AppState) -> bool {
         }
     };
     pruned
-        & match tenantry_db::partitions::maintain(&state.db, state.partition_horizon_months).await {
+        & match tenantry_db::partitions::maintain(db, state.partition_horizon_months).await {
             Ok(report) => {
                 for table in &report.tables {
                     metrics::gauge!("tenantry_partition_default_rows", "table" => table.parent.clone())

@@ -27,12 +27,19 @@ pub async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Purges every tenant marked deleted. Returns how many were purged.
+/// Purges every tenant marked deleted, in every cell (a cell's copy of a
+/// deleted tenant is marked with the registry row). Returns how many were
+/// purged.
 pub async fn purge_all(state: &AppState) -> Result<usize, tenantry_db::DbError> {
-    let ids = tenantry_db::tenants::deleted(&state.db, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
-    for id in &ids {
-        let rows = tenantry_db::tenants::purge(&state.db, *id, 30_000).await?;
-        tracing::info!(tenant = %id, rows, "purged deleted tenant");
+    let mut purged = 0;
+    for cell in state.cells.iter() {
+        let db = &cell.db;
+        let ids = tenantry_db::tenants::deleted(db, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+        for id in &ids {
+            let rows = tenantry_db::tenants::purge(db, *id, 30_000).await?;
+            tracing::info!(tenant = %id, rows, cell = %cell.name, "purged deleted tenant");
+        }
+        purged += ids.len();
     }
-    Ok(ids.len())
+    Ok(purged)
 }

@@ -64,7 +64,19 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(crate::purge::run(state.clone(), stop_rx.clone()));
     let maintenance = tokio::spawn(crate::maintenance::run(state.clone(), stop_rx.clone()));
-    let batch = crate::batch::start(&state.db, &state.batch, &state.cache, &stop_rx);
+    let platform = crate::ops::maintenance::registry().register(
+        crate::moves::MOVE,
+        crate::moves::MoveJob::new(state.clone()),
+    );
+    let mut batch = crate::batch::start(&state.db, &state.batch, &state.cache, &stop_rx, platform);
+    for cell in state.cells.others() {
+        batch.extend(crate::batch::start_cell(
+            cell,
+            &state.batch,
+            &state.cache,
+            &stop_rx,
+        ));
+    }
     let fanout = tokio::spawn(tenantry_cache::fanout::run(
         state.cache.clone(),
         stop_rx.clone(),
@@ -80,7 +92,13 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let observe = tokio::spawn(crate::observe::run(state.clone(), stop_rx.clone()));
-    let replicas = tokio::spawn(tenantry_db::replica::run(state.db.clone(), stop_rx.clone()));
+    // Each cell's replicas are polled against their own primary.
+    let replicas: Vec<_> = state
+        .cells
+        .iter()
+        .filter(|cell| cell.db.replicas().is_some())
+        .map(|cell| tokio::spawn(tenantry_db::replica::run(cell.db.clone(), stop_rx.clone())))
+        .collect();
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -99,9 +117,8 @@ pub async fn run(
         backups,
         usage,
         observe,
-        replicas
     );
-    for task in batch {
+    for task in batch.into_iter().chain(replicas) {
         let _ = task.await;
     }
     result
@@ -120,14 +137,16 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 metrics::gauge!("tenantry_db_share_waiting").set(share.waiting as f64);
                 state.cache.run_pending_tasks().await;
                 metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
-                replica_metrics(&state.db);
+                for cell in state.cells.iter() {
+                    replica_metrics(&cell.db, &cell.name);
+                }
             }
         }
     }
 }
 
 /// Read replicas' lag and the reads each target served.
-fn replica_metrics(db: &Db) {
+fn replica_metrics(db: &Db, cell: &str) {
     let Some(replicas) = db.replicas() else {
         return;
     };
@@ -136,10 +155,11 @@ fn replica_metrics(db: &Db) {
         metrics::gauge!("tenantry_replica_lag_bytes", &labels).set(r.lag_bytes as f64);
         metrics::gauge!("tenantry_replica_lag_seconds", &labels).set(r.lag_seconds);
         metrics::gauge!("tenantry_replica_up", &labels).set(f64::from(u8::from(r.usable)));
-        metrics::counter!("tenantry_db_reads_total", "target" => r.name.clone()).absolute(r.reads);
+        metrics::counter!("tenantry_db_reads_total", "target" => r.name.clone(), "cell" => cell.to_owned())
+            .absolute(r.reads);
     }
     let (primary, fallbacks) = replicas.primary_reads();
-    metrics::counter!("tenantry_db_reads_total", "target" => "primary")
+    metrics::counter!("tenantry_db_reads_total", "target" => "primary", "cell" => cell.to_owned())
         .absolute(primary + fallbacks);
 }
 
@@ -185,25 +205,51 @@ impl Application {
             statement_mode: settings.statement_mode,
             ..DbOptions::default()
         };
-        let mut db = Db::connect(&url, &db_options)?;
+        let db = Db::connect(&url, &db_options)?;
         // Read replicas hang on their cell's pool: the one place they are
         // attached (see `tenantry_db::replica`).
-        if let Some(spec) = &settings.replicas {
-            let urls: Vec<String> = tenantry_db::replica::parse_specs(spec)?
-                .into_iter()
-                .filter(|r| r.cell == "main")
-                .map(|r| r.url)
+        let replica_specs = match &settings.replicas {
+            Some(spec) => tenantry_db::replica::parse_specs(spec)?,
+            None => Vec::new(),
+        };
+        let with_replicas = |db: Db, cell: &str| -> anyhow::Result<Db> {
+            let urls: Vec<String> = replica_specs
+                .iter()
+                .filter(|r| r.cell == cell)
+                .map(|r| r.url.clone())
                 .collect();
-            db = db.with_replicas(tenantry_db::replica::Replicas::connect(
-                "main",
+            if urls.is_empty() {
+                return Ok(db);
+            }
+            Ok(db.with_replicas(tenantry_db::replica::Replicas::connect(
+                cell,
                 &urls,
                 &db_options,
                 settings.replica_options.clone(),
-            )?);
-        }
+            )?))
+        };
+        let db = with_replicas(db, crate::cells::MAIN)?;
         tenantry_db::migrate::migrate(&db)
             .await
             .context("Failed to migrate the database")?;
+        // Every cell has the full schema: migrated at start, like main.
+        let mut cells = Vec::new();
+        for (name, url) in crate::cells::parse(settings.cells.as_deref().unwrap_or(""))? {
+            let cell_db = Db::connect(
+                &url,
+                &DbOptions {
+                    max_connections: settings.db_max_connections,
+                    statement_mode: settings.statement_mode,
+                    ..DbOptions::default()
+                },
+            )
+            .with_context(|| format!("Failed to configure the cell {name}"))?;
+            tenantry_db::migrate::migrate(&cell_db)
+                .await
+                .with_context(|| format!("Failed to migrate the cell {name}"))?;
+            let cell_db = with_replicas(cell_db, &name)?;
+            cells.push((name, cell_db));
+        }
         let redis = match &settings.redis_url {
             Some(url) => Some(tenantry_cache::redis_client(
                 url,
@@ -243,7 +289,14 @@ impl Application {
             },
             settings.job_workers,
         )
-        .with_observe(settings.observe.clone());
+        .with_observe(settings.observe.clone())
+        .with_cells(
+            cells,
+            tenantry_jobs::ingest::IngestConfig {
+                window: settings.ingest_window,
+                ..Default::default()
+            },
+        );
         state.batch.worker_config.lease = settings.job_lease;
         state.batch.export_dir = settings
             .export_dir

@@ -24,7 +24,14 @@ use tenantry_cache::{Cache, CacheOptions};
 pub use crate::config::PLATFORM_STATEMENT_TIMEOUT_MS;
 
 pub struct AppState {
+    /// The control database: the registry, users and the tenant -> cell
+    /// directory, and the cell `main` (see [`crate::cells`]).
     pub db: Db,
+    /// Every cell (`main` first): where tenants' rows live.
+    pub cells: crate::cells::Cells,
+    /// Tenants' requests in flight and held (the fence of a move between
+    /// cells); counted only when there are cells.
+    pub holds: Arc<crate::request::hold::Holds>,
     /// Replaced on SIGHUP ([`crate::ops::reload`]), which also moves the
     /// platform epoch (`Cache::bump_list(PLATFORM, …)`): memoized callers
     /// keep limits made from it (see [`crate::request::memo`]) only while
@@ -178,6 +185,8 @@ impl AppState {
         }));
         Self {
             db: db.clone(),
+            cells: crate::cells::Cells::single(&db),
+            holds: Arc::default(),
             tiers: ArcSwap::from_pointee(tiers),
             registry: TenantRegistry::new(db.clone(), cache.clone()),
             views: crate::views::TenantViews::default(),
@@ -224,6 +233,60 @@ impl AppState {
         self
     }
 
+    /// Adds cells beside `main` (`TENANTRY_CELLS`), each with its own fair
+    /// share (as large as `main`'s default for its pool) and analytics
+    /// collector (configured as `ingest`).
+    pub fn with_cells(
+        mut self,
+        extra: Vec<(String, Db)>,
+        ingest: tenantry_jobs::ingest::IngestConfig,
+    ) -> Self {
+        let capacity = extra
+            .first()
+            .map_or(1, |(_, db)| default_db_share(db.max_connections()));
+        self.registry.set_cells(extra.clone());
+        self.cells = crate::cells::Cells::new(&self.db, extra, capacity, ingest);
+        self
+    }
+
+    /// The cell holding `tenant`'s rows. A cell the directory names but this
+    /// server was not given (`TENANTRY_CELLS` out of step) answers 503
+    /// `database_unavailable`: its database is not reachable from here.
+    pub fn cell_of(&self, tenant: &Tenant) -> Result<&Arc<crate::cells::Cell>, ApiError> {
+        self.cells.get(&tenant.cell).ok_or_else(|| {
+            ApiError::from(tenantry_db::DbError::Unavailable(format!(
+                "the cell {:?} of this tenant is not configured on this server",
+                tenant.cell
+            )))
+        })
+    }
+
+    /// The database holding `tenant`'s rows: the control database for
+    /// `main` (with no lookup at all), else its cell's.
+    pub fn db_of(&self, tenant: &Tenant) -> Result<&Db, ApiError> {
+        if tenant.cell == crate::cells::MAIN {
+            return Ok(&self.db);
+        }
+        Ok(&self.cell_of(tenant)?.db)
+    }
+
+    /// The fair share that admits work in `cell`.
+    pub fn share_of<'a>(&'a self, cell: &'a crate::cells::Cell) -> &'a Arc<DbShare> {
+        cell.own_share().unwrap_or(&self.fairness.db_share)
+    }
+
+    /// Where the analytics of `tenant` are group-committed: its cell's
+    /// collector.
+    pub fn ingest_of(&self, tenant: &Tenant) -> Result<&tenantry_jobs::ingest::Ingest, ApiError> {
+        if tenant.cell == crate::cells::MAIN {
+            return Ok(&self.batch.ingest);
+        }
+        Ok(self
+            .cell_of(tenant)?
+            .own_ingest()
+            .unwrap_or(&self.batch.ingest))
+    }
+
     /// Sets how the observer runs (interval, top K, webhook).
     pub fn with_observe(mut self, config: crate::observe::ObserveConfig) -> Self {
         self.batch.alert_webhook = config.webhook.clone();
@@ -240,7 +303,9 @@ impl AppState {
     /// Replaces the cache (to give it Redis: L2 and pub/sub fan-out).
     pub fn with_cache(mut self, cache: Cache) -> Self {
         self.cache = Arc::new(cache);
+        let cells = self.registry.cells();
         self.registry = TenantRegistry::new(self.db.clone(), self.cache.clone());
+        self.registry.set_cells(cells);
         self
     }
 
@@ -310,15 +375,35 @@ impl AppState {
 
     /// Creates the user on first sight, or refreshes their email and name.
     pub async fn provision(&self, user: &AuthUser) -> Result<(), ApiError> {
+        self.provision_on(&self.db, crate::cells::MAIN, user).await
+    }
+
+    /// [`AppState::provision`] in the control database and, for a tenant of
+    /// another cell, in that cell too (its memberships and posts refer to
+    /// users there, and its member lists show their names). Remembered per
+    /// cell, so a known user costs no write.
+    pub async fn provision_for(&self, user: &AuthUser, tenant: &Tenant) -> Result<(), ApiError> {
+        self.provision(user).await?;
+        if tenant.cell != crate::cells::MAIN {
+            let db = self.db_of(tenant)?;
+            self.provision_on(db, &tenant.cell, user).await?;
+        }
+        Ok(())
+    }
+
+    async fn provision_on(&self, db: &Db, cell: &str, user: &AuthUser) -> Result<(), ApiError> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (user.id, &user.email, &user.name).hash(&mut hasher);
+        if cell != crate::cells::MAIN {
+            cell.hash(&mut hasher);
+        }
         let key = hasher.finish();
         if self.provisioned.contains_key(&key) {
             return Ok(());
         }
         // Boxed: the cold path must not enlarge every request's future.
         Box::pin(tenantry_db::users::provision(
-            &self.db,
+            db,
             user.id,
             user.email.as_deref(),
             user.name.as_deref(),

@@ -28,6 +28,11 @@ pub struct Tenant {
     /// (Absent from exports made before versions: the first version.)
     #[serde(default = "first_api_version")]
     pub api_version: String,
+    /// The cell (database) holding the tenant's rows: `main` (the control
+    /// database) unless placed or moved elsewhere (V140). Part of the cached
+    /// record, so a request finds its cell without asking.
+    #[serde(default = "main_cell")]
+    pub cell: String,
     pub member_count: i64,
     pub post_count: i64,
     pub storage_bytes: i64,
@@ -40,8 +45,15 @@ fn first_api_version() -> String {
     "2026-11-01".to_owned()
 }
 
+/// The cell every database has: the control database itself.
+pub const MAIN_CELL: &str = "main";
+
+fn main_cell() -> String {
+    MAIN_CELL.to_owned()
+}
+
 const COLUMNS: &str = "id, slug, name, domain, tier, status, join_policy, owner_user_id, \
-                       settings, features, limits, api_version, member_count, post_count, \
+                       settings, features, limits, api_version, cell, member_count, post_count, \
                        storage_bytes, created_at, updated_at";
 
 impl Tenant {
@@ -62,6 +74,7 @@ impl Tenant {
             features: row.try_get::<_, Jsonb>("features")?.0,
             limits: serde_json::from_value(limits).map_err(|e| DbError::Other(e.into()))?,
             api_version: row.try_get("api_version")?,
+            cell: row.try_get("cell")?,
             member_count: row.try_get("member_count")?,
             post_count: row.try_get("post_count")?,
             storage_bytes: row.try_get("storage_bytes")?,
@@ -270,6 +283,19 @@ pub async fn update(
     patch: &TenantPatch,
     timeout_ms: u32,
 ) -> Result<Option<Tenant>, DbError> {
+    update_audited(db, id, patch, timeout_ms, true).await
+}
+
+/// [`update`], with the audit entry written in the same statement
+/// (`audit`), or not: a tenant of another cell keeps its audit log in its
+/// cell, where [`mirror_update`] writes the entry.
+pub async fn update_audited(
+    db: &Db,
+    id: Uuid,
+    patch: &TenantPatch,
+    timeout_ms: u32,
+    audit: bool,
+) -> Result<Option<Tenant>, DbError> {
     // In the tenant's context: the audit entry is a row of the tenant's log,
     // written in the same statement as the change.
     let tx = db.begin(&TenantContext::tenant(id, timeout_ms)).await?;
@@ -293,6 +319,7 @@ pub async fn update(
          audited AS (
              INSERT INTO audit_log (tenant_id, created_at, id, actor_id, action, target, details)
              SELECT id, now(), $11, NULL, 'tenant.update', id::text, $12 FROM t
+             WHERE $14
          )
          SELECT {COLUMNS} FROM t"
     );
@@ -316,6 +343,7 @@ pub async fn update(
                 &crate::new_id(),
                 &details,
                 &patch.api_version,
+                &audit,
             ],
         )
         .await?;
@@ -399,4 +427,226 @@ pub async fn purge(db: &Db, id: Uuid, timeout_ms: u32) -> Result<u64, DbError> {
     )
     .await?;
     Ok(removed)
+}
+
+// ---------------------------------------------------------------------------
+// Cells (V140): the registry in the control database, a copy of each
+// tenant's row in the cell that holds its data.
+
+/// Creates a tenant placed in `cell` (another database than the control
+/// one): its registry row, with the directory entry, in `control`; then its
+/// copy, its owner and its first membership in `cell_db`. If the cell
+/// refuses, the registry row is removed again, so the directory never names
+/// a cell that lacks the tenant.
+pub async fn create_in_cell(
+    control: &Db,
+    cell: &str,
+    cell_db: &Db,
+    new: &NewTenant,
+    timeout_ms: u32,
+) -> Result<Tenant, DbError> {
+    let id = crate::new_id();
+    let tx = control.begin(&TenantContext::platform(timeout_ms)).await?;
+    let sql = format!(
+        "WITH t AS (
+             INSERT INTO tenants (id, slug, name, tier, domain, owner_user_id, settings,
+                                  features, join_policy, api_version, member_count, cell)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11)
+             RETURNING {COLUMNS}
+         ),
+         u AS (INSERT INTO users (id) VALUES ($6) ON CONFLICT (id) DO NOTHING)
+         SELECT {COLUMNS} FROM t"
+    );
+    let rows = tx
+        .query_and_commit(
+            &sql,
+            &[
+                &id,
+                &new.slug,
+                &new.name,
+                &new.tier,
+                &new.domain,
+                &new.owner_user_id,
+                &new.settings,
+                &new.features,
+                &new.join_policy.as_str(),
+                &new.api_version,
+                &cell,
+            ],
+        )
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| DbError::Other(anyhow::anyhow!("tenant insert returned no row")))?;
+    let tenant = Tenant::from_row(row)?;
+    if let Err(e) = copy_into_cell(cell_db, &tenant, timeout_ms).await {
+        let tx = control.begin(&TenantContext::platform(timeout_ms)).await?;
+        tx.query_and_commit("DELETE FROM tenants WHERE id = $1", &[&id])
+            .await?;
+        return Err(e);
+    }
+    Ok(tenant)
+}
+
+/// Writes `tenant`'s registry row into a cell's database with its owner as
+/// its first member (the owner's user row too, for the foreign keys), in
+/// one statement, in the tenant's own context.
+async fn copy_into_cell(cell_db: &Db, tenant: &Tenant, timeout_ms: u32) -> Result<(), DbError> {
+    let tx = cell_db
+        .begin(&TenantContext::tenant(tenant.id, timeout_ms))
+        .await?;
+    let limits = serde_json::to_value(&tenant.limits).map_err(|e| DbError::Other(e.into()))?;
+    tx.query_and_commit(
+        "WITH t AS (
+             INSERT INTO tenants (id, slug, name, tier, domain, owner_user_id, settings,
+                                  features, join_policy, api_version, member_count, cell,
+                                  status, limits, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $12, $13, $14, $14)
+             RETURNING id
+         ),
+         u AS (INSERT INTO users (id) VALUES ($6) ON CONFLICT (id) DO NOTHING),
+         m AS (INSERT INTO memberships (tenant_id, user_id, role) SELECT id, $6, 'owner' FROM t)
+         SELECT id FROM t",
+        &[
+            &tenant.id,
+            &tenant.slug,
+            &tenant.name,
+            &tenant.tier,
+            &tenant.domain,
+            &tenant.owner_user_id,
+            &tenant.settings,
+            &tenant.features,
+            &tenant.join_policy.as_str(),
+            &tenant.api_version,
+            &tenant.cell,
+            &tenant.status.as_str(),
+            &limits,
+            &tenant.created_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Brings a cell's copy of `tenant`'s row in step with the registry after
+/// an admin change (everything but the counters, which the cell keeps), and
+/// writes the change's audit entry into the tenant's log there, in one
+/// statement.
+pub async fn mirror_update(
+    cell_db: &Db,
+    tenant: &Tenant,
+    patch: &TenantPatch,
+    timeout_ms: u32,
+) -> Result<(), DbError> {
+    let tx = cell_db
+        .begin(&TenantContext::tenant(tenant.id, timeout_ms))
+        .await?;
+    let limits = serde_json::to_value(&tenant.limits).map_err(|e| DbError::Other(e.into()))?;
+    tx.query_and_commit(
+        "WITH t AS (
+             UPDATE tenants SET slug = $2, name = $3, domain = $4, tier = $5, status = $6,
+                    join_policy = $7, owner_user_id = $8, settings = $9, features = $10,
+                    limits = $11, api_version = $12, updated_at = $13
+             WHERE id = $1
+             RETURNING id
+         ),
+         audited AS (
+             INSERT INTO audit_log (tenant_id, created_at, id, actor_id, action, target, details)
+             SELECT id, now(), $14, NULL, 'tenant.update', id::text, $15 FROM t
+         )
+         SELECT id FROM t",
+        &[
+            &tenant.id,
+            &tenant.slug,
+            &tenant.name,
+            &tenant.domain,
+            &tenant.tier,
+            &tenant.status.as_str(),
+            &tenant.join_policy.as_str(),
+            &tenant.owner_user_id,
+            &tenant.settings,
+            &tenant.features,
+            &limits,
+            &tenant.api_version,
+            &tenant.updated_at,
+            &crate::new_id(),
+            &patch.audit_details(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Marks a cell's copy of tenant `id` deleted as [`mark_deleted`] marks the
+/// registry row (slug and domain freed), so the cell's purge worker removes
+/// its rows.
+pub async fn mark_copy_deleted(cell_db: &Db, id: Uuid, timeout_ms: u32) -> Result<(), DbError> {
+    mark_deleted(cell_db, id, timeout_ms).await.map(|_| ())
+}
+
+/// The counters a cell keeps on its copy of tenant `id`'s row (members,
+/// posts, bytes): written by the tenant's own transactions in the cell, so
+/// the registry's copy of them is not kept.
+pub async fn counters(
+    cell_db: &Db,
+    id: Uuid,
+    timeout_ms: u32,
+) -> Result<Option<(i64, i64, i64)>, DbError> {
+    let tx = cell_db.begin(&TenantContext::platform(timeout_ms)).await?;
+    let rows = tx
+        .query_and_commit(
+            "SELECT member_count, post_count, storage_bytes FROM tenants WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    rows.first()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .transpose()
+}
+
+/// Tenants (not deleted) per cell, from the directory: what placement and
+/// `GET /v1/admin/cells` read. Cells with none are absent.
+pub async fn per_cell(control: &Db, timeout_ms: u32) -> Result<Vec<(String, i64)>, DbError> {
+    let tx = control.begin(&TenantContext::platform(timeout_ms)).await?;
+    let rows = tx
+        .query_and_commit(
+            "SELECT cell, count(*) FROM tenants WHERE status <> 'deleted' GROUP BY cell",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+/// Points tenant `id`'s directory entry at `cell` (the switch of a move).
+/// Returns false if there is no such tenant.
+pub async fn set_cell(
+    control: &Db,
+    id: Uuid,
+    cell: &str,
+    timeout_ms: u32,
+) -> Result<bool, DbError> {
+    let tx = control.begin(&TenantContext::platform(timeout_ms)).await?;
+    let rows = tx
+        .query_and_commit(
+            "UPDATE tenants SET cell = $2, updated_at = now()
+             WHERE id = $1 AND status <> 'deleted' RETURNING id",
+            &[&id, &cell],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+/// The size of `db`'s database in bytes (`pg_database_size`): what
+/// `GET /v1/admin/cells` shows per cell.
+pub async fn database_size(db: &Db) -> Result<i64, DbError> {
+    let tx = db.begin(&TenantContext::platform(2_000)).await?;
+    let rows = tx
+        .query_and_commit("SELECT pg_database_size(current_database())", &[])
+        .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| DbError::Other(anyhow::anyhow!("pg_database_size returned no row")))?;
+    Ok(row.try_get(0)?)
 }

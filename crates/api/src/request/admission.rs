@@ -86,13 +86,19 @@ pub fn claim(key: Uuid, limits: &Limits) -> Claim {
 /// configured budget. The permit is the turn: dropping it, whatever await
 /// its holder dies at, lets the next one in.
 pub async fn share(state: &AppState, claim: Claim, tier: &str) -> Result<Permit, DbError> {
+    share_in(state, &state.fairness.db_share, claim, tier).await
+}
+
+/// [`share`] in the fair share of one cell (`db_share`).
+pub async fn share_in(
+    state: &AppState,
+    db_share: &Arc<tenantry_fairness::share::DbShare>,
+    claim: Claim,
+    tier: &str,
+) -> Result<Permit, DbError> {
     let started = tokio::time::Instant::now();
     let fairness = &state.fairness;
-    match fairness
-        .db_share
-        .acquire(claim, fairness.db_queue_budget)
-        .await
-    {
+    match db_share.acquire(claim, fairness.db_queue_budget).await {
         Ok(permit) => {
             metrics::histogram!("tenantry_db_queue_wait_seconds", "tier" => tier.to_owned())
                 .record(started.elapsed().as_secs_f64());
@@ -118,7 +124,17 @@ pub fn tenant_share(state: Arc<AppState>, tenant: &Arc<Tenant>, limits: &Limits)
     let tenant = tenant.clone();
     Box::pin(async move {
         let started = std::time::Instant::now();
-        let result = share(&state, claim, &tenant.tier).await;
+        // The share of the tenant's cell (main's unless placed elsewhere).
+        let result = match tenant.cell.as_str() {
+            crate::cells::MAIN => share(&state, claim, &tenant.tier).await,
+            _ => match state.cell_of(&tenant) {
+                Ok(cell) => share_in(&state, state.share_of(cell), claim, &tenant.tier).await,
+                Err(_) => Err(DbError::Unavailable(format!(
+                    "the cell {:?} is not configured on this server",
+                    tenant.cell
+                ))),
+            },
+        };
         if !state.observe.config.record {
             return Ok(Box::new(result?) as Box<dyn std::any::Any + Send + Sync>);
         }

@@ -26,6 +26,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod hold;
 pub mod memo;
 pub mod naming;
 pub mod registry;

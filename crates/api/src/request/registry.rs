@@ -28,11 +28,29 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 pub struct TenantRegistry {
     db: Db,
     cache: Arc<Cache>,
+    /// The databases of the cells beside `main` (see [`crate::cells`]):
+    /// a tenant placed in one keeps its counters (members, posts, bytes)
+    /// there.
+    cells: arc_swap::ArcSwap<Vec<(String, Db)>>,
 }
 
 impl TenantRegistry {
     pub fn new(db: Db, cache: Arc<Cache>) -> Self {
-        Self { db, cache }
+        Self {
+            db,
+            cache,
+            cells: arc_swap::ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+
+    /// Sets the cells beside `main` whose tenants' counters are read there.
+    pub fn set_cells(&self, cells: Vec<(String, Db)>) {
+        self.cells.store(Arc::new(cells));
+    }
+
+    /// The cells beside `main`, as set.
+    pub fn cells(&self) -> Vec<(String, Db)> {
+        self.cells.load().as_ref().clone()
     }
 
     /// The tenant with `id` (not deleted).
@@ -43,11 +61,32 @@ impl TenantRegistry {
             .get_or_load(id, "tenant", "", METADATA_TTL, || async {
                 let found =
                     tenants::find(db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+                let found = match found {
+                    Some(t) if t.cell != tenants::MAIN_CELL => Some(self.with_counters(t).await?),
+                    other => other,
+                };
                 Ok::<_, tenantry_db::DbError>(found.map(Arc::new))
             })
             .await
             .map_err(|e| ApiError::from(unshare(e)))?;
         Ok(found.as_ref().clone())
+    }
+
+    /// `tenant` (of a cell beside `main`) with the counters its cell keeps.
+    /// A cell this server does not know leaves the registry's counters.
+    pub async fn with_counters(&self, mut tenant: Tenant) -> Result<Tenant, tenantry_db::DbError> {
+        let cells = self.cells.load();
+        let Some((_, cell_db)) = cells.iter().find(|(n, _)| *n == tenant.cell) else {
+            return Ok(tenant);
+        };
+        if let Some((members, posts, bytes)) =
+            tenants::counters(cell_db, tenant.id, PLATFORM_STATEMENT_TIMEOUT_MS).await?
+        {
+            tenant.member_count = members;
+            tenant.post_count = posts;
+            tenant.storage_bytes = bytes;
+        }
+        Ok(tenant)
     }
 
     async fn by_name(&self, lookup: Lookup<'_>) -> Result<Option<Arc<Tenant>>, ApiError> {

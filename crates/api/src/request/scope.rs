@@ -66,6 +66,9 @@ pub struct Scope {
     /// The grant a support agent acts under (`X-Support-Grant`), if any.
     support: Option<Arc<Grant>>,
     state: Arc<AppState>,
+    /// Counts the request among its tenant's in flight (with cells), so a
+    /// move's fence waits for it.
+    _in_flight: Option<super::hold::InFlight>,
 }
 
 impl Scope {
@@ -295,7 +298,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             Found::Fresh {
                 before, exp, names, ..
             } => {
-                state.provision(&user).await?;
+                state.provision_for(&user, &tenant).await?;
                 Box::pin(remember(
                     state,
                     &naming,
@@ -318,6 +321,14 @@ impl FromRequestParts<Arc<AppState>> for Scope {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
+        // With cells, the request counts among its tenant's requests in
+        // flight, and waits while the tenant is held (the final moment of a
+        // move); a request that waited looks its tenant up again, since the
+        // directory may name another cell now.
+        let (tenant, in_flight) = match state.cells.is_single() {
+            true => (tenant, None),
+            false => Box::pin(enter(state, tenant)).await?,
+        };
         let admission = state
             .fairness
             .enforce
@@ -325,11 +336,12 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         let ctx = TenantContext::tenant(tenant.id, limits.statement_timeout_ms);
         // Nothing is taken or sent yet: the share, the connection and the
         // prelude come with the handler's first statement, if any.
-        let mut tx = state.db.begin_lazy(&ctx, admission);
+        // The tenant's cell, from its cached record: no round trip.
+        let mut tx = state.db_of(&tenant)?.begin_lazy(&ctx, admission);
         // With read replicas: the caller is the user and the tenant (a
         // write remembers its position for both; a read waits for a
         // replica that has replayed both), and a GET or HEAD may be served
-        // by a replica (`tenantry_db::replica`).
+        // by a replica of the tenant's cell (`tenantry_db::replica`).
         tx.for_caller(&[tenant.id, user.id]);
         if super::user::is_read(&parts.method) {
             tx.prefer_replica();
@@ -349,8 +361,34 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             caller,
             support,
             state: state.clone(),
+            _in_flight: in_flight,
         })
     }
+}
+
+/// Admits a request of `tenant` among its requests in flight, waiting (at
+/// most the database queue budget) while the tenant is held; 503
+/// `overloaded` past it. After a wait the tenant is read again: it may have
+/// moved to another cell (or been deleted: 404).
+async fn enter(
+    state: &Arc<AppState>,
+    tenant: Arc<Tenant>,
+) -> Result<(Arc<Tenant>, Option<super::hold::InFlight>), ApiError> {
+    let budget = state.fairness.db_queue_budget;
+    let (in_flight, waited) = state.holds.enter(tenant.id, budget).await.map_err(|_| {
+        ApiError::from(tenantry_db::DbError::Busy(
+            "the tenant is moving to another cell; retry".to_owned(),
+        ))
+    })?;
+    if !waited {
+        return Ok((tenant, Some(in_flight)));
+    }
+    let now = state
+        .registry
+        .by_id(tenant.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    Ok((now, Some(in_flight)))
 }
 
 /// A request's caller and tenant: from the memo, or looked up just now.

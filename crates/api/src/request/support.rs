@@ -71,8 +71,9 @@ pub async fn check(
     let grant = state
         .cache
         .get_or_load(tenant, GRANT_NS, &id.to_string(), METADATA_TTL, || async {
-            let mut tx = state
-                .db
+            // Grants are rows of the tenant's cell.
+            let mut tx = tenant_db(state, tenant)
+                .await?
                 .begin(&TenantContext::tenant(
                     tenant,
                     PLATFORM_STATEMENT_TIMEOUT_MS,
@@ -140,8 +141,8 @@ async fn record(
     used: &SupportUse,
     status: u16,
 ) -> Result<(), tenantry_db::DbError> {
-    let mut tx = state
-        .db
+    let mut tx = tenant_db(state, tenant)
+        .await?
         .begin(&TenantContext::tenant(
             tenant,
             PLATFORM_STATEMENT_TIMEOUT_MS,
@@ -161,4 +162,29 @@ async fn record(
     )
     .await?;
     tx.commit().await
+}
+
+/// The database of `tenant`'s cell (from the cached registry; the control
+/// database when it is gone, where nothing of it is found).
+async fn tenant_db(
+    state: &AppState,
+    tenant: Uuid,
+) -> Result<tenantry_db::Db, tenantry_db::DbError> {
+    let found = state
+        .registry
+        .by_id(tenant)
+        .await
+        .map_err(|e| tenantry_db::DbError::Other(anyhow::anyhow!("{e}")))?;
+    Ok(match found {
+        Some(t) => match state.db_of(&t) {
+            Ok(db) => db.clone(),
+            Err(_) => {
+                return Err(tenantry_db::DbError::Unavailable(format!(
+                    "the cell {:?} is not configured on this server",
+                    t.cell
+                )));
+            }
+        },
+        None => state.db.clone(),
+    })
 }

@@ -49,20 +49,29 @@ impl UserScope {
         self.state.cache.bump_list(tenant, list).await;
     }
 
-    /// The caller's communities that are active (not suspended or deleted).
+    /// The caller's communities that are active (not suspended or deleted),
+    /// in tenant id order. With cells, each cell's directory is read at once
+    /// and the answers merged ([`UserScope::scatter`]).
     pub async fn communities(&self) -> Result<Vec<Community>, ApiError> {
-        let tx = self.transaction(TenantContext::user(
-            self.user.id,
-            self.limits.statement_timeout_ms,
-        ));
-        Ok(community::active(tx, self.user.id).await?)
+        let (user, timeout) = (self.user.id, self.limits.statement_timeout_ms);
+        let ctx = TenantContext::user(user, timeout);
+        if self.state.cells.is_single() {
+            let tx = self.transaction(&self.state.db, ctx);
+            return Ok(community::active(tx, user).await?);
+        }
+        self.scatter(|db| {
+            let tx = self.transaction(&db, ctx.clone());
+            async move { community::active(tx, user).await }
+        })
+        .await
     }
 
-    /// A lazily connected transaction with `ctx`, acting for the caller and
-    /// the tenants it names: on a read replica that has replayed their last
-    /// writes when this request only reads, else on the primary.
-    fn transaction(&self, ctx: TenantContext) -> Tx {
-        let mut tx = self.state.db.begin_lazy(&ctx, None);
+    /// A lazily connected transaction in `db` with `ctx`, acting for the
+    /// caller and the tenants it names: on a read replica (of that cell)
+    /// that has replayed their last writes when this request only reads,
+    /// else on the primary.
+    fn transaction(&self, db: &tenantry_db::Db, ctx: TenantContext) -> Tx {
+        let mut tx = db.begin_lazy(&ctx, None);
         let mut caller = Vec::with_capacity(ctx.tenant_ids.len() + 1);
         caller.push(self.user.id);
         caller.extend_from_slice(&ctx.tenant_ids);
@@ -73,28 +82,119 @@ impl UserScope {
         tx
     }
 
-    /// A page of all the caller's communities (suspended ones included).
+    /// A page of all the caller's communities (suspended ones included), in
+    /// tenant id order after `after`. With cells: the same page asked of
+    /// every cell, merged by tenant id and cut at `limit`, so the keyset is
+    /// the same one and pages never skip or repeat a community.
     pub async fn communities_page(
         &self,
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Community>, ApiError> {
-        let tx = self.transaction(TenantContext::user(
-            self.user.id,
-            self.limits.statement_timeout_ms,
-        ));
-        Ok(community::page(tx, self.user.id, after, limit).await?)
+        let (user, timeout) = (self.user.id, self.limits.statement_timeout_ms);
+        let ctx = TenantContext::user(user, timeout);
+        if self.state.cells.is_single() {
+            let tx = self.transaction(&self.state.db, ctx);
+            return Ok(community::page(tx, user, after, limit).await?);
+        }
+        let mut all = self
+            .scatter(|db| {
+                let tx = self.transaction(&db, ctx.clone());
+                async move { community::page(tx, user, after, limit).await }
+            })
+            .await?;
+        all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(all)
+    }
+
+    /// Runs `read` against every cell's database at once and merges what
+    /// they answer in tenant id order, keeping only the communities whose
+    /// cell, in the directory, is the one that answered: a tenant's rows
+    /// left in a cell it moved away from (until they are purged) never show,
+    /// nor twice.
+    async fn scatter<F, Fut>(&self, read: F) -> Result<Vec<Community>, ApiError>
+    where
+        F: Fn(tenantry_db::Db) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Community>, tenantry_db::DbError>>,
+    {
+        let cells: Vec<_> = self.state.cells.iter().cloned().collect();
+        let answers =
+            futures::future::try_join_all(cells.iter().map(|cell| read(cell.db.clone()))).await?;
+        let mut merged = Vec::new();
+        for (cell, found) in cells.iter().zip(answers) {
+            for c in found {
+                let here = match self.state.registry.by_id(c.tenant_id).await? {
+                    Some(t) => t.cell == cell.name,
+                    None => false,
+                };
+                if here {
+                    merged.push(c);
+                }
+            }
+        }
+        merged.sort_by_key(|c| c.tenant_id);
+        Ok(merged)
     }
 
     /// A transaction whose tenant context is `tenants`: the caller must have
-    /// checked that each is one of their communities.
+    /// checked that each is one of their communities. In the control
+    /// database (the cell `main`); [`UserScope::by_cell`] says where each
+    /// tenant is.
     pub async fn begin(&self, tenants: Vec<Uuid>) -> Result<Tx, ApiError> {
+        let db = self.state.db.clone();
+        self.begin_in(&db, tenants).await
+    }
+
+    /// [`UserScope::begin`] in `db` (a cell's database).
+    pub async fn begin_in(&self, db: &tenantry_db::Db, tenants: Vec<Uuid>) -> Result<Tx, ApiError> {
         let ctx = TenantContext {
             tenant_ids: tenants,
             user_id: Some(self.user.id),
             statement_timeout_ms: self.limits.statement_timeout_ms,
         };
-        Ok(self.transaction(ctx))
+        Ok(self.transaction(db, ctx))
+    }
+
+    /// `tenants` grouped by the cell holding them (from the cached
+    /// registry), cells in configuration order, each group in the order
+    /// given. A tenant that is gone is left out.
+    pub async fn by_cell(
+        &self,
+        tenants: &[Uuid],
+    ) -> Result<Vec<(Arc<crate::cells::Cell>, Vec<Uuid>)>, ApiError> {
+        let mut groups: Vec<(Arc<crate::cells::Cell>, Vec<Uuid>)> = Vec::new();
+        for id in tenants {
+            let Some(tenant) = self.state.registry.by_id(*id).await? else {
+                continue;
+            };
+            let cell = self.state.cell_of(&tenant)?;
+            match groups.iter_mut().find(|(c, _)| Arc::ptr_eq(c, cell)) {
+                Some((_, ids)) => ids.push(*id),
+                None => groups.push((cell.clone(), vec![*id])),
+            }
+        }
+        groups.sort_by_key(|(c, _)| {
+            self.state
+                .cells
+                .iter()
+                .position(|k| Arc::ptr_eq(k, c))
+                .unwrap_or(usize::MAX)
+        });
+        Ok(groups)
+    }
+
+    /// Whether every cell is `main` (no `TENANTRY_CELLS`).
+    pub fn single_cell(&self) -> bool {
+        self.state.cells.is_single()
+    }
+
+    /// Provisions the caller in `cell` (for a write there that refers to
+    /// them).
+    pub async fn provision_in(&self, tenant: Uuid) -> Result<(), ApiError> {
+        if let Some(t) = self.state.registry.by_id(tenant).await? {
+            self.state.provision_for(&self.user, &t).await?;
+        }
+        Ok(())
     }
 
     /// The limits in force for the tenant `slug` (for the quotas of a write

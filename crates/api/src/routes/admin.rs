@@ -59,6 +59,9 @@ pub struct TenantView {
     pub effective_limits: tenantry_core::Limits,
     /// The API version its requests get when they name none.
     pub api_version: String,
+    /// The cell (database) holding the tenant's rows (`main` unless placed
+    /// elsewhere: API.md, "Cells").
+    pub cell: String,
     pub member_count: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -84,6 +87,7 @@ impl TenantView {
             limits: t.limits,
             effective_limits,
             api_version: t.api_version,
+            cell: t.cell,
             member_count: t.member_count,
             created_at: t.created_at,
             updated_at: t.updated_at,
@@ -115,6 +119,33 @@ pub struct CreateTenant {
     /// newest.
     #[schema(schema_with = api_version_or_null)]
     pub api_version: Option<String>,
+    /// The cell to place it in (one of `GET /v1/admin/cells`); default the
+    /// cell with the fewest tenants.
+    #[schema(schema_with = cell_or_null)]
+    pub cell: Option<String>,
+}
+
+fn cell_or_null() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .min_length(Some(1))
+        .max_length(Some(32))
+        .build()
+}
+
+/// A cell this server has, by name, else a 422 on `cell`.
+pub(crate) fn known_cell<'a>(
+    state: &'a AppState,
+    name: &str,
+) -> Result<&'a Arc<crate::cells::Cell>, FieldError> {
+    state.cells.get(name).ok_or_else(|| {
+        let known: Vec<&str> = state.cells.iter().map(|c| c.name.as_str()).collect();
+        FieldError::new(
+            "cell",
+            format!("no cell is called {name:?} (cells: {})", known.join(", ")),
+        )
+    })
 }
 
 fn api_version_or_null() -> utoipa::openapi::Object {
@@ -265,8 +296,14 @@ pub async fn create_tenant(
             .as_deref()
             .map_or_else(|| Ok(crate::versions::newest().to_owned()), api_version),
     );
+    let cell = checks.check(
+        body.cell
+            .as_deref()
+            .map(|name| known_cell(&state, name).cloned())
+            .transpose(),
+    );
     checks.finish()?;
-    let Some(api_version) = api_version else {
+    let (Some(api_version), Some(cell)) = (api_version, cell) else {
         unreachable!("every check passed");
     };
     let (
@@ -292,9 +329,32 @@ pub async fn create_tenant(
         join_policy: join_policy.unwrap_or_default(),
         api_version,
     };
-    let tenant = tenants::create(&state.db, &new, PLATFORM_STATEMENT_TIMEOUT_MS)
+    let cell = match cell {
+        Some(cell) => cell,
+        // One cell: no question to ask the directory.
+        None if state.cells.is_single() => state
+            .cells
+            .get(crate::cells::MAIN)
+            .expect("there is always the cell main")
+            .clone(),
+        None => {
+            let loads = tenants::per_cell(&state.db, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+            state.cells.least_loaded(&loads).clone()
+        }
+    };
+    let tenant = if cell.is_main() {
+        tenants::create(&state.db, &new, PLATFORM_STATEMENT_TIMEOUT_MS).await
+    } else {
+        tenants::create_in_cell(
+            &state.db,
+            &cell.name,
+            &cell.db,
+            &new,
+            PLATFORM_STATEMENT_TIMEOUT_MS,
+        )
         .await
-        .map_err(conflict)?;
+    }
+    .map_err(conflict)?;
     state.registry.created(&tenant).await;
     tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant created");
     Ok((StatusCode::CREATED, Json(TenantView::new(&state, tenant))))
@@ -322,9 +382,14 @@ pub async fn list_tenants(
 }
 
 async fn find(state: &AppState, id: Uuid) -> Result<Tenant, ApiError> {
-    tenants::find(&state.db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS)
+    let tenant = tenants::find(&state.db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS)
         .await?
-        .ok_or_else(|| ApiError::not_found("tenant"))
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    if tenant.cell == crate::cells::MAIN {
+        return Ok(tenant);
+    }
+    // Its counters are kept in its cell.
+    Ok(state.registry.with_counters(tenant).await?)
 }
 
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}", tag = "admin",
@@ -446,10 +511,27 @@ pub async fn patch_tenant(
             "the tenant is being imported; its import job makes it active when verified".into(),
         ));
     }
-    let updated = tenants::update(&state.db, id, &patch, PLATFORM_STATEMENT_TIMEOUT_MS)
-        .await
-        .map_err(conflict)?
-        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    // A tenant of another cell keeps its copy of the row and its audit log
+    // there: the registry changes first (it holds the unique slug and
+    // domain), then the copy follows with the audit entry.
+    let in_main = before.cell == crate::cells::MAIN;
+    let updated = tenants::update_audited(
+        &state.db,
+        id,
+        &patch,
+        PLATFORM_STATEMENT_TIMEOUT_MS,
+        in_main,
+    )
+    .await
+    .map_err(conflict)?
+    .ok_or_else(|| ApiError::not_found("tenant"))?;
+    let updated = if in_main {
+        updated
+    } else {
+        let db = state.db_of(&updated)?;
+        tenants::mirror_update(db, &updated, &patch, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+        state.registry.with_counters(updated).await?
+    };
     if let Some(thresholds) = thresholds.flatten() {
         set_thresholds(&state, id, &thresholds).await?;
     }
@@ -594,6 +676,11 @@ pub async fn delete_tenant(
     let before = find(&state, id).await?;
     if !tenants::mark_deleted(&state.db, id, PLATFORM_STATEMENT_TIMEOUT_MS).await? {
         return Err(ApiError::not_found("tenant"));
+    }
+    if before.cell != crate::cells::MAIN {
+        // Its cell's purge worker removes the rows of a copy marked deleted.
+        tenants::mark_copy_deleted(state.db_of(&before)?, id, PLATFORM_STATEMENT_TIMEOUT_MS)
+            .await?;
     }
     state.tenant_changed(Some(&before), id).await;
     state.purge_wakeup.notify_one();

@@ -47,8 +47,9 @@ pub async fn add_member(
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
     let limits = state.limits_of(&tenant);
+    // In the tenant's cell.
     let mut tx = state
-        .db
+        .db_of(&tenant)?
         .begin(&TenantContext::tenant(id, limits.statement_timeout_ms))
         .await?;
     // Checked first so an existing member is a conflict even in a full tenant.

@@ -123,16 +123,19 @@ pub async fn ingest(
     // transaction; the scope (and its place in the tenant's database share)
     // is released before waiting for the group commit, which writes for
     // many requests at once.
-    let (tenant, user, quota) = {
+    let (tenant, user, quota, record) = {
         let mut scope = scope;
         scope.member().await?;
         (
             scope.tenant.id,
             scope.user.id,
             scope.limits.analytics_events_per_day,
+            scope.tenant.clone(),
         )
     };
-    match state.batch.ingest.submit(tenant, user, quota, events).await {
+    // The collector of the tenant's cell.
+    let ingest = state.ingest_of(&record)?;
+    match ingest.submit(tenant, user, quota, events).await {
         Ok(accepted) => {
             state.usage.analytics(tenant, accepted as u64);
             Ok((StatusCode::ACCEPTED, Json(Accepted { accepted })))

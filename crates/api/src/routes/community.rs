@@ -225,17 +225,40 @@ pub async fn feed(
             next_cursor: None,
         }));
     }
-    // The transaction may see exactly the tenants this feed reads.
-    let tx = scope.begin(tenants.clone()).await?;
+    // Each cell reads its own tenants of this feed (one round trip, in a
+    // transaction that may see exactly those); with several cells, the
+    // same page is asked of each at once and the answers merged by the
+    // keyset, so a page is the same one a single database would give.
+    let groups = match scope.single_cell() {
+        true => Vec::new(),
+        false => scope.by_cell(&tenants).await?,
+    };
     let page = if events {
-        let rows = community::feed_events_and_commit(
-            tx,
-            &tenants,
-            Utc::now(),
-            after.map(|k| (k.at, k.id)),
-            limit + 1,
-        )
-        .await?;
+        let after = after.map(|k| (k.at, k.id));
+        let now = Utc::now();
+        let rows = if groups.len() <= 1 {
+            let tx = match groups.first() {
+                Some((cell, ids)) => scope.begin_in(&cell.db, ids.clone()).await?,
+                None => scope.begin(tenants.clone()).await?,
+            };
+            let ids = groups.first().map_or(&tenants, |(_, ids)| ids);
+            community::feed_events_and_commit(tx, ids, now, after, limit + 1).await?
+        } else {
+            let reads = groups.iter().map(|(cell, ids)| async {
+                let tx = scope.begin_in(&cell.db, ids.clone()).await?;
+                Ok::<_, ApiError>(
+                    community::feed_events_and_commit(tx, ids, now, after, limit + 1).await?,
+                )
+            });
+            let mut rows: Vec<_> = futures::future::try_join_all(reads)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
+            rows.sort_by_key(|r| (r.item.start_date, r.item.id));
+            rows.truncate(usize::try_from(limit + 1).unwrap_or(usize::MAX));
+            rows
+        };
         Page::from_rows(
             rows,
             limit,
@@ -254,8 +277,31 @@ pub async fn feed(
             },
         )
     } else {
-        let rows = community::feed_posts_and_commit(tx, &tenants, after.map(Into::into), limit + 1)
-            .await?;
+        let after = after.map(Into::into);
+        let rows = if groups.len() <= 1 {
+            let tx = match groups.first() {
+                Some((cell, ids)) => scope.begin_in(&cell.db, ids.clone()).await?,
+                None => scope.begin(tenants.clone()).await?,
+            };
+            let ids = groups.first().map_or(&tenants, |(_, ids)| ids);
+            community::feed_posts_and_commit(tx, ids, after, limit + 1).await?
+        } else {
+            let reads = groups.iter().map(|(cell, ids)| async {
+                let tx = scope.begin_in(&cell.db, ids.clone()).await?;
+                Ok::<_, ApiError>(
+                    community::feed_posts_and_commit(tx, ids, after, limit + 1).await?,
+                )
+            });
+            let mut rows: Vec<_> = futures::future::try_join_all(reads)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
+            // Newest first, as each cell answered.
+            rows.sort_by_key(|r| std::cmp::Reverse((r.item.created_at, r.item.id)));
+            rows.truncate(usize::try_from(limit + 1).unwrap_or(usize::MAX));
+            rows
+        };
         Page::from_rows(
             rows,
             limit,

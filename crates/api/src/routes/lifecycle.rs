@@ -89,18 +89,29 @@ pub struct ExportStarted {
 }
 
 async fn tenant(state: &AppState, id: Uuid) -> Result<tenantry_db::tenants::Tenant, ApiError> {
-    tenantry_db::tenants::find(
+    let t = tenantry_db::tenants::find(
         &state.db,
         tenantry_db::tenants::Lookup::Id(id),
         PLATFORM_STATEMENT_TIMEOUT_MS,
     )
     .await?
-    .ok_or_else(|| ApiError::not_found("tenant"))
+    .ok_or_else(|| ApiError::not_found("tenant"))?;
+    // Exports, backups, restores and transfers read and write the tenant's
+    // rows through the control database's queue and records: a tenant of
+    // another cell is refused rather than exported empty.
+    if t.cell != crate::cells::MAIN {
+        return Err(ApiError::Conflict(format!(
+            "the tenant lives in the cell {:?}: exports, backups, restores and transfers \
+             run for tenants of the cell main (move it there first)",
+            t.cell
+        )));
+    }
+    Ok(t)
 }
 
 /// Starts an export: one consistent snapshot of every row of the tenant.
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/exports", tag = "lifecycle",
-    responses((status = 202, body = ExportStarted), (status = 404, body = crate::problem::Problem)),
+    responses((status = 409, body = crate::problem::Problem, description = "The tenant lives in another cell than `main` (`conflict`)."), (status = 202, body = ExportStarted), (status = 404, body = crate::problem::Problem)),
     security(("admin_token" = [])))]
 pub async fn create_export(
     _: PlatformAdmin,
@@ -359,7 +370,7 @@ async fn receive(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
 /// The tenant's exports, newest first: scheduled backups (tier
 /// `backup_every_hours`, `backups_kept`) and manual exports.
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}/backups", tag = "lifecycle", params(PageParams),
-    responses((status = 200, body = Page<ExportView>), (status = 404, body = crate::problem::Problem)),
+    responses((status = 409, body = crate::problem::Problem, description = "The tenant lives in another cell than `main` (`conflict`)."), (status = 200, body = Page<ExportView>), (status = 404, body = crate::problem::Problem)),
     security(("admin_token" = [])))]
 pub async fn list_backups(
     _: PlatformAdmin,
@@ -519,7 +530,7 @@ fn transfer_error(e: lifecycle::owner::TransferError) -> ApiError {
 /// Transfers a tenant's ownership (platform admin). The old owner becomes
 /// an admin; audited.
 #[utoipa::path(post, path = "/v1/admin/tenants/{id}/owner", tag = "lifecycle", request_body = TransferOwner,
-    responses((status = 200, body = OwnerView), (status = 404, body = crate::problem::Problem),
+    responses((status = 409, body = crate::problem::Problem, description = "The tenant lives in another cell than `main` (`conflict`)."), (status = 200, body = OwnerView), (status = 404, body = crate::problem::Problem),
               (status = 422, body = crate::problem::Problem)),
     security(("admin_token" = [])))]
 pub async fn admin_transfer_owner(

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_members;
 pub mod analytics;
 pub mod audit;
+pub mod cells;
 pub mod community;
 pub mod db;
 pub mod events;
@@ -40,6 +41,7 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .merge(admin::routes())
         .merge(admin_members::routes())
+        .merge(cells::routes())
         .merge(tenant::routes())
         .merge(members::routes())
         .merge(posts::routes())

@@ -124,6 +124,25 @@ pub async fn share(
     } else {
         None
     };
+    if !scope.single_cell() {
+        let groups = scope.by_cell(&[source, target]).await?;
+        if groups.len() > 1 {
+            let (from, to) = (&groups[0], &groups[1]);
+            let (source_db, target_db) = match from.1.contains(&source) {
+                true => (from.0.db.clone(), to.0.db.clone()),
+                false => (to.0.db.clone(), from.0.db.clone()),
+            };
+            return share_across(
+                &scope,
+                (&source_db, source),
+                (&target_db, target),
+                id,
+                quota,
+                &view,
+            )
+            .await;
+        }
+    }
     for _ in 0..ATTEMPTS {
         // The one transaction that sees both tenants: read the source, write
         // the copy.
@@ -155,6 +174,57 @@ pub async fn share(
             },
         };
         return Ok((status, Json(shared)));
+    }
+    Err(ApiError::Conflict(
+        "a concurrent share of the same content is in progress; retry".to_owned(),
+    ))
+}
+
+/// A share whose source and target live in different cells: no one
+/// transaction sees both, so the source is read in its cell (as the caller,
+/// who is a member of it), then copied into the target's cell by the same
+/// statement as a share within one database, with the source as values.
+/// Idempotent as that one is (the target's unique index on the original).
+async fn share_across(
+    scope: &UserScope,
+    (source_db, source): (&tenantry_db::Db, Uuid),
+    (target_db, target): (&tenantry_db::Db, Uuid),
+    id: Uuid,
+    quota: Option<PostQuota>,
+    view: impl Fn(Option<PostView>, Option<EventView>) -> ShareView,
+) -> Result<(StatusCode, Json<ShareView>), ApiError> {
+    let is_post = quota.is_some();
+    let tx = scope.begin_in(source_db, vec![source]).await?;
+    let Some(src) = shares::read_source_and_commit(tx, source, id, is_post).await? else {
+        return Err(ApiError::not_found(if is_post { "post" } else { "event" }));
+    };
+    let user = scope.user.id;
+    for _ in 0..ATTEMPTS {
+        let tx = scope.begin_in(target_db, vec![target]).await?;
+        let (status, copy) =
+            match shares::share_from_and_commit(tx, &src, target, user, quota).await? {
+                Shared::Created(copy) => {
+                    if is_post {
+                        scope.list_changed(target, "posts").await;
+                    }
+                    (StatusCode::CREATED, copy)
+                }
+                Shared::Existing(copy) => (StatusCode::OK, copy),
+                Shared::NoSource => {
+                    return Err(ApiError::not_found(if is_post { "post" } else { "event" }));
+                }
+                Shared::NotCopied { quota: Some(q) } => {
+                    return Err(ApiError::QuotaExceeded {
+                        quota: q.to_owned(),
+                    });
+                }
+                Shared::NotCopied { quota: None } => continue,
+            };
+        let shown = match copy {
+            shares::SharedCopy::Post(p) => view(Some(p.into()), None),
+            shares::SharedCopy::Event(e) => view(None, Some(e.into())),
+        };
+        return Ok((status, Json(shown)));
     }
     Err(ApiError::Conflict(
         "a concurrent share of the same content is in progress; retry".to_owned(),

@@ -151,6 +151,7 @@ mod tests {
             features: serde_json::json!({"events": true}),
             limits: tenantry_core::LimitOverrides::default(),
             api_version: crate::versions::newest().to_owned(),
+            cell: "main".to_owned(),
             member_count: 42,
             post_count: 7,
             storage_bytes: 1024,

@@ -64,6 +64,9 @@ pub struct TestApp {
     pub state: Arc<AppState>,
     /// Shared with peers ([`TestApp::spawn_peer`]); dropped with the last.
     pub db: Arc<FreshDatabase>,
+    /// The databases of the cells beside `main` ([`TestApp::spawn_cells`]),
+    /// by name.
+    pub cells: Vec<(String, Arc<FreshDatabase>)>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -102,10 +105,25 @@ impl TestApp {
         Self::spawn_on(fresh, base_domain, configure).await
     }
 
+    /// A server whose control database (the cell `main`) is fresh, with
+    /// cells `names` beside it, each a fresh database of its own
+    /// (`TENANTRY_CELLS`).
+    pub async fn spawn_cells(names: &[&str]) -> TestApp {
+        let fresh = Arc::new(FreshDatabase::migrated().await);
+        let mut cells = Vec::new();
+        for name in names {
+            cells.push((
+                (*name).to_owned(),
+                Arc::new(FreshDatabase::migrated().await),
+            ));
+        }
+        Self::spawn_on_cells(fresh, cells, None, |state| state).await
+    }
+
     /// Another server (node) on this app's database, configured by
     /// `configure`.
     pub async fn spawn_peer(&self, configure: impl FnOnce(AppState) -> AppState) -> TestApp {
-        Self::spawn_on(self.db.clone(), None, configure).await
+        Self::spawn_on_cells(self.db.clone(), self.cells.clone(), None, configure).await
     }
 
     async fn spawn_on(
@@ -113,8 +131,24 @@ impl TestApp {
         base_domain: Option<String>,
         configure: impl FnOnce(AppState) -> AppState,
     ) -> TestApp {
+        Self::spawn_on_cells(fresh, Vec::new(), base_domain, configure).await
+    }
+
+    async fn spawn_on_cells(
+        fresh: Arc<FreshDatabase>,
+        cells: Vec<(String, Arc<FreshDatabase>)>,
+        base_domain: Option<String>,
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> TestApp {
         let url = through_pgbouncer(&fresh.url);
-        Self::spawn_settings(fresh, url, |s| s.base_domain = base_domain, configure).await
+        Self::spawn_everything(
+            fresh,
+            cells,
+            url,
+            |s| s.base_domain = base_domain,
+            configure,
+        )
+        .await
     }
 
     /// A server on `fresh`, reached at `url` (straight, or through
@@ -126,11 +160,26 @@ impl TestApp {
         adjust: impl FnOnce(&mut tenantry_api::Settings),
         configure: impl FnOnce(AppState) -> AppState,
     ) -> TestApp {
+        Self::spawn_everything(fresh, Vec::new(), url, adjust, configure).await
+    }
+
+    async fn spawn_everything(
+        fresh: Arc<FreshDatabase>,
+        cells: Vec<(String, Arc<FreshDatabase>)>,
+        url: String,
+        adjust: impl FnOnce(&mut tenantry_api::Settings),
+        configure: impl FnOnce(AppState) -> AppState,
+    ) -> TestApp {
+        let spec: Vec<String> = cells
+            .iter()
+            .map(|(name, db)| format!("{name}={}", through_pgbouncer(&db.url)))
+            .collect();
         // Through the same builder `serve` uses, with the test's secrets,
         // its database and the pool size tests were written against.
         let mut settings = tenantry_api::Settings {
             listen: ([127, 0, 0, 1], 0).into(),
             database_url: Some(url),
+            cells: (!spec.is_empty()).then(|| spec.join(",")),
             statement_mode: statement_mode(),
             jwt_secret: Some(JWT_SECRET.to_owned()),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
@@ -158,6 +207,7 @@ impl TestApp {
                 .expect("client"),
             state,
             db: fresh,
+            cells,
             shutdown: Some(tx),
             server: Some(server),
         }

@@ -9,6 +9,7 @@ mod auth;
 mod batch;
 mod cache;
 mod cancellation;
+mod cells;
 mod contract;
 mod conventions;
 mod db_jobs;

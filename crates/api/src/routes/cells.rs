@@ -1,0 +1,141 @@
+//! The cells of the platform, for its operator: `GET /v1/admin/cells`
+//! (API.md, "Cells"; the machinery is [`crate::cells`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde::Serialize;
+use tenantry_db::tenants;
+use tenantry_db::tenants::Lookup;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::config::PLATFORM_STATEMENT_TIMEOUT_MS;
+use crate::problem::{ApiError, Json, Path};
+use crate::request::PlatformAdmin;
+use crate::state::AppState;
+
+/// This module's routes, each registered once with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_cells))
+        .routes(routes!(move_tenant))
+}
+
+/// One cell as the admin API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CellView {
+    pub name: String,
+    /// Tenants placed in it (not deleted), from the directory.
+    pub tenants: i64,
+    /// The size of its database (`pg_database_size`); null when it does not
+    /// answer.
+    pub size_bytes: Option<i64>,
+    /// Whether its database answered within a second.
+    pub healthy: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CellList {
+    pub items: Vec<CellView>,
+}
+
+/// How long a cell may take to say how big it is before it counts as
+/// unhealthy.
+const PROBE: Duration = Duration::from_secs(1);
+
+/// Every cell, `main` first: its tenants, its size and whether it answers.
+/// The cells are asked at once; one that is down shows `healthy: false`
+/// rather than failing the list.
+#[utoipa::path(get, path = "/v1/admin/cells", tag = "admin",
+    responses((status = 200, body = CellList),
+              (status = 503, body = crate::problem::Problem, description = "the control database is unavailable")),
+    security(("admin_token" = [])))]
+pub async fn list_cells(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<CellList>, ApiError> {
+    let loads = tenants::per_cell(&state.db, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+    let sizes = futures::future::join_all(state.cells.iter().map(|cell| async move {
+        tokio::time::timeout(PROBE, tenants::database_size(&cell.db))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }))
+    .await;
+    let items = state
+        .cells
+        .iter()
+        .zip(sizes)
+        .map(|(cell, size)| CellView {
+            name: cell.name.clone(),
+            tenants: loads
+                .iter()
+                .find(|(name, _)| *name == cell.name)
+                .map_or(0, |(_, n)| *n),
+            healthy: size.is_some(),
+            size_bytes: size,
+        })
+        .collect();
+    Ok(Json(CellList { items }))
+}
+
+/// Where to move a tenant.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    /// One of `GET /v1/admin/cells`, not the tenant's own.
+    #[schema(min_length = 1, max_length = 32)]
+    pub cell: String,
+}
+
+/// The job that moves the tenant (`GET /v1/admin/jobs/{job_id}`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MoveAccepted {
+    pub job_id: Uuid,
+}
+
+/// Moves a tenant to another cell, online, as a job: reads and writes go
+/// on during the copy, writes pause for the final catch-up, nothing
+/// acknowledged is lost, and the old copy is removed afterwards.
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/move", tag = "admin",
+    request_body = MoveRequest,
+    responses((status = 202, body = MoveAccepted),
+              (status = 404, body = crate::problem::Problem),
+              (status = 409, body = crate::problem::Problem, description = "The tenant is in that cell already (`conflict`)."),
+              (status = 422, body = crate::problem::Problem, description = "No such cell (`validation_failed`)."),
+              (status = 503, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn move_tenant(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<MoveRequest>,
+) -> Result<(StatusCode, Json<MoveAccepted>), ApiError> {
+    let to = crate::routes::admin::known_cell(&state, &body.cell)
+        .map_err(|e| ApiError::validation("cell", e.message))?;
+    let tenant = tenants::find(&state.db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    if tenant.cell == to.name {
+        return Err(ApiError::Conflict(format!(
+            "the tenant is in the cell {:?} already",
+            to.name
+        )));
+    }
+    let job_id = crate::moves::enqueue(
+        &state.db,
+        &crate::moves::MovePayload {
+            tenant: id,
+            from: tenant.cell.clone(),
+            to: to.name.clone(),
+        },
+    )
+    .await?;
+    tracing::info!(tenant = %id, from = %tenant.cell, to = %to.name, job = %job_id, "tenant move queued");
+    Ok((StatusCode::ACCEPTED, Json(MoveAccepted { job_id })))
+}
