@@ -123,7 +123,7 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 metrics::gauge!("tenantry_db_share_waiting").set(share.waiting as f64);
                 state.cache.run_pending_tasks().await;
                 ticks = ticks.wrapping_add(1);
-                if ticks % FORGET_IDLE_EVERY == 0 {
+                if ticks.is_multiple_of(FORGET_IDLE_EVERY) {
                     let (gens, stats) = state.cache.forget_idle_tenants();
                     tracing::debug!(gens, stats, "forgot idle tenants' cache state");
                 }

@@ -257,15 +257,16 @@ pub fn spread_notes(
             "GET /v1/tenant ({hot_tenants} hot tenants) / GET /healthz throughput (taking turns, same run): {ratio:.2} (goal >= 0.8)"
         ));
     }
-    if hot.resident > 0.0 && before.resident > 0.0 {
-        if let Some(per) = bytes_per_tenant(hot.resident, before.resident, hot_tenants, tenants) {
-            notes.push(format!(
-                "server resident memory: {:.1} MiB with {hot_tenants} hot tenants, {:.1} MiB after all {tenants} were seen, {:.1} MiB after the run: {per:.0} bytes per tenant seen (goal <= 1024)",
-                hot.resident / 1_048_576.0,
-                before.resident / 1_048_576.0,
-                after.resident / 1_048_576.0,
-            ));
-        }
+    if hot.resident > 0.0
+        && before.resident > 0.0
+        && let Some(per) = bytes_per_tenant(hot.resident, before.resident, hot_tenants, tenants)
+    {
+        notes.push(format!(
+            "server resident memory: {:.1} MiB with {hot_tenants} hot tenants, {:.1} MiB after all {tenants} were seen, {:.1} MiB after the run: {per:.0} bytes per tenant seen (goal <= 1024)",
+            hot.resident / 1_048_576.0,
+            before.resident / 1_048_576.0,
+            after.resident / 1_048_576.0,
+        ));
     }
     notes.extend(after.notes(before));
     notes
