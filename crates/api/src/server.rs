@@ -124,7 +124,12 @@ pub async fn run(
     result
 }
 
+/// How often idle tenants' per-tenant state is swept out of the cache's
+/// generations and statistics.
+const FORGET_IDLE_EVERY: u32 = 12;
+
 async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut ticks = 0_u32;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -136,6 +141,17 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 metrics::gauge!("tenantry_db_share_in_use").set(f64::from(share.in_use));
                 metrics::gauge!("tenantry_db_share_waiting").set(share.waiting as f64);
                 state.cache.run_pending_tasks().await;
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(FORGET_IDLE_EVERY) {
+                    let (gens, stats) = state.cache.forget_idle_tenants();
+                    tracing::debug!(gens, stats, "forgot idle tenants' cache state");
+                }
+                metrics::gauge!("tenantry_tenant_state_entries", "kind" => "cache_generations")
+                    .set(state.cache.tenants_tracked() as f64);
+                metrics::gauge!("tenantry_tenant_state_entries", "kind" => "cache_stats")
+                    .set(state.cache.stats.tenants_len() as f64);
+                metrics::gauge!("tenantry_tenant_state_entries", "kind" => "tenant_views")
+                    .set(state.views.len() as f64);
                 metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
                 for cell in state.cells.iter() {
                     replica_metrics(&cell.db, &cell.name);

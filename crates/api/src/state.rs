@@ -144,6 +144,9 @@ struct VerifiedToken {
 
 /// The longest a verified token is kept, whatever its `exp`.
 const TOKEN_CACHE_MAX: Duration = Duration::from_secs(3_600);
+/// A verified token unused this long is let go (an idle tenant's members'
+/// tokens need not stay for the hour).
+const TOKEN_CACHE_IDLE: Duration = Duration::from_secs(300);
 /// The verified-token cache's budget: bytes of tokens (plus overhead).
 const TOKEN_CACHE_BYTES: u64 = 64 << 20;
 /// What an entry costs beside its token's bytes.
@@ -157,6 +160,15 @@ fn token_weight(token: &Box<str>, _: &VerifiedToken) -> u32 {
     u32::try_from(token.len() + TOKEN_ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
 
+/// How long a verified token is kept from now: until its `exp`, and no
+/// longer than [`TOKEN_CACHE_IDLE`] unused.
+fn token_ttl(token: &VerifiedToken) -> Duration {
+    let now = jsonwebtoken::get_current_timestamp();
+    Duration::from_secs(token.exp.saturating_sub(now))
+        .min(TOKEN_CACHE_MAX)
+        .min(TOKEN_CACHE_IDLE)
+}
+
 impl moka::Expiry<Box<str>, VerifiedToken> for UntilExp {
     fn expire_after_create(
         &self,
@@ -164,8 +176,18 @@ impl moka::Expiry<Box<str>, VerifiedToken> for UntilExp {
         token: &VerifiedToken,
         _: std::time::Instant,
     ) -> Option<Duration> {
-        let now = jsonwebtoken::get_current_timestamp();
-        Some(Duration::from_secs(token.exp.saturating_sub(now)).min(TOKEN_CACHE_MAX))
+        Some(token_ttl(token))
+    }
+
+    fn expire_after_read(
+        &self,
+        _: &Box<str>,
+        token: &VerifiedToken,
+        _: std::time::Instant,
+        _: Option<Duration>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(token_ttl(token))
     }
 }
 

@@ -18,6 +18,7 @@ use uuid::Uuid;
 #[derive(Default)]
 pub struct TenantViews {
     memos: RwLock<HashMap<Uuid, Memo, foldhash::fast::RandomState>>,
+    inserted: std::sync::atomic::AtomicUsize,
 }
 
 struct Memo {
@@ -26,9 +27,15 @@ struct Memo {
     json: Arc<[u8]>,
 }
 
-/// Memos kept at most; beyond, the map starts over (deleted tenants' memos
-/// go with it).
+/// Memos kept at most; beyond, the map starts over.
 const MAX_MEMOS: usize = 100_000;
+
+/// Insertions between two sweeps of dead memos: those whose tenant record
+/// is no longer held anywhere (the cache let it go, so the memo can never
+/// be current again). A memo is the summary's JSON (~500 bytes) and keeps
+/// the record's allocation, so an idle tenant's would otherwise stay until
+/// [`MAX_MEMOS`] others came.
+const SWEEP_EVERY: usize = 1_024;
 
 impl TenantViews {
     /// The JSON of `make()`, memoized for this `tenant` and `platform`.
@@ -55,8 +62,14 @@ impl TenantViews {
             .expect("a summary of strings, numbers and JSON values serializes")
             .into();
         let mut memos = self.memos.write().unwrap_or_else(|e| e.into_inner());
-        if memos.len() >= MAX_MEMOS {
-            memos.clear();
+        let inserted = self
+            .inserted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if inserted % SWEEP_EVERY == SWEEP_EVERY - 1 || memos.len() >= MAX_MEMOS {
+            memos.retain(|_, m| m.tenant.strong_count() > 0 && m.platform.strong_count() > 0);
+            if memos.len() >= MAX_MEMOS {
+                memos.clear();
+            }
         }
         memos.insert(
             tenant.id,
@@ -67,5 +80,14 @@ impl TenantViews {
             },
         );
         json
+    }
+
+    /// Memos kept (live or not yet swept).
+    pub fn len(&self) -> usize {
+        self.memos.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

@@ -228,7 +228,12 @@ pub struct CacheOptions {
 impl Default for CacheOptions {
     fn default() -> Self {
         Self {
-            capacity: 200_000,
+            // Room for the metadata of a few hundred thousand active
+            // tenants (a tenant with one member: its name, its record, the
+            // membership): at 200,000, 100,000 tenants did not fit, and
+            // every request of the rotation read the database. Entries go
+            // with their TTL, so an idle tenant's do not stay.
+            capacity: 1_000_000,
             redis: None,
             db: None,
         }
@@ -586,6 +591,40 @@ impl Cache {
     /// Whether nothing `stamp` depends on moved since it was taken.
     pub fn is_current(&self, tenant: Uuid, stamp: Stamp) -> bool {
         self.gens.epochs.stamp(tenant) == stamp
+    }
+
+    /// Forgets what this node keeps per tenant for tenants with nothing left
+    /// in L1 (every entry of theirs expired: idle for at least the longest
+    /// TTL): their generations and their cache statistics, once flushed and
+    /// held by no memo. Without it, both grow by every tenant ever seen.
+    /// Safe at any time: a generation forgotten is made anew (a fresh local
+    /// one, or Redis's again), which no entry was stored under, so the worst
+    /// a race with a load can do is one more miss. Returns how many tenants'
+    /// generations and statistics went.
+    pub fn forget_idle_tenants(&self) -> (usize, usize) {
+        let live: std::collections::HashSet<Uuid, foldhash::fast::RandomState> =
+            self.l1.iter().map(|(k, _)| k.tenant).collect();
+        let keep = |t: &Uuid| t.is_nil() || live.contains(t);
+        let gens = {
+            let mut map = self.gens.map.write().unwrap_or_else(|e| e.into_inner());
+            let before = map.len();
+            map.retain(|t, _| keep(t));
+            if map.capacity() > 4 * map.len().max(1_024) {
+                map.shrink_to_fit();
+            }
+            before - map.len()
+        };
+        let stats = self.stats.forget_idle(keep);
+        (gens, stats)
+    }
+
+    /// Tenants whose generations this node keeps.
+    pub fn tenants_tracked(&self) -> usize {
+        self.gens
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Entries in L1 (all namespaces; approximate until pending work runs).

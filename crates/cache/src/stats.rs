@@ -88,6 +88,29 @@ impl Stats {
             .clone()
     }
 
+    /// Drops the figures of tenants `keep` says no to, unless a memo still
+    /// holds them or their requests are not flushed yet. Returns how many
+    /// went. (A meter that read a forgotten tenant's figures counts from
+    /// zero again: it subtracts saturating.)
+    pub fn forget_idle(&self, keep: impl Fn(&Uuid) -> bool) -> usize {
+        let mut map = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        let before = map.len();
+        map.retain(|t, s| {
+            keep(t)
+                || Arc::strong_count(s) > 1
+                || s.requests.load(Relaxed) != s.flushed.load(Relaxed)
+        });
+        if map.capacity() > 4 * map.len().max(1_024) {
+            map.shrink_to_fit();
+        }
+        before - map.len()
+    }
+
+    /// Tenants with figures kept.
+    pub fn tenants_len(&self) -> usize {
+        self.tenants.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     pub(crate) fn hit(&self, ns: &'static str, tenant: Uuid, source: Source) {
         count_in(
             &self.by_ns,

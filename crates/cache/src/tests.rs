@@ -307,3 +307,44 @@ async fn a_stamp_moves_with_its_tenant_the_platform_and_resets_but_not_with_list
         .await;
     assert!(!cache.is_current(a, stamp));
 }
+
+#[tokio::test]
+async fn idle_tenants_generations_and_figures_are_forgotten_and_busy_ones_kept() {
+    let cache = Cache::local();
+    let loads = AtomicU32::new(0);
+    let (idle, busy) = (Uuid::now_v7(), Uuid::now_v7());
+    // The idle tenant's entry lives 50 ms; the busy one's 30 s.
+    cache
+        .get_or_load(idle, "tenant", "", Duration::from_millis(50), || async {
+            loads.fetch_add(1, SeqCst);
+            R::Ok("idle".to_owned())
+        })
+        .await
+        .expect("loads");
+    load_counted(&cache, &loads, busy, "tenant", "", "busy").await;
+    assert_eq!(cache.tenants_tracked(), 2);
+    assert_eq!(cache.stats.tenants_len(), 2);
+    // Figures of requests not yet flushed are kept, whatever the entries.
+    cache.stats.tenant(idle).requests.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    cache.run_pending_tasks().await;
+    assert_eq!(cache.forget_idle_tenants(), (1, 0));
+    assert_eq!(cache.tenants_tracked(), 1);
+    // Flushed: now the figures go too.
+    let s = cache.stats.tenant(idle);
+    s.flushed.store(s.requests.load(SeqCst), SeqCst);
+    drop(s);
+    assert_eq!(cache.forget_idle_tenants(), (0, 1));
+    assert_eq!(cache.stats.tenants_len(), 1);
+    // The busy tenant is served from memory as before; the idle one loads
+    // again, under a new generation.
+    assert_eq!(
+        load_counted(&cache, &loads, busy, "tenant", "", "other").await,
+        "busy"
+    );
+    assert_eq!(
+        load_counted(&cache, &loads, idle, "tenant", "", "again").await,
+        "again"
+    );
+    assert_eq!(loads.load(SeqCst), 3);
+}

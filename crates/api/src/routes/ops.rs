@@ -78,6 +78,21 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, 
     }
 }
 
+/// The process's resident memory (`VmRSS` of `/proc/self/status`), where
+/// the system says (Linux).
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -87,6 +102,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("tenantry_db_pool_waiting").set(waiting as f64);
     state.cache.stats.export();
     metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
+    if let Some(bytes) = resident_bytes() {
+        metrics::gauge!("process_resident_memory_bytes").set(bytes as f64);
+    }
     let mut text = state.metrics.render();
     text.push_str(&state.observe.prometheus());
     let mut response = text.into_response();

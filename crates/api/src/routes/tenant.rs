@@ -161,6 +161,33 @@ mod tests {
     }
 
     #[test]
+    fn the_views_of_tenants_no_longer_held_are_swept_out() {
+        let views = TenantViews::default();
+        let platform = Arc::new(serde_json::json!({}));
+        let held: Vec<Arc<Tenant>> = (0..10).map(|_| tenant("Held")).collect();
+        for t in &held {
+            views.summary(t, &platform, || {
+                summarize(t, &platform, &FeatureFlags::default())
+            });
+        }
+        // Tenants the cache let go of (idle): their records are dropped.
+        for _ in 0..3_000 {
+            let t = tenant("Idle");
+            views.summary(&t, &platform, || {
+                summarize(&t, &platform, &FeatureFlags::default())
+            });
+        }
+        assert!(views.len() < 1_100, "{} views kept", views.len());
+        // The held ones are still served from their memo.
+        for t in &held {
+            let json = views.summary(t, &platform, || -> TenantSummary {
+                panic!("a held tenant's view was made again")
+            });
+            assert!(!json.is_empty());
+        }
+    }
+
+    #[test]
     fn the_body_is_what_tenant_response_serializes() {
         let views = TenantViews::default();
         let t = tenant("Acme");

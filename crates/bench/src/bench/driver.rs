@@ -32,6 +32,9 @@ pub struct DriveOptions {
     pub seed: u64,
     pub timeout: Duration,
     pub progress: bool,
+    /// Record each tenant's results (and series); off, only the totals and
+    /// the operations'.
+    pub per_tenant: bool,
 }
 
 /// What a run measured.
@@ -65,7 +68,11 @@ pub async fn drive(
     let recorder = Arc::new(Recorder::new(
         t0 + plan.warmup,
         plan.loaded_from.map(|l| t0 + l),
-        workload.tenants.len(),
+        if options.per_tenant {
+            workload.tenants.len()
+        } else {
+            0
+        },
     ));
 
     let mut tasks = tokio::task::JoinSet::new();

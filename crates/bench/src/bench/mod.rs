@@ -45,6 +45,9 @@ fn correlate(xs: &[f64], ys: &[f64]) -> Option<f64> {
     analysis::pearson(xs, ys)
 }
 
+/// The tenant scenario lifts the limits of this many tenants at most.
+const TENANT_LIFTED: usize = 1_000;
+
 /// Whether the benchmarked tenants' rate limits stay in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Limits {
@@ -59,7 +62,7 @@ pub enum Limits {
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Scenarios to run, in order (comma-separated): read, write, mixed,
-    /// noisy-neighbor, feed, search, deep-page, healthz, ingest.
+    /// noisy-neighbor, feed, search, deep-page, healthz, ingest, tenant.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "read")]
     pub scenario: Vec<Scenario>,
     /// A running server (loopback only), e.g. http://127.0.0.1:8080. Unset:
@@ -118,6 +121,28 @@ pub struct BenchArgs {
     /// keep against --url).
     #[arg(long, value_enum)]
     pub limits: Option<Limits>,
+    /// tenant: how many of the tenants are the hot ones the other spreads
+    /// are compared with.
+    #[arg(long, default_value_t = 10)]
+    pub hot_tenants: usize,
+    /// tenant: how requests spread over all the `--tenants` (comma-separated:
+    /// uniform, zipf).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "uniform,zipf"
+    )]
+    pub tenant_choice: Vec<scenario::tenant::TenantChoice>,
+    /// Open loop at rising rates (from `--rate`, default 1,000/s: doubling,
+    /// then bisecting) until the highest rate whose p99 stays under
+    /// `--p99-target` with errors under 0.1 % is found; each step runs
+    /// `--duration`. The result is that step's, with every step in its notes.
+    #[arg(long)]
+    pub find_rate: bool,
+    /// --find-rate: the p99 a rate must keep.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub p99_target: Duration,
     /// Seed of the request choices (which tenant, user, post).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -289,10 +314,17 @@ fn limits_name(limits: Limits) -> String {
 
 /// The data set a self-hosted run seeds: small, fixed anchor-free proportions.
 fn self_host_seed(args: &BenchArgs) -> anyhow::Result<SeedConfig> {
+    // The tenant scenario alone: one member per tenant (its owner), so
+    // 100,000 tenants seed in seconds and nothing but tenants grows.
+    let tenant_only = args.scenario.iter().all(|s| *s == Scenario::Tenant);
     let config = SeedConfig {
         tenants: args.seed_tenants,
-        users: args.seed_tenants.saturating_mul(10),
-        memberships_per_user: 3.0,
+        users: if tenant_only {
+            args.seed_tenants
+        } else {
+            args.seed_tenants.saturating_mul(10)
+        },
+        memberships_per_user: if tenant_only { 1.0 } else { 3.0 },
         posts: args.seed_posts,
         zipf_exponent: 1.0,
         likes_per_post: 2.0,
@@ -348,6 +380,15 @@ async fn run_scenarios(
                 .cloned()
                 .collect(),
             lift_limits: limits == Limits::Lift,
+            // Alone, the tenant scenario needs owners only, and limits lifted
+            // only where its spreads send more than a tier allows (the Zipf
+            // spread's head; the 1,000th tenant gets ~1/12,000 of the load).
+            light: args.scenario.iter().all(|s| *s == Scenario::Tenant),
+            lift_first: if args.scenario.iter().all(|s| *s == Scenario::Tenant) {
+                args.hot_tenants.max(TENANT_LIFTED)
+            } else {
+                usize::MAX
+            },
             deep_rows: if args.scenario.contains(&Scenario::DeepPage) {
                 args.deep_rows
             } else {
@@ -387,6 +428,10 @@ async fn drive_all(
     };
     let mut results = Vec::new();
     for scenario in &args.scenario {
+        if args.find_rate && *scenario != Scenario::Tenant {
+            results.push(find_rate(args, *scenario, endpoint, workload, noisy).await?);
+            continue;
+        }
         let ctx = PlanContext {
             workload,
             duration: args.duration,
@@ -396,28 +441,42 @@ async fn drive_all(
             quiet_rate: args.quiet_rate,
             solo: args.solo,
             noisy,
+            hot_tenants: args.hot_tenants,
+            tenant_choices: &args.tenant_choice,
         };
         let plan = scenario.plan(&ctx)?;
+        // Per-tenant results of 100,000 tenants would be the bench's own
+        // memory and the report's bulk: the tenant scenario reports spreads.
+        let per_tenant = *scenario != Scenario::Tenant;
         let metrics_before = if *scenario == Scenario::Tenant {
-            // Steady state: a pass of the warm-up's length fills the caches
-            // before the counters are read.
-            let mut warm = scenario.plan(&ctx)?;
-            warm.streams.truncate(1);
-            warm.streams[0].end = args.warmup;
-            warm.end = args.warmup;
+            // Steady state: the hot tenants warm alone, the server's memory
+            // is read, every tenant is visited once (memo and caches warm),
+            // the memory is read again, then the counters.
+            let warm = scenario::tenant::hot_only(&plan, args.warmup.max(Duration::from_secs(1)));
             driver::drive(
                 &warm,
                 workload,
                 endpoint,
                 &DriveOptions {
-                    name: "tenant (warming)",
+                    name: "tenant (hot)",
                     seed: args.seed.wrapping_add(1),
                     timeout: args.timeout,
                     progress: !args.no_progress,
+                    per_tenant: false,
                 },
             )
             .await?;
-            Some(scrape_metrics(endpoint, args.timeout).await?)
+            let hot = scrape_metrics(endpoint, args.timeout).await?;
+            scenario::tenant::visit_all(
+                workload,
+                endpoint,
+                args.connections,
+                args.timeout,
+                !args.no_progress,
+            )
+            .await?;
+            let all = scrape_metrics(endpoint, args.timeout).await?;
+            Some((hot, all))
         } else {
             None
         };
@@ -430,26 +489,20 @@ async fn drive_all(
                 seed: args.seed,
                 timeout: args.timeout,
                 progress: !args.no_progress,
+                per_tenant,
             },
         )
         .await?;
         let mut result = summarize(*scenario, &plan, workload, &driven);
-        if let Some(before) = metrics_before {
+        if let Some((hot, before)) = metrics_before {
             let after = scrape_metrics(endpoint, args.timeout).await?;
-            result.notes.extend(after.notes(&before));
-            let count = |op: &str| {
-                result
-                    .operations
-                    .iter()
-                    .find(|o| o.name == op)
-                    .map_or(0, |o| o.ok)
-            };
-            let (tenant, health) = (count("get-tenant"), count("healthz"));
-            if let Some(ratio) = scenario::tenant::throughput_ratio(&plan, tenant, health) {
-                result.notes.push(format!(
-                    "GET /v1/tenant / GET /healthz throughput (taking turns, same run): {ratio:.2} ({tenant} / {health} answered in equal times; goal >= 0.8)"
-                ));
-            }
+            result.notes.extend(scenario::tenant::spread_notes(
+                &plan,
+                &result.operations,
+                (&hot, &before, &after),
+                args.hot_tenants.clamp(1, workload.tenants.len()),
+                workload.tenants.len(),
+            ));
         }
         if limits == Limits::Lift && scenario.needs_tenants() {
             result
@@ -459,6 +512,133 @@ async fn drive_all(
         results.push(result);
     }
     Ok(results)
+}
+
+/// The most errors a rate may have and still pass `--find-rate`.
+pub const FIND_RATE_MAX_ERRORS: f64 = 0.001;
+/// `--find-rate` doubles up to this rate at most.
+const FIND_RATE_CEILING: f64 = 1_000_000.0;
+/// Bisections after the first failing rate.
+const FIND_RATE_BISECTIONS: u32 = 4;
+
+/// Whether a step of `--find-rate` kept its promise: p99 under the target,
+/// errors under 0.1 %, and the schedule kept (requests never sent count as
+/// errors: the generator or the server could not keep up).
+pub fn rate_passes(result: &ScenarioResult, p99_target_ms: f64) -> bool {
+    let sent = result.requests + result.dropped;
+    let bad = (result.requests - result.ok) + result.dropped;
+    sent > 0
+        && result.latency_ms.p99 < p99_target_ms
+        && (bad as f64) < FIND_RATE_MAX_ERRORS * sent as f64
+}
+
+/// The next rate to try, from the highest that passed and the lowest that
+/// failed so far; `None` when done.
+pub fn next_rate(
+    passed: Option<f64>,
+    failed: Option<f64>,
+    steps_after_failure: u32,
+) -> Option<f64> {
+    match (passed, failed) {
+        (Some(p), None) => (p * 2.0 <= FIND_RATE_CEILING).then_some(p * 2.0),
+        (None, Some(f)) => {
+            (steps_after_failure < FIND_RATE_BISECTIONS + 2 && f / 2.0 >= 1.0).then_some(f / 2.0)
+        }
+        (Some(p), Some(f)) => (steps_after_failure < FIND_RATE_BISECTIONS && f - p > 1.0)
+            .then(|| ((p + f) / 2.0).round()),
+        (None, None) => None,
+    }
+}
+
+/// `--find-rate`: the highest open-loop rate of `scenario` that passes.
+async fn find_rate(
+    args: &BenchArgs,
+    scenario: Scenario,
+    endpoint: &Endpoint,
+    workload: &Arc<Workload>,
+    noisy: Option<usize>,
+) -> anyhow::Result<ScenarioResult> {
+    let target_ms = args.p99_target.as_secs_f64() * 1_000.0;
+    let mut rate = args.rate.unwrap_or(1_000.0);
+    let (mut passed, mut failed): (Option<(f64, ScenarioResult)>, Option<f64>) = (None, None);
+    let mut first: Option<ScenarioResult> = None;
+    let mut steps = Vec::new();
+    let mut after_failure = 0;
+    loop {
+        let ctx = PlanContext {
+            workload,
+            duration: args.duration,
+            warmup: args.warmup,
+            connections: args.connections,
+            rate: Some(rate),
+            quiet_rate: args.quiet_rate,
+            solo: args.solo,
+            noisy,
+            hot_tenants: args.hot_tenants,
+            tenant_choices: &args.tenant_choice,
+        };
+        let plan = scenario.plan(&ctx)?;
+        let driven = driver::drive(
+            &plan,
+            workload,
+            endpoint,
+            &DriveOptions {
+                name: scenario.name(),
+                seed: args.seed,
+                timeout: args.timeout,
+                progress: !args.no_progress,
+                per_tenant: false,
+            },
+        )
+        .await?;
+        let result = summarize(scenario, &plan, workload, &driven);
+        let ok = rate_passes(&result, target_ms);
+        steps.push(format!(
+            "{rate:.0}/s: {:.0} answered/s, p99 {:.1} ms, errors {:.3} %, never sent {}: {}",
+            result.throughput_rps,
+            result.latency_ms.p99,
+            100.0 * result.error_rate,
+            result.dropped,
+            if ok { "pass" } else { "fail" }
+        ));
+        if failed.is_some() {
+            after_failure += 1;
+        }
+        if ok {
+            if passed.as_ref().is_none_or(|(p, _)| rate > *p) {
+                passed = Some((rate, result));
+            }
+        } else {
+            failed = Some(failed.map_or(rate, |f: f64| f.min(rate)));
+            if first.is_none() {
+                first = Some(result);
+            }
+        }
+        match next_rate(passed.as_ref().map(|(p, _)| *p), failed, after_failure) {
+            Some(next) => rate = next,
+            None => break,
+        }
+    }
+    let (mut result, headline) = match passed {
+        Some((rate, result)) => (
+            result,
+            format!(
+                "highest rate passing (p99 < {target_ms:.0} ms, errors < {:.1} %): {rate:.0}/s",
+                100.0 * FIND_RATE_MAX_ERRORS
+            ),
+        ),
+        None => (
+            first.context("--find-rate ran no step")?,
+            format!(
+                "no rate passed (p99 < {target_ms:.0} ms, errors < 0.1 %); this is the lowest tried"
+            ),
+        ),
+    };
+    result.notes.insert(0, headline);
+    result
+        .notes
+        .extend(steps.into_iter().map(|s| format!("find-rate step {s}")));
+    Ok(result)
 }
 
 /// The server's cache and statement counters, from `/metrics`.
@@ -696,6 +876,65 @@ fn isolation(plan: &ScenarioPlan, workload: &Workload, driven: &Driven, noisy: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_search_doubles_then_bisects_then_stops() {
+        assert_eq!(next_rate(Some(1_000.0), None, 0), Some(2_000.0));
+        assert_eq!(next_rate(Some(8_000.0), Some(16_000.0), 1), Some(12_000.0));
+        assert_eq!(next_rate(Some(12_000.0), Some(16_000.0), 2), Some(14_000.0));
+        assert_eq!(
+            next_rate(Some(12_000.0), Some(14_000.0), FIND_RATE_BISECTIONS),
+            None
+        );
+        assert_eq!(next_rate(None, Some(1_000.0), 1), Some(500.0));
+        assert_eq!(
+            next_rate(None, Some(1_000.0), FIND_RATE_BISECTIONS + 2),
+            None
+        );
+        assert_eq!(next_rate(Some(FIND_RATE_CEILING), None, 0), None);
+    }
+
+    #[test]
+    fn a_rate_passes_under_the_p99_target_with_few_errors_and_its_schedule_kept() {
+        let result = |requests: u64, ok: u64, p99: f64, dropped: u64| ScenarioResult {
+            name: "mixed".to_owned(),
+            load: LoadInfo {
+                mode: "open".to_owned(),
+                connections: 1,
+                rate: Some(1.0),
+            },
+            measured_s: 1.0,
+            requests,
+            ok,
+            errors: requests - ok,
+            throughput_rps: ok as f64,
+            error_rate: (requests - ok) as f64 / requests.max(1) as f64,
+            latency_ms: report::Percentiles {
+                p99,
+                ..Default::default()
+            },
+            errors_by_status: Default::default(),
+            operations: Vec::new(),
+            tenants: Vec::new(),
+            isolation: None,
+            dropped,
+            notes: Vec::new(),
+        };
+        assert!(rate_passes(&result(10_000, 9_995, 20.0, 0), 50.0));
+        assert!(
+            !rate_passes(&result(10_000, 9_985, 20.0, 0), 50.0),
+            "0.15 % errors"
+        );
+        assert!(
+            !rate_passes(&result(10_000, 10_000, 50.0, 0), 50.0),
+            "p99 not under"
+        );
+        assert!(
+            !rate_passes(&result(10_000, 10_000, 20.0, 100), 50.0),
+            "not sent"
+        );
+        assert!(!rate_passes(&result(0, 0, 0.0, 0), 50.0), "nothing sent");
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -282,8 +282,12 @@ impl Recorder {
     }
 
     /// One tenant's totals: `(requests, ok, errors by status, latency)`.
+    /// A tenant not recorded (see [`Recorder::new`]) has none.
     pub fn tenant(&self, t: usize) -> (u64, u64, BTreeMap<String, u64>, Percentiles) {
-        let a = lock(&self.tenants[t]);
+        let Some(a) = self.tenants.get(t) else {
+            return (0, 0, BTreeMap::new(), Percentiles::default());
+        };
+        let a = lock(a);
         (
             a.total.requests,
             a.total.ok,

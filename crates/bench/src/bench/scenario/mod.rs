@@ -52,9 +52,10 @@ pub enum Scenario {
     /// `GET /healthz`: the HTTP framework's ceiling on this machine, for
     /// reading the other results as ratios.
     Healthz,
-    /// Cached `GET /v1/tenant` (tenants Zipf-skewed) and `GET /healthz`,
-    /// taking turns: the ratio, the DB statements per request and the
-    /// tenant cache hit rate.
+    /// Cached `GET /v1/tenant` for the 10 hot tenants, all tenants uniformly
+    /// and all tenants Zipf-skewed, and `GET /healthz`, taking turns: the
+    /// ratios to the hot tenants, the server's resident bytes per tenant,
+    /// the DB statements per request and the tenant cache hit rate.
     Tenant,
 }
 
@@ -107,6 +108,10 @@ pub struct PlanContext<'a> {
     pub quiet_rate: f64,
     pub solo: Duration,
     pub noisy: Option<usize>,
+    /// tenant: how many tenants are the hot ones.
+    pub hot_tenants: usize,
+    /// tenant: how requests spread over all the tenants.
+    pub tenant_choices: &'a [tenant::TenantChoice],
 }
 
 impl PlanContext<'_> {
