@@ -24,6 +24,15 @@
 //!   the noisy-neighbour detector reads them. A wait the tenant caused itself
 //!   blames nobody.
 //!
+//! - Capacity and per-tenant limits move at run time: [`DbShare::set_capacity`]
+//!   (the adaptive limiter, [`crate::adaptive`]) and [`DbShare::set_limit`]
+//!   (a tenant's scaled concurrency, [`crate::scaling`]). What they decide on
+//!   is measured here and drained by [`DbShare::take_window`]: how long
+//!   permits were held, the peak in use, and per tenant the operations
+//!   admitted and the waiting at its own limit and for the capacity.
+//! - The same queue admits CPU work (the API's request admission): one
+//!   share per resource, each with its own capacity.
+//!
 //! Cancellation safety: a waiting request may be dropped at any moment (its
 //! client hung up, its budget ran out). Every waiter is owned by a guard in
 //! the waiting future, and a waiter is either still queued or already
@@ -63,6 +72,23 @@ struct TenantQueue {
     /// Admissions left in this tenant's current turn.
     credit: u32,
     waiters: VecDeque<Waiter>,
+    /// Measured since the last [`DbShare::take_window`].
+    load: Load,
+}
+
+/// One tenant's use of the share over a window (see [`DbShare::take_window`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Load {
+    admitted: u64,
+    /// Waiting of operations queued at the tenant's own limit.
+    limit_wait_us: u64,
+    /// Waiting of operations queued for the capacity (full, or kept free
+    /// for other tenants).
+    capacity_wait_us: u64,
+    /// Waiting of other tenants attributed to this one's slots (blame).
+    caused_us: u64,
+    timeouts: u64,
+    peak: u32,
 }
 
 /// A queued operation: its ticket (to find it again when it gives up) and
@@ -75,6 +101,8 @@ struct Waiter {
     /// Whether it queued only because the capacity was full: its wait is
     /// then the other holders' doing (see the module doc, "Blame").
     blame_others: bool,
+    /// Whether it queued because its tenant was at its own limit.
+    at_limit: bool,
 }
 
 /// Waiting one tenant's operations spent behind another's slots.
@@ -105,6 +133,14 @@ struct State {
     next_ticket: u64,
     /// Waiting attributed since the last [`DbShare::take_blame`].
     blame: HashMap<(Uuid, Uuid), u64>,
+    /// Limits set per tenant ([`DbShare::set_limit`]) in place of the
+    /// claim's: only tenants whose scaled limit differs from their tier's.
+    limits: HashMap<Uuid, u32>,
+    /// Permits given back since the last [`DbShare::take_window`]: how many
+    /// and how long they were held in all.
+    held: u64,
+    held_us: u64,
+    peak: u32,
 }
 
 /// How recently another tenant must have been admitted for the headroom to
@@ -147,11 +183,12 @@ impl State {
             return;
         }
         let State { tenants, blame, .. } = self;
-        for (id, t) in tenants.iter() {
+        for (id, t) in tenants.iter_mut() {
             if *id == victim || t.in_use == 0 {
                 continue;
             }
             let share = wait_us.saturating_mul(u64::from(t.in_use)) / others;
+            t.load.caused_us = t.load.caused_us.saturating_add(share);
             let key = (*id, victim);
             if let Some(sum) = blame.get_mut(&key) {
                 *sum = sum.saturating_add(share);
@@ -161,7 +198,34 @@ impl State {
         }
     }
 
+    /// Counts `waiter`'s wait into its tenant's load, as admitted or as
+    /// given up.
+    fn waited(&mut self, tenant: Uuid, waiter: &Waiter, now: Instant, admitted: bool) {
+        let wait_us =
+            u64::try_from(now.duration_since(waiter.since).as_micros()).unwrap_or(u64::MAX);
+        if let Some(t) = self.tenants.get_mut(&tenant) {
+            if waiter.at_limit {
+                t.load.limit_wait_us = t.load.limit_wait_us.saturating_add(wait_us);
+            } else {
+                t.load.capacity_wait_us = t.load.capacity_wait_us.saturating_add(wait_us);
+            }
+            if !admitted {
+                t.load.timeouts += 1;
+            }
+        }
+    }
+
+    /// The limit `tenant` holds to: the one set for it, or its claim's.
+    fn limit_of(&self, tenant: Uuid, claimed: u32) -> u32 {
+        self.limits.get(&tenant).copied().unwrap_or(claimed).max(1)
+    }
+
     fn admitted(&mut self, tenant: Uuid, now: Instant) {
+        self.peak = self.peak.max(self.in_use);
+        if let Some(t) = self.tenants.get_mut(&tenant) {
+            t.load.admitted += 1;
+            t.load.peak = t.load.peak.max(t.in_use);
+        }
         if self.recent[0].0 == Some(tenant) {
             self.recent[0].1 = Some(now);
         } else {
@@ -182,6 +246,9 @@ pub struct DbShare {
 pub struct Permit {
     share: Arc<DbShare>,
     tenant: Uuid,
+    /// When it was admitted: how long it is held is the latency the
+    /// adaptive limiter reads.
+    since: Instant,
 }
 
 /// Owns a queued waiter while its future waits. Dropped with the future,
@@ -214,10 +281,11 @@ impl Drop for Queued<'_> {
             if waiter.blame_others {
                 state.attribute(self.tenant, waiter.since.elapsed());
             }
+            state.waited(self.tenant, &waiter, Instant::now(), false);
             return;
         }
         // Admitted, but nobody is left to use the slot.
-        self.share.release_locked(state, self.tenant);
+        self.share.release_locked(state, self.tenant, None);
     }
 }
 
@@ -231,7 +299,7 @@ impl std::fmt::Debug for Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.share.release(self.tenant);
+        self.share.release(self.tenant, self.since);
     }
 }
 
@@ -242,6 +310,43 @@ pub struct ShareStats {
     pub in_use: u32,
     pub waiting: usize,
     pub waiting_tenants: usize,
+}
+
+/// What the share measured since the last [`DbShare::take_window`]: what
+/// the adaptive limiter and the tenant scaler decide on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    /// The capacity in force when it was taken.
+    pub capacity: u32,
+    /// Permits given back, and how long they were held on average (µs).
+    pub held: u64,
+    pub mean_held_us: f64,
+    /// The most operations in use at once.
+    pub peak: u32,
+    /// Operations waiting when it was taken.
+    pub waiting: usize,
+    /// Each tenant that used the share, waited or was waited for.
+    pub tenants: Vec<TenantLoad>,
+}
+
+/// One tenant's use of the share over a [`Window`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantLoad {
+    pub tenant: Uuid,
+    /// The limit it held to when the window was taken.
+    pub limit: u32,
+    pub admitted: u64,
+    /// Waiting (µs, summed) of its operations queued at its own limit:
+    /// what a higher limit would have saved.
+    pub limit_wait_us: u64,
+    /// Waiting of its operations queued for the capacity.
+    pub capacity_wait_us: u64,
+    /// Other tenants' waiting for the capacity attributed to its slots.
+    pub caused_us: u64,
+    /// Operations that gave up waiting.
+    pub timeouts: u64,
+    /// The most it held at once.
+    pub peak: u32,
 }
 
 impl DbShare {
@@ -255,6 +360,10 @@ impl DbShare {
                 ring: VecDeque::new(),
                 next_ticket: 0,
                 blame: HashMap::new(),
+                limits: HashMap::new(),
+                held: 0,
+                held_us: 0,
+                peak: 0,
             }),
         })
     }
@@ -274,9 +383,10 @@ impl DbShare {
             let state = &mut *state;
             let now = Instant::now();
             let capacity_free = state.in_use < state.capacity;
-            let allowance = state.allowance(claim.tenant, claim.limit.max(1), now);
+            let limit = state.limit_of(claim.tenant, claim.limit);
+            let allowance = state.allowance(claim.tenant, limit, now);
             let tenant = state.tenants.entry(claim.tenant).or_default();
-            tenant.limit = claim.limit.max(1);
+            tenant.limit = limit;
             tenant.weight = claim.weight.max(1);
             if capacity_free && tenant.in_use < allowance && tenant.waiters.is_empty() {
                 tenant.in_use += 1;
@@ -285,18 +395,21 @@ impl DbShare {
                 return Ok(Permit {
                     share: self.clone(),
                     tenant: claim.tenant,
+                    since: now,
                 });
             }
             let ticket = state.next_ticket;
             state.next_ticket += 1;
             let (wake, woken) = oneshot::channel();
-            let blame_others = !capacity_free
-                && (tenant.in_use as usize + tenant.waiters.len()) < allowance as usize;
+            let ahead = tenant.in_use as usize + tenant.waiters.len();
+            let blame_others = !capacity_free && ahead < allowance as usize;
+            let at_limit = ahead >= limit as usize;
             tenant.waiters.push_back(Waiter {
                 ticket,
                 wake,
                 since: now,
                 blame_others,
+                at_limit,
             });
             if tenant.waiters.len() == 1 {
                 if tenant.credit == 0 {
@@ -318,6 +431,7 @@ impl DbShare {
                 Ok(Permit {
                     share: self.clone(),
                     tenant: claim.tenant,
+                    since: Instant::now(),
                 })
             }
             // Timed out (or the share is gone): `queued`'s Drop takes the
@@ -326,12 +440,19 @@ impl DbShare {
         }
     }
 
-    fn release(self: &Arc<Self>, tenant: Uuid) {
+    fn release(self: &Arc<Self>, tenant: Uuid, since: Instant) {
         let mut state = self.lock();
-        self.release_locked(&mut state, tenant);
+        self.release_locked(&mut state, tenant, Some(since));
     }
 
-    fn release_locked(self: &Arc<Self>, state: &mut State, tenant: Uuid) {
+    /// Gives a slot back; `since`: when it was admitted, if it was used.
+    fn release_locked(self: &Arc<Self>, state: &mut State, tenant: Uuid, since: Option<Instant>) {
+        if let Some(since) = since {
+            state.held += 1;
+            state.held_us = state
+                .held_us
+                .saturating_add(u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX));
+        }
         state.in_use = state.in_use.saturating_sub(1);
         if let Some(t) = state.tenants.get_mut(&tenant) {
             t.in_use = t.in_use.saturating_sub(1);
@@ -347,6 +468,7 @@ impl DbShare {
         while state.in_use < state.capacity && skipped < state.ring.len() {
             let Some(&id) = state.ring.front() else { break };
             let limit = state.tenants.get(&id).map_or(1, |t| t.limit);
+            let limit = state.limit_of(id, limit);
             let allowance = state.allowance(id, limit, now);
             let Some(tenant) = state.tenants.get_mut(&id) else {
                 state.ring.pop_front();
@@ -367,6 +489,7 @@ impl DbShare {
             if waiter.blame_others {
                 state.attribute(id, now.duration_since(waiter.since));
             }
+            state.waited(id, &waiter, now, true);
             let Some(tenant) = state.tenants.get_mut(&id) else {
                 continue;
             };
@@ -387,12 +510,86 @@ impl DbShare {
             }
             state.admitted(id, now);
         }
-        // Forget idle tenants so the map holds only active ones.
+        // Forget idle tenants so the map holds only active ones (and the
+        // ones whose load the next window has yet to read).
         if state.tenants.len() > 1_024 {
             state
                 .tenants
-                .retain(|_, t| t.in_use > 0 || !t.waiters.is_empty());
+                .retain(|_, t| t.in_use > 0 || !t.waiters.is_empty() || t.load != Load::default());
         }
+    }
+
+    /// Sets how many operations run at once. Growing it admits waiters at
+    /// once; shrinking it lets operations in use finish (none is revoked),
+    /// admitting no more until use is below the new capacity.
+    pub fn set_capacity(self: &Arc<Self>, capacity: u32) {
+        let mut state = self.lock();
+        state.capacity = capacity.max(1);
+        self.dispatch(&mut state);
+    }
+
+    /// Sets the limit `tenant` holds to in place of its claims' (`None`:
+    /// its claims' again). Raising it admits its waiters at once.
+    pub fn set_limit(self: &Arc<Self>, tenant: Uuid, limit: Option<u32>) {
+        let mut state = self.lock();
+        match limit {
+            Some(limit) => {
+                state.limits.insert(tenant, limit.max(1));
+                if let Some(t) = state.tenants.get_mut(&tenant) {
+                    t.limit = limit.max(1);
+                }
+            }
+            None => {
+                state.limits.remove(&tenant);
+            }
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// What was measured since the last call (see [`Window`]), and starts
+    /// a new window. Tenants with nothing to report are left out; idle
+    /// tenants' entries are dropped, so the map keeps only active ones.
+    pub fn take_window(&self) -> Window {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut tenants = Vec::new();
+        let mut waiting = 0;
+        for (id, t) in &mut state.tenants {
+            waiting += t.waiters.len();
+            let load = std::mem::take(&mut t.load);
+            if load == Load::default() {
+                continue;
+            }
+            tenants.push(TenantLoad {
+                tenant: *id,
+                limit: t.limit,
+                admitted: load.admitted,
+                limit_wait_us: load.limit_wait_us,
+                capacity_wait_us: load.capacity_wait_us,
+                caused_us: load.caused_us,
+                timeouts: load.timeouts,
+                peak: load.peak,
+            });
+        }
+        state
+            .tenants
+            .retain(|_, t| t.in_use > 0 || !t.waiters.is_empty());
+        let window = Window {
+            capacity: state.capacity,
+            held: state.held,
+            mean_held_us: if state.held == 0 {
+                0.0
+            } else {
+                state.held_us as f64 / state.held as f64
+            },
+            peak: state.peak,
+            waiting,
+            tenants,
+        };
+        state.held = 0;
+        state.held_us = 0;
+        state.peak = state.in_use;
+        window
     }
 
     /// The waiting attributed since the last call, by (culprit, victim),
