@@ -80,6 +80,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let observe = tokio::spawn(crate::observe::run(state.clone(), stop_rx.clone()));
+    let scaling = tokio::spawn(crate::scaling::run(state.clone(), stop_rx.clone()));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -97,7 +98,8 @@ pub async fn run(
         warm,
         backups,
         usage,
-        observe
+        observe,
+        scaling
     );
     for task in batch {
         let _ = task.await;
@@ -116,6 +118,9 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 let share = state.fairness.db_share.stats();
                 metrics::gauge!("tenantry_db_share_in_use").set(f64::from(share.in_use));
                 metrics::gauge!("tenantry_db_share_waiting").set(share.waiting as f64);
+                let cpu = state.fairness.cpu_share.stats();
+                metrics::gauge!("tenantry_cpu_share_in_use").set(f64::from(cpu.in_use));
+                metrics::gauge!("tenantry_cpu_share_waiting").set(cpu.waiting as f64);
                 state.cache.run_pending_tasks().await;
                 metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
             }
@@ -222,6 +227,10 @@ impl Application {
         if let Some(capacity) = settings.db_share {
             state = state.with_db_share(capacity);
         }
+        if let Some(capacity) = settings.cpu_share {
+            state = state.with_cpu_share(capacity);
+        }
+        state = state.with_adaptive(settings.adaptive);
         let state = Arc::new(configure(state));
         Ok(Self {
             state,

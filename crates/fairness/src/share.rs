@@ -546,6 +546,11 @@ impl DbShare {
         self.dispatch(&mut state);
     }
 
+    /// The limit set for `tenant` by [`DbShare::set_limit`], if any.
+    pub fn limit_set(&self, tenant: Uuid) -> Option<u32> {
+        self.lock().limits.get(&tenant).copied()
+    }
+
     /// What was measured since the last call (see [`Window`]), and starts
     /// a new window. Tenants with nothing to report are left out; idle
     /// tenants' entries are dropped, so the map keeps only active ones.

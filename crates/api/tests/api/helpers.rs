@@ -123,6 +123,12 @@ impl TestApp {
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             base_domain,
             db_max_connections: DbOptions::default().max_connections,
+            // Capacities stay as each test sets them; the adaptive
+            // controller has its own tests (`scaling`), which turn it on.
+            adaptive: tenantry_api::scaling::AdaptiveConfig {
+                enabled: false,
+                ..Default::default()
+            },
             ..tenantry_api::Settings::default()
         };
         let app = tenantry_api::Application::build_with(settings, |state| {

@@ -30,6 +30,7 @@ mod plans;
 mod posts;
 mod reload;
 mod rls;
+mod scaling;
 mod search;
 mod shares;
 mod soak;
