@@ -141,6 +141,18 @@ struct State {
     held: u64,
     held_us: u64,
     peak: u32,
+    /// The tenants map's size past which idle tenants are swept.
+    sweep_at: usize,
+}
+
+/// The least size of the tenants map at which idle tenants are swept.
+const SWEEP_AT: usize = 1_024;
+
+impl Load {
+    /// Whether the tenant waited, or made others wait, in this window.
+    fn waited(&self) -> bool {
+        self.limit_wait_us > 0 || self.capacity_wait_us > 0 || self.caused_us > 0 || self.timeouts > 0
+    }
 }
 
 /// How recently another tenant must have been admitted for the headroom to
@@ -310,6 +322,9 @@ pub struct ShareStats {
     pub in_use: u32,
     pub waiting: usize,
     pub waiting_tenants: usize,
+    /// Tenants the share keeps state for (active ones, and idle ones until
+    /// the next window or beyond a small bound).
+    pub tracked: usize,
 }
 
 /// What the share measured since the last [`DbShare::take_window`]: what
@@ -364,6 +379,7 @@ impl DbShare {
                 held: 0,
                 held_us: 0,
                 peak: 0,
+                sweep_at: SWEEP_AT,
             }),
         })
     }
@@ -510,12 +526,17 @@ impl DbShare {
             }
             state.admitted(id, now);
         }
-        // Forget idle tenants so the map holds only active ones (and the
-        // ones whose load the next window has yet to read).
-        if state.tenants.len() > 1_024 {
-            state
-                .tenants
-                .retain(|_, t| t.in_use > 0 || !t.waiters.is_empty() || t.load != Load::default());
+        // Forget idle tenants so the map holds only active ones, and the
+        // ones whose waits or scaled limit the next window has to report (an
+        // idle tenant's admissions alone are let go). Past a bound that
+        // doubles with what is kept, so the sweep costs O(1) per admission
+        // however many tenants come and go.
+        if state.tenants.len() > state.sweep_at {
+            let State { tenants, limits, .. } = state;
+            tenants.retain(|id, t| {
+                t.in_use > 0 || !t.waiters.is_empty() || t.load.waited() || limits.contains_key(id)
+            });
+            state.sweep_at = (state.tenants.len() * 2).max(SWEEP_AT);
         }
     }
 
@@ -579,6 +600,7 @@ impl DbShare {
         state
             .tenants
             .retain(|_, t| t.in_use > 0 || !t.waiters.is_empty());
+        state.sweep_at = (state.tenants.len() * 2).max(SWEEP_AT);
         let window = Window {
             capacity: state.capacity,
             held: state.held,
@@ -618,6 +640,7 @@ impl DbShare {
             in_use: state.in_use,
             waiting: state.tenants.values().map(|t| t.waiters.len()).sum(),
             waiting_tenants: state.ring.len(),
+            tracked: state.tenants.len(),
         }
     }
 }
@@ -905,6 +928,152 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_measures_latency_peak_and_each_tenants_waits_and_forgets_idle_tenants() {
+        let share = DbShare::new(2);
+        let (busy, other) = (Uuid::now_v7(), Uuid::now_v7());
+        // `busy` at its own limit of one: its second operation waits 10 ms
+        // for its own first.
+        let first = share.acquire(claim(busy, 1, 1), LONG).await.expect("1");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let second = waiter(&share, claim(busy, 1, 1), "busy", &order);
+        settle().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(first);
+        let second = second.await.expect("join");
+        // `other` takes the last slot, and a third tenant waits 5 ms for
+        // the capacity.
+        let held = share.acquire(claim(other, 4, 1), LONG).await.expect("other");
+        let third = Uuid::now_v7();
+        let late = waiter(&share, claim(third, 4, 1), "third", &order);
+        settle().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(held);
+        drop(late.await.expect("join"));
+        drop(second);
+        let w = share.take_window();
+        assert_eq!((w.capacity, w.peak, w.held, w.waiting), (2, 2, 4, 0));
+        // Held: 10 ms, 5 ms (other), 0 (third), 5 ms (busy's second).
+        assert!((4_900.0..5_100.0).contains(&w.mean_held_us), "{w:?}");
+        let of = |t: Uuid| *w.tenants.iter().find(|l| l.tenant == t).expect("reported");
+        let b = of(busy);
+        assert_eq!((b.admitted, b.limit_wait_us, b.capacity_wait_us), (2, 10_000, 0));
+        let t = of(third);
+        assert_eq!((t.admitted, t.limit_wait_us, t.capacity_wait_us), (1, 0, 5_000));
+        // The third waited for slots `busy` and `other` held: blamed on them.
+        assert_eq!(of(other).caused_us + of(busy).caused_us, 5_000);
+        assert_eq!(share.stats().tracked, 0, "idle tenants are forgotten");
+        let empty = share.take_window();
+        assert!(empty.tenants.is_empty() && empty.held == 0, "{empty:?}");
+    }
+
+    /// Thousands of tenants passing through: the map is swept as it grows
+    /// and holds only the few still active, and the sweep keeps what a
+    /// window must report.
+    #[tokio::test(start_paused = true)]
+    async fn tenants_passing_through_leave_only_the_active_ones() {
+        let share = DbShare::new(4);
+        let held = share.acquire(claim(Uuid::now_v7(), 1, 1), LONG).await.expect("held");
+        let scaled = Uuid::now_v7();
+        share.set_limit(scaled, Some(2));
+        drop(share.acquire(claim(scaled, 1, 1), LONG).await.expect("scaled"));
+        for _ in 0..10_000 {
+            drop(share.acquire(claim(Uuid::now_v7(), 1, 1), LONG).await.expect("admitted"));
+        }
+        let tracked = share.stats().tracked;
+        assert!(tracked <= 2 * SWEEP_AT + 2, "{tracked}");
+        let w = share.take_window();
+        assert!(w.tenants.iter().any(|l| l.tenant == scaled), "a scaled tenant is kept");
+        assert_eq!(share.stats().tracked, 1, "only the holder");
+        drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_set_for_a_tenant_replaces_its_claims_and_admits_its_waiters() {
+        let share = DbShare::new(8);
+        let t = Uuid::now_v7();
+        let first = share.acquire(claim(t, 1, 1), LONG).await.expect("1");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiting = waiter(&share, claim(t, 1, 1), "t", &order);
+        settle().await;
+        assert_eq!(share.stats().waiting, 1);
+        share.set_limit(t, Some(3));
+        assert_eq!(share.limit_set(t), Some(3));
+        let second = waiting.await.expect("join");
+        let third = share.acquire(claim(t, 1, 1), Duration::ZERO).await.expect("3");
+        assert!(share.acquire(claim(t, 1, 1), Duration::from_millis(5)).await.is_err());
+        drop((first, second, third));
+        share.set_limit(t, None);
+        assert_eq!(share.limit_set(t), None);
+        let one = share.acquire(claim(t, 1, 1), LONG).await.expect("1");
+        assert!(share.acquire(claim(t, 1, 1), Duration::from_millis(5)).await.is_err());
+        drop(one);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_capacity_grown_admits_waiters_and_one_shrunk_revokes_nothing() {
+        let share = DbShare::new(1);
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let held = share.acquire(claim(a, 8, 1), LONG).await.expect("a");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiting = waiter(&share, claim(b, 8, 1), "b", &order);
+        settle().await;
+        share.set_capacity(2);
+        let admitted = waiting.await.expect("join");
+        share.set_capacity(1);
+        assert_eq!(share.stats().in_use, 2, "nothing revoked");
+        // Below the new capacity only once both are back.
+        drop(held);
+        assert!(share.acquire(claim(a, 8, 1), Duration::from_millis(5)).await.is_err());
+        drop(admitted);
+        assert!(share.acquire(claim(a, 8, 1), Duration::ZERO).await.is_ok());
+    }
+
+    /// The CPU share's claims: no limit of their own. A tenant alone takes
+    /// the whole capacity; with another active it keeps to half, and the
+    /// other's next request finds a slot at once.
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_claims_share_by_the_half_capacity_rule() {
+        let share = DbShare::new(4);
+        let (flood, quiet) = (Uuid::now_v7(), Uuid::now_v7());
+        let all = futures_all(&share, claim(flood, u32::MAX, 1), 4).await;
+        drop(all);
+        drop(share.acquire(claim(quiet, u32::MAX, 1), LONG).await.expect("quiet"));
+        let half = futures_all(&share, claim(flood, u32::MAX, 1), 2).await;
+        assert!(share.acquire(claim(flood, u32::MAX, 1), Duration::from_millis(5)).await.is_err());
+        let next = share.acquire(claim(quiet, u32::MAX, 1), Duration::ZERO).await;
+        assert!(next.is_ok());
+        drop((half, next));
+    }
+
+    /// Slots a grown capacity hands to waiters whose requests are dropped
+    /// before they run come back too.
+    #[tokio::test(start_paused = true)]
+    async fn slots_a_grown_capacity_hands_to_waiters_that_are_gone_come_back() {
+        let share = DbShare::new(1);
+        let t = Uuid::now_v7();
+        let held = share.acquire(claim(t, 8, 1), LONG).await.expect("held");
+        let mut waiters = Vec::new();
+        for _ in 0..6 {
+            let share = share.clone();
+            waiters.push(tokio::spawn(async move {
+                share.acquire(claim(t, 8, 1), LONG).await.map(drop)
+            }));
+        }
+        settle().await;
+        share.set_capacity(4);
+        for w in &waiters {
+            w.abort();
+        }
+        for w in waiters {
+            let _ = w.await;
+        }
+        drop(held);
+        let s = share.stats();
+        assert_eq!((s.in_use, s.waiting, s.waiting_tenants), (0, 0, 0));
+        assert_eq!(futures_all(&share, claim(t, 8, 1), 4).await.len(), 4);
     }
 
     /// The leak that once left every tenant answering 503: a slot handed
