@@ -151,7 +151,10 @@ const SWEEP_AT: usize = 1_024;
 impl Load {
     /// Whether the tenant waited, or made others wait, in this window.
     fn waited(&self) -> bool {
-        self.limit_wait_us > 0 || self.capacity_wait_us > 0 || self.caused_us > 0 || self.timeouts > 0
+        self.limit_wait_us > 0
+            || self.capacity_wait_us > 0
+            || self.caused_us > 0
+            || self.timeouts > 0
     }
 }
 
@@ -532,7 +535,9 @@ impl DbShare {
         // doubles with what is kept, so the sweep costs O(1) per admission
         // however many tenants come and go.
         if state.tenants.len() > state.sweep_at {
-            let State { tenants, limits, .. } = state;
+            let State {
+                tenants, limits, ..
+            } = state;
             tenants.retain(|id, t| {
                 t.in_use > 0 || !t.waiters.is_empty() || t.load.waited() || limits.contains_key(id)
             });
@@ -945,7 +950,10 @@ mod tests {
         let second = second.await.expect("join");
         // `other` takes the last slot, and a third tenant waits 5 ms for
         // the capacity.
-        let held = share.acquire(claim(other, 4, 1), LONG).await.expect("other");
+        let held = share
+            .acquire(claim(other, 4, 1), LONG)
+            .await
+            .expect("other");
         let third = Uuid::now_v7();
         let late = waiter(&share, claim(third, 4, 1), "third", &order);
         settle().await;
@@ -959,9 +967,15 @@ mod tests {
         assert!((4_900.0..5_100.0).contains(&w.mean_held_us), "{w:?}");
         let of = |t: Uuid| *w.tenants.iter().find(|l| l.tenant == t).expect("reported");
         let b = of(busy);
-        assert_eq!((b.admitted, b.limit_wait_us, b.capacity_wait_us), (2, 10_000, 0));
+        assert_eq!(
+            (b.admitted, b.limit_wait_us, b.capacity_wait_us),
+            (2, 10_000, 0)
+        );
         let t = of(third);
-        assert_eq!((t.admitted, t.limit_wait_us, t.capacity_wait_us), (1, 0, 5_000));
+        assert_eq!(
+            (t.admitted, t.limit_wait_us, t.capacity_wait_us),
+            (1, 0, 5_000)
+        );
         // The third waited for slots `busy` and `other` held: blamed on them.
         assert_eq!(of(other).caused_us + of(busy).caused_us, 5_000);
         assert_eq!(share.stats().tracked, 0, "idle tenants are forgotten");
@@ -975,17 +989,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tenants_passing_through_leave_only_the_active_ones() {
         let share = DbShare::new(4);
-        let held = share.acquire(claim(Uuid::now_v7(), 1, 1), LONG).await.expect("held");
+        let held = share
+            .acquire(claim(Uuid::now_v7(), 1, 1), LONG)
+            .await
+            .expect("held");
         let scaled = Uuid::now_v7();
         share.set_limit(scaled, Some(2));
-        drop(share.acquire(claim(scaled, 1, 1), LONG).await.expect("scaled"));
+        drop(
+            share
+                .acquire(claim(scaled, 1, 1), LONG)
+                .await
+                .expect("scaled"),
+        );
         for _ in 0..10_000 {
-            drop(share.acquire(claim(Uuid::now_v7(), 1, 1), LONG).await.expect("admitted"));
+            drop(
+                share
+                    .acquire(claim(Uuid::now_v7(), 1, 1), LONG)
+                    .await
+                    .expect("admitted"),
+            );
         }
         let tracked = share.stats().tracked;
         assert!(tracked <= 2 * SWEEP_AT + 2, "{tracked}");
         let w = share.take_window();
-        assert!(w.tenants.iter().any(|l| l.tenant == scaled), "a scaled tenant is kept");
+        assert!(
+            w.tenants.iter().any(|l| l.tenant == scaled),
+            "a scaled tenant is kept"
+        );
         assert_eq!(share.stats().tracked, 1, "only the holder");
         drop(held);
     }
@@ -1002,13 +1032,26 @@ mod tests {
         share.set_limit(t, Some(3));
         assert_eq!(share.limit_set(t), Some(3));
         let second = waiting.await.expect("join");
-        let third = share.acquire(claim(t, 1, 1), Duration::ZERO).await.expect("3");
-        assert!(share.acquire(claim(t, 1, 1), Duration::from_millis(5)).await.is_err());
+        let third = share
+            .acquire(claim(t, 1, 1), Duration::ZERO)
+            .await
+            .expect("3");
+        assert!(
+            share
+                .acquire(claim(t, 1, 1), Duration::from_millis(5))
+                .await
+                .is_err()
+        );
         drop((first, second, third));
         share.set_limit(t, None);
         assert_eq!(share.limit_set(t), None);
         let one = share.acquire(claim(t, 1, 1), LONG).await.expect("1");
-        assert!(share.acquire(claim(t, 1, 1), Duration::from_millis(5)).await.is_err());
+        assert!(
+            share
+                .acquire(claim(t, 1, 1), Duration::from_millis(5))
+                .await
+                .is_err()
+        );
         drop(one);
     }
 
@@ -1026,7 +1069,12 @@ mod tests {
         assert_eq!(share.stats().in_use, 2, "nothing revoked");
         // Below the new capacity only once both are back.
         drop(held);
-        assert!(share.acquire(claim(a, 8, 1), Duration::from_millis(5)).await.is_err());
+        assert!(
+            share
+                .acquire(claim(a, 8, 1), Duration::from_millis(5))
+                .await
+                .is_err()
+        );
         drop(admitted);
         assert!(share.acquire(claim(a, 8, 1), Duration::ZERO).await.is_ok());
     }
@@ -1040,10 +1088,22 @@ mod tests {
         let (flood, quiet) = (Uuid::now_v7(), Uuid::now_v7());
         let all = futures_all(&share, claim(flood, u32::MAX, 1), 4).await;
         drop(all);
-        drop(share.acquire(claim(quiet, u32::MAX, 1), LONG).await.expect("quiet"));
+        drop(
+            share
+                .acquire(claim(quiet, u32::MAX, 1), LONG)
+                .await
+                .expect("quiet"),
+        );
         let half = futures_all(&share, claim(flood, u32::MAX, 1), 2).await;
-        assert!(share.acquire(claim(flood, u32::MAX, 1), Duration::from_millis(5)).await.is_err());
-        let next = share.acquire(claim(quiet, u32::MAX, 1), Duration::ZERO).await;
+        assert!(
+            share
+                .acquire(claim(flood, u32::MAX, 1), Duration::from_millis(5))
+                .await
+                .is_err()
+        );
+        let next = share
+            .acquire(claim(quiet, u32::MAX, 1), Duration::ZERO)
+            .await;
         assert!(next.is_ok());
         drop((half, next));
     }
