@@ -51,6 +51,11 @@ pub struct Settings {
     /// Tenant database operations admitted at once; `None`: 3 × this
     /// machine's cores, at most the pool − 2 (`state::default_db_share`).
     pub db_share: Option<usize>,
+    /// Tenant requests in progress at once (the CPU share's starting
+    /// capacity); `None`: `state::default_cpu_share`.
+    pub cpu_share: Option<usize>,
+    /// The adaptive controller of both shares and the tenants' concurrency.
+    pub adaptive: crate::scaling::AdaptiveConfig,
     /// Months of range partitions made ahead (events, activities, logs).
     pub partition_horizon_months: u32,
     /// Job queue workers in this server.
@@ -93,6 +98,8 @@ impl fmt::Debug for Settings {
             .field("db_queue_budget", &self.db_queue_budget)
             .field("fairness", &self.fairness)
             .field("db_share", &self.db_share)
+            .field("cpu_share", &self.cpu_share)
+            .field("adaptive", &self.adaptive)
             .field("partition_horizon_months", &self.partition_horizon_months)
             .field("job_workers", &self.job_workers)
             .field("job_lease", &self.job_lease)
@@ -124,6 +131,8 @@ impl Default for Settings {
             db_queue_budget: DEFAULT_DB_QUEUE_BUDGET,
             fairness: true,
             db_share: None,
+            cpu_share: None,
+            adaptive: crate::scaling::AdaptiveConfig::default(),
             partition_horizon_months: DEFAULT_PARTITION_HORIZON_MONTHS,
             job_workers: DEFAULT_JOB_WORKERS,
             job_lease: std::time::Duration::from_secs(DEFAULT_JOB_LEASE_SECS),
@@ -219,6 +228,20 @@ pub struct ServeArgs {
     /// PostgreSQL, out of fair order.
     #[arg(long, env = "TENANTRY_DB_SHARE")]
     pub db_share: Option<usize>,
+    /// Tenant requests in progress at once, across all tenants (the CPU
+    /// share's capacity: the rest wait in fair order). Default: 4 × this
+    /// machine's cores, at least the database share + the cores.
+    #[arg(long, env = "TENANTRY_CPU_SHARE")]
+    pub cpu_share: Option<usize>,
+    /// `on`: both shares' capacities follow measured latency (the two
+    /// settings above are where they start) and each tenant's database
+    /// concurrency moves within its tier's bounds on its queue wait; `off`
+    /// pins them.
+    #[arg(long, env = "TENANTRY_ADAPTIVE", value_enum, default_value_t = Switch::On)]
+    pub adaptive: Switch,
+    /// Milliseconds between two steps of the adaptive controller.
+    #[arg(long, env = "TENANTRY_ADAPTIVE_INTERVAL_MS", default_value_t = crate::scaling::DEFAULT_ADAPTIVE_INTERVAL_MS)]
+    pub adaptive_interval_ms: u64,
     /// Months of range partitions (journey activities, analytics, audit log)
     /// the maintenance worker keeps made ahead.
     #[arg(long, env = "TENANTRY_PARTITION_HORIZON_MONTHS", default_value_t = DEFAULT_PARTITION_HORIZON_MONTHS)]
@@ -304,6 +327,12 @@ impl ServeArgs {
             db_queue_budget: Duration::from_millis(self.db_queue_budget_ms),
             fairness: self.fairness == Switch::On,
             db_share: self.db_share,
+            cpu_share: self.cpu_share,
+            adaptive: crate::scaling::AdaptiveConfig {
+                enabled: self.adaptive == Switch::On,
+                interval: Duration::from_millis(self.adaptive_interval_ms.max(10)),
+                ..crate::scaling::AdaptiveConfig::default()
+            },
             partition_horizon_months: self.partition_horizon_months,
             job_workers: self.job_workers,
             job_lease: Duration::from_secs(self.job_lease_secs),

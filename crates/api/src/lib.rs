@@ -19,6 +19,7 @@ pub mod problem;
 pub mod purge;
 pub mod request;
 pub mod routes;
+pub mod scaling;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -99,6 +99,7 @@ pub async fn run(
         .filter(|cell| cell.db.replicas().is_some())
         .map(|cell| tokio::spawn(tenantry_db::replica::run(cell.db.clone(), stop_rx.clone())))
         .collect();
+    let scaling = tokio::spawn(crate::scaling::run(state.clone(), stop_rx.clone()));
     let upkeep = tokio::spawn(metrics_upkeep(state.clone(), stop_rx));
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -117,6 +118,7 @@ pub async fn run(
         backups,
         usage,
         observe,
+        scaling
     );
     for task in batch.into_iter().chain(replicas) {
         let _ = task.await;
@@ -140,6 +142,9 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 let share = state.fairness.db_share.stats();
                 metrics::gauge!("tenantry_db_share_in_use").set(f64::from(share.in_use));
                 metrics::gauge!("tenantry_db_share_waiting").set(share.waiting as f64);
+                let cpu = state.fairness.cpu_share.stats();
+                metrics::gauge!("tenantry_cpu_share_in_use").set(f64::from(cpu.in_use));
+                metrics::gauge!("tenantry_cpu_share_waiting").set(cpu.waiting as f64);
                 state.cache.run_pending_tasks().await;
                 ticks = ticks.wrapping_add(1);
                 if ticks.is_multiple_of(FORGET_IDLE_EVERY) {
@@ -324,6 +329,10 @@ impl Application {
         if let Some(capacity) = settings.db_share {
             state = state.with_db_share(capacity);
         }
+        if let Some(capacity) = settings.cpu_share {
+            state = state.with_cpu_share(capacity);
+        }
+        state = state.with_adaptive(settings.adaptive);
         let state = Arc::new(configure(state));
         Ok(Self {
             state,

@@ -78,6 +78,17 @@ pub struct Fairness {
     pub rate: RateLimiter,
     pub db_share: Arc<DbShare>,
     pub db_queue_budget: Duration,
+    /// The fair queue every tenant-scoped (and user-scoped) request's work
+    /// is admitted through, after its rate check: sized to what the machine
+    /// runs at once, so a flood waits here in fair order rather than in the
+    /// runtime's and the OS's run queues (DESIGN.md, "Fair everywhere").
+    /// The same algorithm as the database share, keyed the same way, with
+    /// no per-tenant limit but the share's own: a tenant alone may use it
+    /// all, among others about half.
+    pub cpu_share: Arc<DbShare>,
+    /// The controller of both shares' capacities and the tenants'
+    /// concurrency, and its record ([`crate::scaling`]).
+    pub adaptive: crate::scaling::Adaptive,
     pub shedder: Arc<LoadShedder>,
     /// Recent throttling per tenant, for the admin usage view.
     pub throttles: moka::sync::Cache<Uuid, Arc<ThrottleCounts>>,
@@ -95,7 +106,21 @@ pub struct ThrottleCounts {
 
 /// Connections kept out of the tenants' share, for platform work (tenant
 /// lookups, user provisioning, admin) so it never queues behind tenants.
-const PLATFORM_CONNECTIONS: usize = 2;
+pub(crate) const PLATFORM_CONNECTIONS: usize = 2;
+
+/// This machine's cores (2 if it cannot tell).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The CPU share's starting capacity: requests in progress at once. A
+/// request holds its turn across its database work too, so there is room
+/// for the database share's whole capacity and the cores' worth of
+/// requests served from memory beside it. The adaptive controller moves it
+/// from here to where latency says ([`crate::scaling`]).
+pub fn default_cpu_share(db_share: usize) -> usize {
+    (cores() * 4).max(db_share + cores())
+}
 
 /// The fair share's default capacity: about as many operations as the
 /// database can run at once, with some overlap for the network (Little's law:
@@ -107,7 +132,7 @@ const PLATFORM_CONNECTIONS: usize = 2;
 /// others are active (half the capacity), so an even load uses all of it.
 /// Measured on 2 cores: BENCHMARKS.md, "Fairness".
 pub fn default_db_share(pool: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let cores = cores();
     (cores * 3)
         .max(2)
         .min(pool.saturating_sub(PLATFORM_CONNECTIONS).max(1))
@@ -121,6 +146,8 @@ impl Fairness {
             rate,
             db_share: DbShare::new(u32::try_from(share).unwrap_or(u32::MAX)),
             db_queue_budget,
+            cpu_share: DbShare::new(u32::try_from(default_cpu_share(share)).unwrap_or(u32::MAX)),
+            adaptive: crate::scaling::Adaptive::default(),
             shedder: LoadShedder::new(max_in_flight, 64),
             throttles: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -367,6 +394,19 @@ impl AppState {
         self
     }
 
+    /// Sets how many tenant requests are in progress at once (the CPU
+    /// share's capacity); by default [`default_cpu_share`].
+    pub fn with_cpu_share(mut self, capacity: usize) -> Self {
+        self.fairness.cpu_share = DbShare::new(u32::try_from(capacity.max(1)).unwrap_or(u32::MAX));
+        self
+    }
+
+    /// Sets how the adaptive controller runs (or that it does not).
+    pub fn with_adaptive(mut self, config: crate::scaling::AdaptiveConfig) -> Self {
+        self.fairness.adaptive = crate::scaling::Adaptive::new(config);
+        self
+    }
+
     /// Turns rate limits and the database share off (`enforce = false`), to
     /// measure what they cost.
     pub fn with_enforcement(mut self, enforce: bool) -> Self {
@@ -382,7 +422,9 @@ impl AppState {
         max_in_flight: usize,
         db_queue_budget: Duration,
     ) -> Self {
+        let adaptive = std::mem::take(&mut self.fairness.adaptive);
         self.fairness = Fairness::new(&self.db, rate, max_in_flight, db_queue_budget);
+        self.fairness.adaptive = adaptive;
         self
     }
 

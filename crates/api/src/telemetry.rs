@@ -72,6 +72,10 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     let method = req.method().as_str().to_owned();
     let info = RequestInfo::default();
     req.extensions_mut().insert(info.clone());
+    // The request's CPU turn, if it takes one, is kept until the response
+    // is made (crate::request::admission::TurnSlot).
+    let turn = crate::request::admission::TurnSlot::default();
+    req.extensions_mut().insert(turn.clone());
 
     let gauge = InFlightGauge::enter(&route);
     // Every statement the request's task sends is counted: a request served
@@ -82,6 +86,7 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
         REQUEST_ID.scope(id.clone(), next.run(req)),
     ))
     .await;
+    turn.release();
     gauge.finished();
     metrics::counter!("tenantry_db_statements_total", "route" => route.clone())
         .increment(statements);

@@ -38,6 +38,14 @@ pub struct Limits {
     pub burst: u32,
     pub user_rate_per_sec: u32,
     pub db_concurrency: u32,
+    /// The least and the most database operations at once the autoscaler
+    /// may move the tenant to on its measured queue wait, starting from
+    /// `db_concurrency` (see [`Limits::db_concurrency_bounds`]). Unset:
+    /// half and twice `db_concurrency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_concurrency_min: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_concurrency_max: Option<u32>,
     pub statement_timeout_ms: u32,
     pub cache_ttl_secs: u32,
     pub max_members: u64,
@@ -163,6 +171,8 @@ impl Limits {
                 .user_rate_per_sec
                 .unwrap_or(self.user_rate_per_sec),
             db_concurrency: overrides.db_concurrency.unwrap_or(self.db_concurrency),
+            db_concurrency_min: self.db_concurrency_min,
+            db_concurrency_max: self.db_concurrency_max,
             statement_timeout_ms: overrides
                 .statement_timeout_ms
                 .unwrap_or(self.statement_timeout_ms),
@@ -181,7 +191,38 @@ impl Limits {
         }
     }
 
+    /// The autoscaler's bounds for the tenant's database concurrency:
+    /// `(min, max)`, always with `1 ≤ min ≤ db_concurrency ≤ max` (an
+    /// override of `db_concurrency` outside the tier's bounds widens them).
+    pub fn db_concurrency_bounds(&self) -> (u32, u32) {
+        let base = self.db_concurrency.max(1);
+        let min = self
+            .db_concurrency_min
+            .unwrap_or(base.div_ceil(2))
+            .clamp(1, base);
+        let max = self
+            .db_concurrency_max
+            .unwrap_or(base.saturating_mul(2))
+            .max(base);
+        (min, max)
+    }
+
     fn validate(&self) -> Result<(), ParseError> {
+        for (name, value) in [
+            ("db_concurrency_min", self.db_concurrency_min),
+            ("db_concurrency_max", self.db_concurrency_max),
+        ] {
+            if value == Some(0) {
+                return Err(ParseError::new(format!("{name} must be at least 1")));
+            }
+        }
+        if let (Some(min), Some(max)) = (self.db_concurrency_min, self.db_concurrency_max)
+            && min > max
+        {
+            return Err(ParseError::new(
+                "db_concurrency_min must be at most db_concurrency_max",
+            ));
+        }
         let positive = [
             ("rate_per_sec", self.rate_per_sec),
             ("burst", self.burst),
@@ -273,6 +314,8 @@ impl Default for TierTable {
                     burst: 100,
                     user_rate_per_sec: 10,
                     db_concurrency: 2,
+                    db_concurrency_min: Some(1),
+                    db_concurrency_max: Some(4),
                     statement_timeout_ms: 2_000,
                     cache_ttl_secs: 30,
                     max_members: 1_000,
@@ -293,6 +336,8 @@ impl Default for TierTable {
                     burst: 1_000,
                     user_rate_per_sec: 50,
                     db_concurrency: 4,
+                    db_concurrency_min: Some(2),
+                    db_concurrency_max: Some(8),
                     statement_timeout_ms: 5_000,
                     cache_ttl_secs: 60,
                     max_members: 100_000,
@@ -313,6 +358,8 @@ impl Default for TierTable {
                     burst: 10_000,
                     user_rate_per_sec: 200,
                     db_concurrency: 8,
+                    db_concurrency_min: Some(4),
+                    db_concurrency_max: Some(16),
                     statement_timeout_ms: 15_000,
                     cache_ttl_secs: 120,
                     max_members: 10_000_000,
@@ -405,6 +452,28 @@ mod tests {
         table.validate().expect("valid");
         assert!(table.limits("pro").rate_per_sec > table.limits("free").rate_per_sec);
         assert!(table.limits("enterprise").weight > table.limits("pro").weight);
+    }
+
+    #[test]
+    fn concurrency_bounds_default_around_the_base_and_take_in_an_override() {
+        let table = TierTable::default();
+        assert_eq!(table.limits("free").db_concurrency_bounds(), (1, 4));
+        let mut bare = table.limits("pro").clone();
+        bare.db_concurrency_min = None;
+        bare.db_concurrency_max = None;
+        assert_eq!(bare.db_concurrency_bounds(), (2, 8));
+        let wide = table.limits("free").with(&LimitOverrides {
+            db_concurrency: Some(10),
+            ..Default::default()
+        });
+        assert_eq!(wide.db_concurrency_bounds(), (1, 10));
+        let mut crossed = table.limits("free").clone();
+        crossed.db_concurrency_min = Some(5);
+        crossed.db_concurrency_max = Some(3);
+        assert!(crossed.validate().is_err());
+        crossed.db_concurrency_min = Some(0);
+        crossed.db_concurrency_max = None;
+        assert!(crossed.validate().is_err());
     }
 
     #[test]

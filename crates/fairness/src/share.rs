@@ -24,6 +24,15 @@
 //!   the noisy-neighbour detector reads them. A wait the tenant caused itself
 //!   blames nobody.
 //!
+//! - Capacity and per-tenant limits move at run time: [`DbShare::set_capacity`]
+//!   (the adaptive limiter, [`crate::adaptive`]) and [`DbShare::set_limit`]
+//!   (a tenant's scaled concurrency, [`crate::scaling`]). What they decide on
+//!   is measured here and drained by [`DbShare::take_window`]: how long
+//!   permits were held, the peak in use, and per tenant the operations
+//!   admitted and the waiting at its own limit and for the capacity.
+//! - The same queue admits CPU work (the API's request admission): one
+//!   share per resource, each with its own capacity.
+//!
 //! Cancellation safety: a waiting request may be dropped at any moment (its
 //! client hung up, its budget ran out). Every waiter is owned by a guard in
 //! the waiting future, and a waiter is either still queued or already
@@ -63,6 +72,23 @@ struct TenantQueue {
     /// Admissions left in this tenant's current turn.
     credit: u32,
     waiters: VecDeque<Waiter>,
+    /// Measured since the last [`DbShare::take_window`].
+    load: Load,
+}
+
+/// One tenant's use of the share over a window (see [`DbShare::take_window`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Load {
+    admitted: u64,
+    /// Waiting of operations queued at the tenant's own limit.
+    limit_wait_us: u64,
+    /// Waiting of operations queued for the capacity (full, or kept free
+    /// for other tenants).
+    capacity_wait_us: u64,
+    /// Waiting of other tenants attributed to this one's slots (blame).
+    caused_us: u64,
+    timeouts: u64,
+    peak: u32,
 }
 
 /// A queued operation: its ticket (to find it again when it gives up) and
@@ -75,6 +101,8 @@ struct Waiter {
     /// Whether it queued only because the capacity was full: its wait is
     /// then the other holders' doing (see the module doc, "Blame").
     blame_others: bool,
+    /// Whether it queued because its tenant was at its own limit.
+    at_limit: bool,
 }
 
 /// Waiting one tenant's operations spent behind another's slots.
@@ -105,6 +133,29 @@ struct State {
     next_ticket: u64,
     /// Waiting attributed since the last [`DbShare::take_blame`].
     blame: HashMap<(Uuid, Uuid), u64>,
+    /// Limits set per tenant ([`DbShare::set_limit`]) in place of the
+    /// claim's: only tenants whose scaled limit differs from their tier's.
+    limits: HashMap<Uuid, u32>,
+    /// Permits given back since the last [`DbShare::take_window`]: how many
+    /// and how long they were held in all.
+    held: u64,
+    held_us: u64,
+    peak: u32,
+    /// The tenants map's size past which idle tenants are swept.
+    sweep_at: usize,
+}
+
+/// The least size of the tenants map at which idle tenants are swept.
+const SWEEP_AT: usize = 1_024;
+
+impl Load {
+    /// Whether the tenant waited, or made others wait, in this window.
+    fn waited(&self) -> bool {
+        self.limit_wait_us > 0
+            || self.capacity_wait_us > 0
+            || self.caused_us > 0
+            || self.timeouts > 0
+    }
 }
 
 /// How recently another tenant must have been admitted for the headroom to
@@ -147,11 +198,12 @@ impl State {
             return;
         }
         let State { tenants, blame, .. } = self;
-        for (id, t) in tenants.iter() {
+        for (id, t) in tenants.iter_mut() {
             if *id == victim || t.in_use == 0 {
                 continue;
             }
             let share = wait_us.saturating_mul(u64::from(t.in_use)) / others;
+            t.load.caused_us = t.load.caused_us.saturating_add(share);
             let key = (*id, victim);
             if let Some(sum) = blame.get_mut(&key) {
                 *sum = sum.saturating_add(share);
@@ -161,7 +213,34 @@ impl State {
         }
     }
 
+    /// Counts `waiter`'s wait into its tenant's load, as admitted or as
+    /// given up.
+    fn waited(&mut self, tenant: Uuid, waiter: &Waiter, now: Instant, admitted: bool) {
+        let wait_us =
+            u64::try_from(now.duration_since(waiter.since).as_micros()).unwrap_or(u64::MAX);
+        if let Some(t) = self.tenants.get_mut(&tenant) {
+            if waiter.at_limit {
+                t.load.limit_wait_us = t.load.limit_wait_us.saturating_add(wait_us);
+            } else {
+                t.load.capacity_wait_us = t.load.capacity_wait_us.saturating_add(wait_us);
+            }
+            if !admitted {
+                t.load.timeouts += 1;
+            }
+        }
+    }
+
+    /// The limit `tenant` holds to: the one set for it, or its claim's.
+    fn limit_of(&self, tenant: Uuid, claimed: u32) -> u32 {
+        self.limits.get(&tenant).copied().unwrap_or(claimed).max(1)
+    }
+
     fn admitted(&mut self, tenant: Uuid, now: Instant) {
+        self.peak = self.peak.max(self.in_use);
+        if let Some(t) = self.tenants.get_mut(&tenant) {
+            t.load.admitted += 1;
+            t.load.peak = t.load.peak.max(t.in_use);
+        }
         if self.recent[0].0 == Some(tenant) {
             self.recent[0].1 = Some(now);
         } else {
@@ -182,6 +261,9 @@ pub struct DbShare {
 pub struct Permit {
     share: Arc<DbShare>,
     tenant: Uuid,
+    /// When it was admitted: how long it is held is the latency the
+    /// adaptive limiter reads.
+    since: Instant,
 }
 
 /// Owns a queued waiter while its future waits. Dropped with the future,
@@ -214,10 +296,11 @@ impl Drop for Queued<'_> {
             if waiter.blame_others {
                 state.attribute(self.tenant, waiter.since.elapsed());
             }
+            state.waited(self.tenant, &waiter, Instant::now(), false);
             return;
         }
         // Admitted, but nobody is left to use the slot.
-        self.share.release_locked(state, self.tenant);
+        self.share.release_locked(state, self.tenant, None);
     }
 }
 
@@ -231,7 +314,7 @@ impl std::fmt::Debug for Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.share.release(self.tenant);
+        self.share.release(self.tenant, self.since);
     }
 }
 
@@ -242,6 +325,46 @@ pub struct ShareStats {
     pub in_use: u32,
     pub waiting: usize,
     pub waiting_tenants: usize,
+    /// Tenants the share keeps state for (active ones, and idle ones until
+    /// the next window or beyond a small bound).
+    pub tracked: usize,
+}
+
+/// What the share measured since the last [`DbShare::take_window`]: what
+/// the adaptive limiter and the tenant scaler decide on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    /// The capacity in force when it was taken.
+    pub capacity: u32,
+    /// Permits given back, and how long they were held on average (µs).
+    pub held: u64,
+    pub mean_held_us: f64,
+    /// The most operations in use at once.
+    pub peak: u32,
+    /// Operations waiting when it was taken.
+    pub waiting: usize,
+    /// Each tenant that used the share, waited or was waited for.
+    pub tenants: Vec<TenantLoad>,
+}
+
+/// One tenant's use of the share over a [`Window`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantLoad {
+    pub tenant: Uuid,
+    /// The limit it held to when the window was taken.
+    pub limit: u32,
+    pub admitted: u64,
+    /// Waiting (µs, summed) of its operations queued at its own limit:
+    /// what a higher limit would have saved.
+    pub limit_wait_us: u64,
+    /// Waiting of its operations queued for the capacity.
+    pub capacity_wait_us: u64,
+    /// Other tenants' waiting for the capacity attributed to its slots.
+    pub caused_us: u64,
+    /// Operations that gave up waiting.
+    pub timeouts: u64,
+    /// The most it held at once.
+    pub peak: u32,
 }
 
 impl DbShare {
@@ -255,6 +378,11 @@ impl DbShare {
                 ring: VecDeque::new(),
                 next_ticket: 0,
                 blame: HashMap::new(),
+                limits: HashMap::new(),
+                held: 0,
+                held_us: 0,
+                peak: 0,
+                sweep_at: SWEEP_AT,
             }),
         })
     }
@@ -274,9 +402,10 @@ impl DbShare {
             let state = &mut *state;
             let now = Instant::now();
             let capacity_free = state.in_use < state.capacity;
-            let allowance = state.allowance(claim.tenant, claim.limit.max(1), now);
+            let limit = state.limit_of(claim.tenant, claim.limit);
+            let allowance = state.allowance(claim.tenant, limit, now);
             let tenant = state.tenants.entry(claim.tenant).or_default();
-            tenant.limit = claim.limit.max(1);
+            tenant.limit = limit;
             tenant.weight = claim.weight.max(1);
             if capacity_free && tenant.in_use < allowance && tenant.waiters.is_empty() {
                 tenant.in_use += 1;
@@ -285,18 +414,21 @@ impl DbShare {
                 return Ok(Permit {
                     share: self.clone(),
                     tenant: claim.tenant,
+                    since: now,
                 });
             }
             let ticket = state.next_ticket;
             state.next_ticket += 1;
             let (wake, woken) = oneshot::channel();
-            let blame_others = !capacity_free
-                && (tenant.in_use as usize + tenant.waiters.len()) < allowance as usize;
+            let ahead = tenant.in_use as usize + tenant.waiters.len();
+            let blame_others = !capacity_free && ahead < allowance as usize;
+            let at_limit = ahead >= limit as usize;
             tenant.waiters.push_back(Waiter {
                 ticket,
                 wake,
                 since: now,
                 blame_others,
+                at_limit,
             });
             if tenant.waiters.len() == 1 {
                 if tenant.credit == 0 {
@@ -318,6 +450,7 @@ impl DbShare {
                 Ok(Permit {
                     share: self.clone(),
                     tenant: claim.tenant,
+                    since: Instant::now(),
                 })
             }
             // Timed out (or the share is gone): `queued`'s Drop takes the
@@ -326,12 +459,19 @@ impl DbShare {
         }
     }
 
-    fn release(self: &Arc<Self>, tenant: Uuid) {
+    fn release(self: &Arc<Self>, tenant: Uuid, since: Instant) {
         let mut state = self.lock();
-        self.release_locked(&mut state, tenant);
+        self.release_locked(&mut state, tenant, Some(since));
     }
 
-    fn release_locked(self: &Arc<Self>, state: &mut State, tenant: Uuid) {
+    /// Gives a slot back; `since`: when it was admitted, if it was used.
+    fn release_locked(self: &Arc<Self>, state: &mut State, tenant: Uuid, since: Option<Instant>) {
+        if let Some(since) = since {
+            state.held += 1;
+            state.held_us = state
+                .held_us
+                .saturating_add(u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX));
+        }
         state.in_use = state.in_use.saturating_sub(1);
         if let Some(t) = state.tenants.get_mut(&tenant) {
             t.in_use = t.in_use.saturating_sub(1);
@@ -347,6 +487,7 @@ impl DbShare {
         while state.in_use < state.capacity && skipped < state.ring.len() {
             let Some(&id) = state.ring.front() else { break };
             let limit = state.tenants.get(&id).map_or(1, |t| t.limit);
+            let limit = state.limit_of(id, limit);
             let allowance = state.allowance(id, limit, now);
             let Some(tenant) = state.tenants.get_mut(&id) else {
                 state.ring.pop_front();
@@ -367,6 +508,7 @@ impl DbShare {
             if waiter.blame_others {
                 state.attribute(id, now.duration_since(waiter.since));
             }
+            state.waited(id, &waiter, now, true);
             let Some(tenant) = state.tenants.get_mut(&id) else {
                 continue;
             };
@@ -387,12 +529,99 @@ impl DbShare {
             }
             state.admitted(id, now);
         }
-        // Forget idle tenants so the map holds only active ones.
-        if state.tenants.len() > 1_024 {
-            state
-                .tenants
-                .retain(|_, t| t.in_use > 0 || !t.waiters.is_empty());
+        // Forget idle tenants so the map holds only active ones, and the
+        // ones whose waits or scaled limit the next window has to report (an
+        // idle tenant's admissions alone are let go). Past a bound that
+        // doubles with what is kept, so the sweep costs O(1) per admission
+        // however many tenants come and go.
+        if state.tenants.len() > state.sweep_at {
+            let State {
+                tenants, limits, ..
+            } = state;
+            tenants.retain(|id, t| {
+                t.in_use > 0 || !t.waiters.is_empty() || t.load.waited() || limits.contains_key(id)
+            });
+            state.sweep_at = (state.tenants.len() * 2).max(SWEEP_AT);
         }
+    }
+
+    /// Sets how many operations run at once. Growing it admits waiters at
+    /// once; shrinking it lets operations in use finish (none is revoked),
+    /// admitting no more until use is below the new capacity.
+    pub fn set_capacity(self: &Arc<Self>, capacity: u32) {
+        let mut state = self.lock();
+        state.capacity = capacity.max(1);
+        self.dispatch(&mut state);
+    }
+
+    /// Sets the limit `tenant` holds to in place of its claims' (`None`:
+    /// its claims' again). Raising it admits its waiters at once.
+    pub fn set_limit(self: &Arc<Self>, tenant: Uuid, limit: Option<u32>) {
+        let mut state = self.lock();
+        match limit {
+            Some(limit) => {
+                state.limits.insert(tenant, limit.max(1));
+                if let Some(t) = state.tenants.get_mut(&tenant) {
+                    t.limit = limit.max(1);
+                }
+            }
+            None => {
+                state.limits.remove(&tenant);
+            }
+        }
+        self.dispatch(&mut state);
+    }
+
+    /// The limit set for `tenant` by [`DbShare::set_limit`], if any.
+    pub fn limit_set(&self, tenant: Uuid) -> Option<u32> {
+        self.lock().limits.get(&tenant).copied()
+    }
+
+    /// What was measured since the last call (see [`Window`]), and starts
+    /// a new window. Tenants with nothing to report are left out; idle
+    /// tenants' entries are dropped, so the map keeps only active ones.
+    pub fn take_window(&self) -> Window {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut tenants = Vec::new();
+        let mut waiting = 0;
+        for (id, t) in &mut state.tenants {
+            waiting += t.waiters.len();
+            let load = std::mem::take(&mut t.load);
+            if load == Load::default() {
+                continue;
+            }
+            tenants.push(TenantLoad {
+                tenant: *id,
+                limit: t.limit,
+                admitted: load.admitted,
+                limit_wait_us: load.limit_wait_us,
+                capacity_wait_us: load.capacity_wait_us,
+                caused_us: load.caused_us,
+                timeouts: load.timeouts,
+                peak: load.peak,
+            });
+        }
+        state
+            .tenants
+            .retain(|_, t| t.in_use > 0 || !t.waiters.is_empty());
+        state.sweep_at = (state.tenants.len() * 2).max(SWEEP_AT);
+        let window = Window {
+            capacity: state.capacity,
+            held: state.held,
+            mean_held_us: if state.held == 0 {
+                0.0
+            } else {
+                state.held_us as f64 / state.held as f64
+            },
+            peak: state.peak,
+            waiting,
+            tenants,
+        };
+        state.held = 0;
+        state.held_us = 0;
+        state.peak = state.in_use;
+        window
     }
 
     /// The waiting attributed since the last call, by (culprit, victim),
@@ -416,6 +645,7 @@ impl DbShare {
             in_use: state.in_use,
             waiting: state.tenants.values().map(|t| t.waiters.len()).sum(),
             waiting_tenants: state.ring.len(),
+            tracked: state.tenants.len(),
         }
     }
 }
@@ -703,6 +933,207 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_measures_latency_peak_and_each_tenants_waits_and_forgets_idle_tenants() {
+        let share = DbShare::new(2);
+        let (busy, other) = (Uuid::now_v7(), Uuid::now_v7());
+        // `busy` at its own limit of one: its second operation waits 10 ms
+        // for its own first.
+        let first = share.acquire(claim(busy, 1, 1), LONG).await.expect("1");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let second = waiter(&share, claim(busy, 1, 1), "busy", &order);
+        settle().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(first);
+        let second = second.await.expect("join");
+        // `other` takes the last slot, and a third tenant waits 5 ms for
+        // the capacity.
+        let held = share
+            .acquire(claim(other, 4, 1), LONG)
+            .await
+            .expect("other");
+        let third = Uuid::now_v7();
+        let late = waiter(&share, claim(third, 4, 1), "third", &order);
+        settle().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(held);
+        drop(late.await.expect("join"));
+        drop(second);
+        let w = share.take_window();
+        assert_eq!((w.capacity, w.peak, w.held, w.waiting), (2, 2, 4, 0));
+        // Held: 10 ms, 5 ms (other), 0 (third), 5 ms (busy's second).
+        assert!((4_900.0..5_100.0).contains(&w.mean_held_us), "{w:?}");
+        let of = |t: Uuid| *w.tenants.iter().find(|l| l.tenant == t).expect("reported");
+        let b = of(busy);
+        assert_eq!(
+            (b.admitted, b.limit_wait_us, b.capacity_wait_us),
+            (2, 10_000, 0)
+        );
+        let t = of(third);
+        assert_eq!(
+            (t.admitted, t.limit_wait_us, t.capacity_wait_us),
+            (1, 0, 5_000)
+        );
+        // The third waited for slots `busy` and `other` held: blamed on them.
+        assert_eq!(of(other).caused_us + of(busy).caused_us, 5_000);
+        assert_eq!(share.stats().tracked, 0, "idle tenants are forgotten");
+        let empty = share.take_window();
+        assert!(empty.tenants.is_empty() && empty.held == 0, "{empty:?}");
+    }
+
+    /// Thousands of tenants passing through: the map is swept as it grows
+    /// and holds only the few still active, and the sweep keeps what a
+    /// window must report.
+    #[tokio::test(start_paused = true)]
+    async fn tenants_passing_through_leave_only_the_active_ones() {
+        let share = DbShare::new(4);
+        let held = share
+            .acquire(claim(Uuid::now_v7(), 1, 1), LONG)
+            .await
+            .expect("held");
+        let scaled = Uuid::now_v7();
+        share.set_limit(scaled, Some(2));
+        drop(
+            share
+                .acquire(claim(scaled, 1, 1), LONG)
+                .await
+                .expect("scaled"),
+        );
+        for _ in 0..10_000 {
+            drop(
+                share
+                    .acquire(claim(Uuid::now_v7(), 1, 1), LONG)
+                    .await
+                    .expect("admitted"),
+            );
+        }
+        let tracked = share.stats().tracked;
+        assert!(tracked <= 2 * SWEEP_AT + 2, "{tracked}");
+        let w = share.take_window();
+        assert!(
+            w.tenants.iter().any(|l| l.tenant == scaled),
+            "a scaled tenant is kept"
+        );
+        assert_eq!(share.stats().tracked, 1, "only the holder");
+        drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limit_set_for_a_tenant_replaces_its_claims_and_admits_its_waiters() {
+        let share = DbShare::new(8);
+        let t = Uuid::now_v7();
+        let first = share.acquire(claim(t, 1, 1), LONG).await.expect("1");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiting = waiter(&share, claim(t, 1, 1), "t", &order);
+        settle().await;
+        assert_eq!(share.stats().waiting, 1);
+        share.set_limit(t, Some(3));
+        assert_eq!(share.limit_set(t), Some(3));
+        let second = waiting.await.expect("join");
+        let third = share
+            .acquire(claim(t, 1, 1), Duration::ZERO)
+            .await
+            .expect("3");
+        assert!(
+            share
+                .acquire(claim(t, 1, 1), Duration::from_millis(5))
+                .await
+                .is_err()
+        );
+        drop((first, second, third));
+        share.set_limit(t, None);
+        assert_eq!(share.limit_set(t), None);
+        let one = share.acquire(claim(t, 1, 1), LONG).await.expect("1");
+        assert!(
+            share
+                .acquire(claim(t, 1, 1), Duration::from_millis(5))
+                .await
+                .is_err()
+        );
+        drop(one);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_capacity_grown_admits_waiters_and_one_shrunk_revokes_nothing() {
+        let share = DbShare::new(1);
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let held = share.acquire(claim(a, 8, 1), LONG).await.expect("a");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiting = waiter(&share, claim(b, 8, 1), "b", &order);
+        settle().await;
+        share.set_capacity(2);
+        let admitted = waiting.await.expect("join");
+        share.set_capacity(1);
+        assert_eq!(share.stats().in_use, 2, "nothing revoked");
+        // Below the new capacity only once both are back.
+        drop(held);
+        assert!(
+            share
+                .acquire(claim(a, 8, 1), Duration::from_millis(5))
+                .await
+                .is_err()
+        );
+        drop(admitted);
+        assert!(share.acquire(claim(a, 8, 1), Duration::ZERO).await.is_ok());
+    }
+
+    /// The CPU share's claims: no limit of their own. A tenant alone takes
+    /// the whole capacity; with another active it keeps to half, and the
+    /// other's next request finds a slot at once.
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_claims_share_by_the_half_capacity_rule() {
+        let share = DbShare::new(4);
+        let (flood, quiet) = (Uuid::now_v7(), Uuid::now_v7());
+        let all = futures_all(&share, claim(flood, u32::MAX, 1), 4).await;
+        drop(all);
+        drop(
+            share
+                .acquire(claim(quiet, u32::MAX, 1), LONG)
+                .await
+                .expect("quiet"),
+        );
+        let half = futures_all(&share, claim(flood, u32::MAX, 1), 2).await;
+        assert!(
+            share
+                .acquire(claim(flood, u32::MAX, 1), Duration::from_millis(5))
+                .await
+                .is_err()
+        );
+        let next = share
+            .acquire(claim(quiet, u32::MAX, 1), Duration::ZERO)
+            .await;
+        assert!(next.is_ok());
+        drop((half, next));
+    }
+
+    /// Slots a grown capacity hands to waiters whose requests are dropped
+    /// before they run come back too.
+    #[tokio::test(start_paused = true)]
+    async fn slots_a_grown_capacity_hands_to_waiters_that_are_gone_come_back() {
+        let share = DbShare::new(1);
+        let t = Uuid::now_v7();
+        let held = share.acquire(claim(t, 8, 1), LONG).await.expect("held");
+        let mut waiters = Vec::new();
+        for _ in 0..6 {
+            let share = share.clone();
+            waiters.push(tokio::spawn(async move {
+                share.acquire(claim(t, 8, 1), LONG).await.map(drop)
+            }));
+        }
+        settle().await;
+        share.set_capacity(4);
+        for w in &waiters {
+            w.abort();
+        }
+        for w in waiters {
+            let _ = w.await;
+        }
+        drop(held);
+        let s = share.stats();
+        assert_eq!((s.in_use, s.waiting, s.waiting_tenants), (0, 0, 0));
+        assert_eq!(futures_all(&share, claim(t, 8, 1), 4).await.len(), 4);
     }
 
     /// The leak that once left every tenant answering 503: a slot handed

@@ -5,6 +5,10 @@
 //! - Rate: GCRA at two levels, a tenant's (or, for a user-scoped request,
 //!   the user's own key) and a user's within it; over either, 429 with the
 //!   tighter decision in the `RateLimit` headers.
+//! - CPU: a turn in the CPU share (`Fairness::cpu_share`) for the rest of
+//!   the request's work, after the rate check (a 429 never queues: it stays
+//!   as cheap as it is). Kept until the response is made ([`TurnSlot`]); a
+//!   wait past the budget answers 503 `overloaded`.
 //! - Database: a turn in the fair share ([`tenantry_fairness::share`]),
 //!   keyed by the tenant (or the user); a wait past the budget answers 503
 //!   `overloaded` — the database is there, this key's turn is not.
@@ -70,6 +74,68 @@ pub fn rate_limited(who: Admittee<'_>, checked: Checked) -> ApiError {
         .increment(1);
     ApiError::RateLimited {
         retry_after: checked.binding().retry_after.as_secs_f64().ceil().max(1.0) as u64,
+    }
+}
+
+/// Waits for `key`'s turn in the CPU share, at most the queue budget. No
+/// limit of its own: the share keeps a tenant to about half while others
+/// are active, and lets one alone use it all. The permit is the turn:
+/// dropped (whatever await its holder dies at) it lets the next one in.
+pub async fn cpu_turn(state: &AppState, key: Uuid, weight: u32) -> Result<Permit, ApiError> {
+    let fairness = &state.fairness;
+    let claim = Claim {
+        tenant: key,
+        limit: u32::MAX,
+        weight,
+    };
+    match fairness
+        .cpu_share
+        .acquire(claim, fairness.db_queue_budget)
+        .await
+    {
+        Ok(permit) => Ok(permit),
+        Err(Rejected::Timeout) => {
+            metrics::counter!("tenantry_cpu_queue_timeouts_total").increment(1);
+            Err(ApiError::Overloaded { retry_after: 1 })
+        }
+    }
+}
+
+/// Where a request's CPU turn is kept until its response is made: the
+/// outermost layer ([`crate::telemetry::observe`]) puts one in the
+/// request's extensions and empties it once the response (its JSON, its
+/// version's rewrite) is ready. Without one (a router without that layer)
+/// the extractor keeps the turn itself, until the handler returns.
+#[derive(Clone, Default)]
+pub struct TurnSlot(Arc<std::sync::Mutex<Option<Permit>>>);
+
+impl TurnSlot {
+    pub fn hold(&self, permit: Permit) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
+    }
+
+    /// Lets the turn go (if one was taken).
+    pub fn release(&self) {
+        let permit = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(permit);
+    }
+}
+
+/// Takes `key`'s CPU turn and leaves it in the request's [`TurnSlot`];
+/// returns it only if there is no slot, for the caller to keep.
+pub async fn take_turn(
+    state: &AppState,
+    extensions: &axum::http::Extensions,
+    key: Uuid,
+    weight: u32,
+) -> Result<Option<Permit>, ApiError> {
+    let permit = cpu_turn(state, key, weight).await?;
+    match extensions.get::<TurnSlot>() {
+        Some(slot) => {
+            slot.hold(permit);
+            Ok(None)
+        }
+        None => Ok(Some(permit)),
     }
 }
 

@@ -2,8 +2,9 @@
 //! takes. In order: the bearer token (anonymous callers learn nothing about
 //! tenants), the tenant the request names ([`super::naming`]), both from the
 //! per-thread memo ([`super::memo`]) when it is current; the tenant's and the
-//! user's rate ([`super::admission`]); then a lazy transaction whose first
-//! statement waits for the tenant's fair database share.
+//! user's rate ([`super::admission`]); the tenant's turn in the CPU share;
+//! then a lazy transaction whose first statement waits for the tenant's fair
+//! database share.
 
 use std::sync::Arc;
 
@@ -69,6 +70,8 @@ pub struct Scope {
     /// Counts the request among its tenant's in flight (with cells), so a
     /// move's fence waits for it.
     _in_flight: Option<super::hold::InFlight>,
+    /// The request's CPU turn, when no [`admission::TurnSlot`] keeps it.
+    _turn: Option<tenantry_fairness::share::Permit>,
 }
 
 impl Scope {
@@ -293,6 +296,13 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         {
             return Err(ApiError::FeatureDisabled(*feature));
         }
+        // The rest of the request's work waits its tenant's turn.
+        let turn = match state.fairness.enforce {
+            true => {
+                admission::take_turn(state, &parts.extensions, tenant.id, limits.weight).await?
+            }
+            false => None,
+        };
         let caller = match found {
             Found::Known(caller) => Some(caller),
             Found::Fresh {
@@ -362,6 +372,7 @@ impl FromRequestParts<Arc<AppState>> for Scope {
             support,
             state: state.clone(),
             _in_flight: in_flight,
+            _turn: turn,
         })
     }
 }

@@ -2,7 +2,8 @@
 //! `/v1/feed`, `/v1/shares`).
 //!
 //! The extractor verifies the JWT, rate-limits the user (their own GCRA key,
-//! at the default tier's per-user rate), provisions them, and waits for a
+//! at the default tier's per-user rate), waits for their turn in the CPU
+//! share (their own key), provisions them, and waits for a
 //! share of the database under their own key, so one user flooding the feed
 //! waits in the fair queue behind nobody else. The tenant context of the
 //! transaction is chosen by the handler: exactly the caller's active
@@ -34,6 +35,8 @@ pub struct UserScope {
     _permit: Option<Permit>,
     /// A GET or HEAD: its transactions may run on a read replica.
     read: bool,
+    /// The request's CPU turn, when no [`admission::TurnSlot`] keeps it.
+    _turn: Option<Permit>,
 }
 
 /// Whether a request with `method` only reads (routes that answer GET and
@@ -233,7 +236,7 @@ impl FromRequestParts<Arc<AppState>> for UserScope {
             let tiers = state.tiers.load();
             tiers.limits(&tiers.default_tier).clone()
         };
-        let permit = if state.fairness.enforce {
+        let (permit, turn) = if state.fairness.enforce {
             let who = admission::Admittee {
                 key: user.id,
                 user: user.id,
@@ -244,12 +247,14 @@ impl FromRequestParts<Arc<AppState>> for UserScope {
             if !checked.allowed() {
                 return Err(admission::rate_limited(who, checked));
             }
+            let turn =
+                admission::take_turn(state, &parts.extensions, user.id, limits.weight).await?;
             state.provision(&user).await?;
             let claim = admission::claim(user.id, &limits);
-            Some(admission::share(state, claim, "user").await?)
+            (Some(admission::share(state, claim, "user").await?), turn)
         } else {
             state.provision(&user).await?;
-            None
+            (None, None)
         };
         Ok(UserScope {
             user,
@@ -257,6 +262,7 @@ impl FromRequestParts<Arc<AppState>> for UserScope {
             state: state.clone(),
             _permit: permit,
             read: is_read(&parts.method),
+            _turn: turn,
         })
     }
 }

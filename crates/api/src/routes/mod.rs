@@ -17,6 +17,7 @@ pub mod observe;
 pub mod ops;
 pub mod origin;
 pub mod posts;
+pub mod scaling;
 pub mod search;
 pub mod shares;
 pub mod support;
@@ -61,6 +62,7 @@ pub fn all() -> OpenApiRouter<Arc<AppState>> {
         .merge(lifecycle::routes())
         .merge(versions::routes())
         .merge(support::routes())
+        .merge(scaling::routes())
 }
 
 /// A capability's routes behind its feature flag: a tenant-scoped request

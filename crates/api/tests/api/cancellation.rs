@@ -97,6 +97,16 @@ async fn all_given_back(app: &TestApp) {
         }
     })
     .await;
+    // And every request's CPU turn.
+    let cpu = app.state.fairness.cpu_share.clone();
+    eventually("every CPU turn and waiter is given back", || {
+        let cpu = cpu.clone();
+        async move {
+            let s = cpu.stats();
+            s.in_use == 0 && s.waiting == 0 && s.waiting_tenants == 0
+        }
+    })
+    .await;
     // The `/metrics` request that reads the gauge is itself in flight.
     eventually(
         "the in-flight gauge is back to the one reading it",

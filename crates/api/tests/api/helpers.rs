@@ -184,6 +184,12 @@ impl TestApp {
             jwt_secret: Some(JWT_SECRET.to_owned()),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
             db_max_connections: DbOptions::default().max_connections,
+            // Capacities stay as each test sets them; the adaptive
+            // controller has its own tests (`scaling`), which turn it on.
+            adaptive: tenantry_api::scaling::AdaptiveConfig {
+                enabled: false,
+                ..Default::default()
+            },
             ..tenantry_api::Settings::default()
         };
         adjust(&mut settings);

@@ -32,6 +32,7 @@ mod posts;
 mod reload;
 mod replicas;
 mod rls;
+mod scaling;
 mod search;
 mod shares;
 mod soak;
