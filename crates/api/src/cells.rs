@@ -18,7 +18,7 @@
 use std::sync::{Arc, Mutex};
 
 use tenantry_db::Db;
-use tenantry_db::tenants::MAIN_CELL;
+use tenantry_db::tenants::{CellLoad, MAIN_CELL};
 use tenantry_fairness::share::DbShare;
 use tenantry_jobs::ingest::{self, Collector, Ingest, IngestConfig};
 use tokio::sync::Notify;
@@ -149,19 +149,27 @@ impl Cells {
     }
 
     /// Where a new tenant goes: the cell with the fewest tenants (`loads`:
-    /// tenants per cell, from the directory; a cell absent has none), the
-    /// first configured on a tie.
-    pub fn least_loaded(&self, loads: &[(String, i64)]) -> &Arc<Cell> {
-        let load = |c: &Cell| {
-            loads
-                .iter()
-                .find(|(name, _)| *name == c.name)
-                .map_or(0, |(_, n)| *n)
-        };
+    /// from the directory; a cell absent has none), the first configured on
+    /// a tie, leaving out the cells a dedicated tenant has to itself while
+    /// another cell is left.
+    pub fn least_loaded(&self, loads: &[CellLoad]) -> &Arc<Cell> {
+        let load = |c: &Cell| loads.iter().find(|l| l.cell == c.name);
+        let open = |c: &&Arc<Cell>| !load(c).is_some_and(|l| l.dedicated);
+        let tenants = |c: &&Arc<Cell>| load(c).map_or(0, |l| l.tenants);
         self.list
             .iter()
-            .min_by_key(|c| load(c))
+            .filter(open)
+            .min_by_key(tenants)
+            .or_else(|| self.list.iter().min_by_key(tenants))
             .expect("there is always the cell main")
+    }
+
+    /// Where a tenant in `current` gets a cell of its own: one holding no
+    /// tenant, the first configured; `None` when every other cell is taken.
+    pub fn empty_cell(&self, current: &str, loads: &[CellLoad]) -> Option<&Arc<Cell>> {
+        self.list
+            .iter()
+            .find(|c| c.name != current && !loads.iter().any(|l| l.cell == c.name && l.tenants > 0))
     }
 }
 

@@ -606,17 +606,48 @@ pub async fn counters(
 
 /// Tenants (not deleted) per cell, from the directory: what placement and
 /// `GET /v1/admin/cells` read. Cells with none are absent.
-pub async fn per_cell(control: &Db, timeout_ms: u32) -> Result<Vec<(String, i64)>, DbError> {
+pub async fn per_cell(control: &Db, timeout_ms: u32) -> Result<Vec<CellLoad>, DbError> {
     let tx = control.begin(&TenantContext::platform(timeout_ms)).await?;
     let rows = tx
         .query_and_commit(
-            "SELECT cell, count(*) FROM tenants WHERE status <> 'deleted' GROUP BY cell",
+            "SELECT cell, count(*), bool_or(dedicated) FROM tenants
+             WHERE status <> 'deleted' GROUP BY cell",
             &[],
         )
         .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .map(|r| {
+            Ok(CellLoad {
+                cell: r.try_get(0)?,
+                tenants: r.try_get(1)?,
+                dedicated: r.try_get(2)?,
+            })
+        })
         .collect()
+}
+
+/// A cell's tenants, from the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellLoad {
+    pub cell: String,
+    /// Not deleted.
+    pub tenants: i64,
+    /// Whether one of them has the cell to itself (it takes no new tenants).
+    pub dedicated: bool,
+}
+
+/// Marks tenant `id` dedicated (it gets a cell of its own, and new tenants
+/// are not placed beside it). Returns false if there is no such tenant.
+pub async fn set_dedicated(control: &Db, id: Uuid, timeout_ms: u32) -> Result<bool, DbError> {
+    let tx = control.begin(&TenantContext::platform(timeout_ms)).await?;
+    let rows = tx
+        .query_and_commit(
+            "UPDATE tenants SET dedicated = true, updated_at = now()
+             WHERE id = $1 AND status <> 'deleted' RETURNING id",
+            &[&id],
+        )
+        .await?;
+    Ok(!rows.is_empty())
 }
 
 /// Points tenant `id`'s directory entry at `cell` (the switch of a move).

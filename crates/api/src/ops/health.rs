@@ -289,9 +289,16 @@ pub async fn check(state: &AppState, limits: &Thresholds) -> Health {
     });
 
     let streaming = health.get::<_, Value>("replicas");
-    checks.extend(match state.db.replicas() {
-        Some(replicas) => Some(read_replicas_check(replicas, &streaming)),
-        None => replication_checks(&streaming),
+    // Every cell's read replicas (`TENANTRY_REPLICAS`), in one check.
+    let configured: Vec<&tenantry_db::replica::Replicas> = state
+        .cells
+        .iter()
+        .filter_map(|cell| cell.db.replicas().map(|r| &**r))
+        .collect();
+    checks.extend(if configured.is_empty() {
+        replication_checks(&streaming)
+    } else {
+        Some(read_replicas_check(&configured, &streaming))
     });
 
     let status = if checks.iter().all(|c| c.status == CheckStatus::Ok) {
@@ -308,9 +315,15 @@ pub async fn check(state: &AppState, limits: &Thresholds) -> Health {
 /// reads it served; warns when one is down, not a standby, or further behind
 /// than the lag limits (reads then go to the primary). The standbys
 /// streaming from the primary (`pg_stat_replication`) come along.
-fn read_replicas_check(replicas: &tenantry_db::replica::Replicas, streaming: &Value) -> Check {
-    let statuses = replicas.statuses();
-    let options = replicas.options();
+fn read_replicas_check(cells: &[&tenantry_db::replica::Replicas], streaming: &Value) -> Check {
+    let statuses: Vec<_> = cells.iter().flat_map(|r| r.statuses()).collect();
+    // One setting for every cell's replicas.
+    let options = cells[0].options();
+    let (primary_reads, fallbacks) = cells.iter().fold((0, 0), |(p, f), r| {
+        let (rp, rf) = r.primary_reads();
+        (p + rp, f + rf)
+    });
+    let replica_reads: u64 = cells.iter().map(|r| r.replica_reads()).sum();
     let bad: Vec<String> = statuses
         .iter()
         .filter(|r| !r.usable)
@@ -326,7 +339,6 @@ fn read_replicas_check(replicas: &tenantry_db::replica::Replicas, streaming: &Va
         .iter()
         .map(|r| r.lag_seconds)
         .fold(0.0_f64, f64::max);
-    let (primary_reads, fallbacks) = replicas.primary_reads();
     Check {
         name: "replication",
         status: warn_if(!bad.is_empty()),
@@ -334,7 +346,7 @@ fn read_replicas_check(replicas: &tenantry_db::replica::Replicas, streaming: &Va
             "replicas": statuses,
             "max_lag_seconds": options.max_lag.as_secs_f64(),
             "max_lag_bytes": options.max_lag_bytes,
-            "reads": {"replicas": replicas.replica_reads(), "primary": primary_reads,
+            "reads": {"replicas": replica_reads, "primary": primary_reads,
                       "fallbacks": fallbacks},
             "streaming": streaming,
         }),

@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list_cells))
         .routes(routes!(move_tenant))
+        .routes(routes!(dedicate_tenant))
 }
 
 /// One cell as the admin API shows it.
@@ -37,6 +38,9 @@ pub struct CellView {
     pub size_bytes: Option<i64>,
     /// Whether its database answered within a second.
     pub healthy: bool,
+    /// Whether a dedicated tenant has it to itself (new tenants are not
+    /// placed in it).
+    pub dedicated: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -75,8 +79,9 @@ pub async fn list_cells(
             name: cell.name.clone(),
             tenants: loads
                 .iter()
-                .find(|(name, _)| *name == cell.name)
-                .map_or(0, |(_, n)| *n),
+                .find(|l| l.cell == cell.name)
+                .map_or(0, |l| l.tenants),
+            dedicated: loads.iter().any(|l| l.cell == cell.name && l.dedicated),
             healthy: size.is_some(),
             size_bytes: size,
         })
@@ -138,4 +143,68 @@ pub async fn move_tenant(
     .await?;
     tracing::info!(tenant = %id, from = %tenant.cell, to = %to.name, job = %job_id, "tenant move queued");
     Ok((StatusCode::ACCEPTED, Json(MoveAccepted { job_id })))
+}
+
+/// The move that gives a tenant its cell (`GET /v1/admin/jobs/{job_id}`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DedicateAccepted {
+    pub job_id: Uuid,
+    /// The cell the tenant moves to, which takes no new tenants from now on.
+    pub cell: String,
+}
+
+/// Gives a high-volume tenant a cell of its own: it is moved online (as
+/// `POST …/move` does) to a cell holding no other tenant, and that cell
+/// takes no new tenants. Its queries, indexes and vacuums are then its
+/// own, as its own partitions would make them (BENCHMARKS.md, "Cells").
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/dedicate", tag = "admin",
+    responses((status = 202, body = DedicateAccepted),
+              (status = 404, body = crate::problem::Problem),
+              (status = 409, body = crate::problem::Problem, description = "No cell is empty (add one with `TENANTRY_CELLS`), or the tenant has its cell already (`conflict`)."),
+              (status = 503, body = crate::problem::Problem)),
+    security(("admin_token" = [])))]
+pub async fn dedicate_tenant(
+    _: PlatformAdmin,
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, Json<DedicateAccepted>), ApiError> {
+    let tenant = tenants::find(&state.db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    let loads = tenants::per_cell(&state.db, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
+    let alone = loads
+        .iter()
+        .any(|l| l.cell == tenant.cell && l.tenants == 1 && l.dedicated);
+    if alone {
+        return Err(ApiError::Conflict(format!(
+            "the tenant has the cell {:?} to itself already",
+            tenant.cell
+        )));
+    }
+    let Some(to) = state.cells.empty_cell(&tenant.cell, &loads).cloned() else {
+        return Err(ApiError::Conflict(
+            "no cell is empty: add one with TENANTRY_CELLS, then dedicate again".into(),
+        ));
+    };
+    // Reserved before the move starts, so no new tenant is placed there.
+    if !tenants::set_dedicated(&state.db, id, PLATFORM_STATEMENT_TIMEOUT_MS).await? {
+        return Err(ApiError::not_found("tenant"));
+    }
+    let job_id = crate::moves::enqueue(
+        &state.db,
+        &crate::moves::MovePayload {
+            tenant: id,
+            from: tenant.cell.clone(),
+            to: to.name.clone(),
+        },
+    )
+    .await?;
+    tracing::info!(tenant = %id, from = %tenant.cell, to = %to.name, job = %job_id, "tenant dedicated");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DedicateAccepted {
+            job_id,
+            cell: to.name.clone(),
+        }),
+    ))
 }

@@ -8,7 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Fetch as _, FreshDatabase, TestApp, User, assert_json, ids_of, invalid_fields, items,
+    Fetch as _, FreshDatabase, TestApp, User, assert_json, assert_problem, ids_of, invalid_fields,
+    items,
 };
 
 /// A user-scoped GET (no tenant named).
@@ -559,4 +560,91 @@ async fn a_tenant_moves_to_another_cell_online_with_every_acknowledged_write() {
         .expect("east")
         .clone();
     assert_eq!(east["tenants"], 1);
+}
+
+/// A big tenant gets a cell of its own: moved online to an empty cell,
+/// which then takes no new tenants; with no empty cell left, 409.
+#[tokio::test]
+async fn a_dedicated_tenant_gets_an_empty_cell_to_itself() {
+    let app = TestApp::spawn_cells(&["east", "west"]).await;
+    let (big, owner) = app.tenant_with("big", json!({"cell": "main"})).await;
+    let id = big["id"].as_str().expect("id").to_owned();
+    app.tenant_with("small", json!({"cell": "main"})).await;
+    app.tenant_with("neighbour", json!({"cell": "east"})).await;
+    let post = app.post(&owner, "a post that moves with its tenant").await;
+
+    // East holds a tenant: the empty cell is west.
+    let started = assert_json(
+        app.admin(Method::POST, &format!("/v1/admin/tenants/{id}/dedicate"))
+            .fetch()
+            .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert_eq!(started["cell"], "west");
+    finished(&app, started["job_id"].as_str().expect("job id")).await;
+    assert_eq!(app.admin_tenant(&id).await["cell"], "west");
+    let res = get(&app, &owner, &format!("/v1/posts/{post}")).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the post is read in its new cell"
+    );
+    assert_eq!(
+        count_in(
+            &app,
+            "west",
+            "SELECT count(*) FROM posts WHERE tenant_id = $1::text::uuid",
+            &id
+        )
+        .await,
+        1
+    );
+
+    // New tenants are placed beside anyone but the dedicated one.
+    for slug in ["n1", "n2", "n3"] {
+        let (t, _) = app.tenant(slug).await;
+        assert_ne!(t["cell"], "west", "{slug} was placed in the dedicated cell");
+    }
+    let cells = assert_json(
+        app.admin(Method::GET, "/v1/admin/cells").fetch().await,
+        StatusCode::OK,
+    )
+    .await;
+    let west = items(&cells)
+        .iter()
+        .find(|c| c["name"] == "west")
+        .cloned()
+        .expect("west");
+    assert_eq!(
+        (west["tenants"].as_i64(), west["dedicated"].as_bool()),
+        (Some(1), Some(true))
+    );
+
+    // Again: it has its cell. Another tenant: no cell is empty.
+    let res = app
+        .admin(Method::POST, &format!("/v1/admin/tenants/{id}/dedicate"))
+        .fetch()
+        .await;
+    assert_problem(res, StatusCode::CONFLICT, "conflict").await;
+    let (other, _) = app.tenant("other").await;
+    let res = app
+        .admin(
+            Method::POST,
+            &format!(
+                "/v1/admin/tenants/{}/dedicate",
+                other["id"].as_str().expect("id")
+            ),
+        )
+        .fetch()
+        .await;
+    assert_problem(res, StatusCode::CONFLICT, "conflict").await;
+    let res = app
+        .admin(
+            Method::POST,
+            &format!("/v1/admin/tenants/{}/dedicate", uuid::Uuid::now_v7()),
+        )
+        .fetch()
+        .await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
 }
