@@ -584,7 +584,10 @@ async fn a_dedicated_tenant_gets_an_empty_cell_to_itself() {
     assert_eq!(started["cell"], "west");
     finished(&app, started["job_id"].as_str().expect("job id")).await;
     assert_eq!(app.admin_tenant(&id).await["cell"], "west");
-    let res = get(&app, &owner, &format!("/v1/posts/{post}")).await;
+    let res = app
+        .as_user(&owner, Method::GET, &format!("/v1/posts/{post}"))
+        .fetch()
+        .await;
     assert_eq!(
         res.status(),
         StatusCode::OK,
@@ -594,7 +597,7 @@ async fn a_dedicated_tenant_gets_an_empty_cell_to_itself() {
         count_in(
             &app,
             "west",
-            "SELECT count(*) FROM posts WHERE tenant_id = $1::text::uuid",
+            "SELECT count(*) FROM posts WHERE tenant_id = $1",
             &id
         )
         .await,
@@ -602,7 +605,7 @@ async fn a_dedicated_tenant_gets_an_empty_cell_to_itself() {
     );
 
     // New tenants are placed beside anyone but the dedicated one.
-    for slug in ["n1", "n2", "n3"] {
+    for slug in ["new-one", "new-two", "new-three"] {
         let (t, _) = app.tenant(slug).await;
         assert_ne!(t["cell"], "west", "{slug} was placed in the dedicated cell");
     }

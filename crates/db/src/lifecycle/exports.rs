@@ -146,7 +146,9 @@ pub async fn list(
 
 /// Active tenants of `tier` whose last scheduled backup (running or ready)
 /// is older than `every_hours`, or that have none: at most `limit`, each
-/// with the id of its latest scheduled backup (of any status).
+/// with the id of its latest scheduled backup (of any status). Only tenants
+/// of the cell `main`: an export reads the control database, so a tenant of
+/// another cell would be exported empty (its exports answer 409 for now).
 pub async fn due(
     db: &Db,
     tier: &str,
@@ -161,7 +163,7 @@ pub async fn due(
                      WHERE e.of_tenant = t.id AND e.kind = 'scheduled'
                      ORDER BY e.created_at DESC, e.id DESC LIMIT 1)
              FROM tenants t
-             WHERE t.tier = $1 AND t.status = 'active'
+             WHERE t.tier = $1 AND t.status = 'active' AND t.cell = 'main'
                AND NOT EXISTS (
                    SELECT 1 FROM tenant_exports e
                    WHERE e.of_tenant = t.id AND e.kind = 'scheduled' AND e.status <> 'failed'
