@@ -123,26 +123,40 @@ pub async fn move_tenant(
 ) -> Result<(StatusCode, Json<MoveAccepted>), ApiError> {
     let to = crate::routes::admin::known_cell(&state, &body.cell)
         .map_err(|e| ApiError::validation("cell", e.message))?;
-    let tenant = tenants::find(&state.db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    let tenant = find(&state, id).await?;
     if tenant.cell == to.name {
         return Err(ApiError::Conflict(format!(
             "the tenant is in the cell {:?} already",
             to.name
         )));
     }
+    let job_id = enqueue_move(&state, &tenant, &to.name).await?;
+    Ok((StatusCode::ACCEPTED, Json(MoveAccepted { job_id })))
+}
+
+async fn find(state: &AppState, id: Uuid) -> Result<tenants::Tenant, ApiError> {
+    tenants::find(&state.db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS)
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))
+}
+
+/// Queues the job that moves `tenant` to the cell `to`.
+async fn enqueue_move(
+    state: &AppState,
+    tenant: &tenants::Tenant,
+    to: &str,
+) -> Result<Uuid, ApiError> {
     let job_id = crate::moves::enqueue(
         &state.db,
         &crate::moves::MovePayload {
-            tenant: id,
+            tenant: tenant.id,
             from: tenant.cell.clone(),
-            to: to.name.clone(),
+            to: to.to_owned(),
         },
     )
     .await?;
-    tracing::info!(tenant = %id, from = %tenant.cell, to = %to.name, job = %job_id, "tenant move queued");
-    Ok((StatusCode::ACCEPTED, Json(MoveAccepted { job_id })))
+    tracing::info!(tenant = %tenant.id, from = %tenant.cell, to, job = %job_id, "tenant move queued");
+    Ok(job_id)
 }
 
 /// The move that gives a tenant its cell (`GET /v1/admin/jobs/{job_id}`).
@@ -168,9 +182,7 @@ pub async fn dedicate_tenant(
     State(state): State<Arc<AppState>>,
     Path(id): Path<Uuid>,
 ) -> Result<(StatusCode, Json<DedicateAccepted>), ApiError> {
-    let tenant = tenants::find(&state.db, Lookup::Id(id), PLATFORM_STATEMENT_TIMEOUT_MS)
-        .await?
-        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    let tenant = find(&state, id).await?;
     let loads = tenants::per_cell(&state.db, PLATFORM_STATEMENT_TIMEOUT_MS).await?;
     let alone = loads
         .iter()
@@ -190,16 +202,7 @@ pub async fn dedicate_tenant(
     if !tenants::set_dedicated(&state.db, id, PLATFORM_STATEMENT_TIMEOUT_MS).await? {
         return Err(ApiError::not_found("tenant"));
     }
-    let job_id = crate::moves::enqueue(
-        &state.db,
-        &crate::moves::MovePayload {
-            tenant: id,
-            from: tenant.cell.clone(),
-            to: to.name.clone(),
-        },
-    )
-    .await?;
-    tracing::info!(tenant = %id, from = %tenant.cell, to = %to.name, job = %job_id, "tenant dedicated");
+    let job_id = enqueue_move(&state, &tenant, &to.name).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(DedicateAccepted {
