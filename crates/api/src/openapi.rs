@@ -202,8 +202,9 @@ fn problem_code(status: u16) -> Option<&'static str> {
 ///   carries `X-Request-Id`.
 ///
 /// `tiers` are the names of the tier table in force, which a request's
-/// `tier` must be one of.
-pub fn contract(openapi: utoipa::openapi::OpenApi, tiers: &[String]) -> Value {
+/// `tier` must be one of; `cells` the cells configured (`main` and
+/// `TENANTRY_CELLS`), which a request's `cell` must be one of.
+pub fn contract(openapi: utoipa::openapi::OpenApi, tiers: &[String], cells: &[String]) -> Value {
     let mut doc = serde_json::to_value(openapi).expect("an OpenAPI document serializes");
     if let Some(paths) = doc["paths"].as_object_mut() {
         for (path, item) in paths.iter_mut() {
@@ -220,7 +221,8 @@ pub fn contract(openapi: utoipa::openapi::OpenApi, tiers: &[String]) -> Value {
             }
         }
     }
-    name_tiers(&mut doc, tiers);
+    name_values(&mut doc, "tier", tiers);
+    name_values(&mut doc, "cell", cells);
     doc
 }
 
@@ -374,7 +376,9 @@ fn declare_path_ids(path: &str, operation: &mut Value) -> Vec<String> {
 
 /// Every `tier` property of a request body's schema names a tier of the
 /// table in force.
-fn name_tiers(doc: &mut Value, tiers: &[String]) {
+/// Gives the property `field` of every request body the names this server
+/// knows as an `enum` (they are configuration, not code).
+fn name_values(doc: &mut Value, field: &str, values: &[String]) {
     let mut bodies: Vec<String> = Vec::new();
     if let Some(paths) = doc["paths"].as_object() {
         for operation in paths
@@ -392,19 +396,19 @@ fn name_tiers(doc: &mut Value, tiers: &[String]) {
         }
     }
     for name in bodies {
-        let pointer = format!("/components/schemas/{name}/properties/tier");
-        let Some(tier) = doc.pointer_mut(&pointer) else {
+        let pointer = format!("/components/schemas/{name}/properties/{field}");
+        let Some(property) = doc.pointer_mut(&pointer) else {
             continue;
         };
-        let mut names: Vec<Value> = tiers.iter().map(|t| json!(t)).collect();
-        // `tier: null` leaves the tier as it is.
-        if tier["type"]
+        let mut names: Vec<Value> = values.iter().map(|t| json!(t)).collect();
+        // `null` leaves the value as it is (or to the server).
+        if property["type"]
             .as_array()
             .is_some_and(|ts| ts.contains(&json!("null")))
         {
             names.push(Value::Null);
         }
-        tier["enum"] = Value::Array(names);
+        property["enum"] = Value::Array(names);
     }
 }
 

@@ -28,7 +28,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::routes::all())
         .split_for_parts();
     let tiers: Vec<String> = state.tiers.load().tiers.keys().cloned().collect();
-    let openapi = crate::openapi::contract(openapi, &tiers);
+    let cells: Vec<String> = state.cells.iter().map(|c| c.name.clone()).collect();
+    let openapi = crate::openapi::contract(openapi, &tiers, &cells);
     api.merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
         .fallback(telemetry::not_found)
         .method_not_allowed_fallback(telemetry::method_not_allowed)
