@@ -69,6 +69,7 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
+use crate::pool::OwnerSession;
 use crate::{Db, DbError};
 
 /// What a move needs from its caller to switch the tenant over.
@@ -880,44 +881,17 @@ impl Drop for Detached {
 /// this tenant's rows and no other's). Dropped before it commits, the
 /// connection is closed, which rolls the transaction back, whatever await
 /// the move stopped at.
-struct Session {
-    conn: Option<Object>,
-}
+struct Session;
 
 impl Session {
-    async fn begin(db: &Db, tenant: Uuid, begin: &str) -> Result<Self, DbError> {
-        let conn = db.owner_connection().await?;
+    async fn begin(db: &Db, tenant: Uuid, begin: &str) -> Result<OwnerSession, DbError> {
         // A uuid formatted by Rust: nothing to inject.
-        conn.batch_execute(&format!(
+        let prelude = format!(
             "{begin}; SELECT set_config('tenantry.tenant_ids', '{{{tenant}}}', true), \
              set_config('tenantry.user_id', '', true), \
              set_config('statement_timeout', '0', true)"
-        ))
-        .await?;
-        Ok(Self { conn: Some(conn) })
-    }
-
-    fn client(&self) -> &Object {
-        self.conn.as_ref().expect("a session holds its connection")
-    }
-
-    async fn commit(mut self) -> Result<(), DbError> {
-        let conn = self.conn.take().expect("a session holds its connection");
-        match conn.batch_execute("COMMIT").await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = Object::take(conn);
-                Err(e.into())
-            }
-        }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let _ = Object::take(conn);
-        }
+        );
+        OwnerSession::begin(db, &prelude).await
     }
 }
 

@@ -945,3 +945,44 @@ impl Drop for Tx {
         }
     }
 }
+
+/// A transaction of its own on one of the owner's connections (outside the
+/// fair share and the request path: exports, imports, tenant moves),
+/// opened by `prelude` (`BEGIN …; SELECT set_config(…)`). Dropped before it
+/// commits, the connection is closed, which rolls the transaction back
+/// whatever await it stopped at; no half-done transaction returns to the
+/// pool.
+pub struct OwnerSession {
+    conn: Option<Object>,
+}
+
+impl OwnerSession {
+    pub async fn begin(db: &Db, prelude: &str) -> Result<Self, DbError> {
+        let conn = db.owner_connection().await?;
+        conn.batch_execute(prelude).await?;
+        Ok(Self { conn: Some(conn) })
+    }
+
+    pub fn client(&self) -> &Object {
+        self.conn.as_ref().expect("a session holds its connection")
+    }
+
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        let conn = self.conn.take().expect("a session holds its connection");
+        match conn.batch_execute("COMMIT").await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = Object::take(conn);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl Drop for OwnerSession {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = Object::take(conn);
+        }
+    }
+}

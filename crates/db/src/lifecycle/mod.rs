@@ -54,12 +54,12 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Object;
 use futures::{SinkExt as _, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
+use crate::pool::OwnerSession;
 use crate::tenants::Tenant;
 use crate::{Db, DbError};
 
@@ -250,56 +250,27 @@ fn file_name(table: &str) -> String {
 const RAW_LINES: &str = "(FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')";
 
 /// A connection in a transaction of the lifecycle's own, as the app role in
-/// one tenant's context. Dropped before it commits, the connection is
-/// closed, which rolls the transaction back, whatever await it stopped at.
-struct Session {
-    conn: Option<Object>,
-}
+/// one tenant's context ([`OwnerSession`]: dropped before it commits, it
+/// rolls back whatever await it stopped at).
+struct Session;
 
 impl Session {
-    async fn begin(db: &Db, tenant: Uuid, snapshot: bool) -> Result<Self, LifecycleError> {
-        let conn = db.owner_connection().await?;
+    async fn begin(db: &Db, tenant: Uuid, snapshot: bool) -> Result<OwnerSession, LifecycleError> {
         let begin = if snapshot {
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
         } else {
             "BEGIN"
         };
         // A uuid formatted by Rust: nothing to inject.
-        conn.batch_execute(&format!(
+        let prelude = format!(
             "{begin}; SELECT set_config('role', '{}', true), \
              set_config('tenantry.tenant_ids', '{{{tenant}}}', true), \
              set_config('tenantry.user_id', '', true), \
              set_config('TimeZone', 'UTC', true), \
              set_config('statement_timeout', '0', true)",
             crate::pool::APP_ROLE
-        ))
-        .await?;
-        Ok(Self { conn: Some(conn) })
-    }
-
-    fn client(&self) -> &Object {
-        self.conn.as_ref().expect("a session holds its connection")
-    }
-
-    async fn commit(mut self) -> Result<(), LifecycleError> {
-        let conn = self.conn.take().expect("a session holds its connection");
-        match conn.batch_execute("COMMIT").await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = Object::take(conn);
-                Err(e.into())
-            }
-        }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            // Closing the connection ends its transaction: nothing of it
-            // is committed, and no half-done session returns to the pool.
-            let _ = Object::take(conn);
-        }
+        );
+        Ok(OwnerSession::begin(db, &prelude).await?)
     }
 }
 
