@@ -17,13 +17,17 @@ struct Server {
     state: Arc<tenantry_api::AppState>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _db: FreshDatabase,
+    /// The server's data directory (exports land there), gone with the test.
+    _data: tempfile::TempDir,
 }
 
 impl Server {
     async fn start() -> Self {
         let db = FreshDatabase::migrated().await;
+        let data = tempfile::tempdir().expect("a data directory");
         let settings = tenantry_api::Settings {
             listen: ([127, 0, 0, 1], 0).into(),
+            data_dir: data.path().to_owned(),
             database_url: Some(db.url.clone()),
             jwt_secret: Some(JWT_SECRET.to_owned()),
             admin_token: Some(ADMIN_TOKEN.to_owned()),
@@ -43,6 +47,7 @@ impl Server {
             state,
             stop: Some(stop),
             _db: db,
+            _data: data,
         }
     }
 
