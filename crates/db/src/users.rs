@@ -5,7 +5,8 @@ use uuid::Uuid;
 use crate::{Db, DbError, TenantContext};
 
 /// Creates the user if new, and refreshes email and name when the token
-/// carries them. One statement, one round trip.
+/// carries them. One statement, one round trip; nothing is written for a
+/// user already as the token says.
 pub async fn provision(
     db: &Db,
     id: Uuid,
@@ -17,8 +18,20 @@ pub async fn provision(
     // The user's first write: with read replicas, their next reads wait for
     // a replica that has it.
     tx.for_caller(&[id]);
+    // A user already here as the token says is only read: the statement
+    // inserts nothing, so the transaction writes nothing and its commit
+    // waits for no WAL flush (every node provisions each user it sees once;
+    // after a restart that is every user again). Only a new user or a
+    // changed email or name is written.
     tx.query_and_commit(
-        "INSERT INTO users (id, email, display_name) VALUES ($1, $2, $3)
+        "WITH unchanged AS (
+             SELECT 1 FROM users
+             WHERE id = $1
+               AND email IS NOT DISTINCT FROM COALESCE($2, email)
+               AND display_name IS NOT DISTINCT FROM COALESCE($3, display_name)
+         )
+         INSERT INTO users (id, email, display_name)
+         SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM unchanged)
          ON CONFLICT (id) DO UPDATE
          SET email = COALESCE(EXCLUDED.email, users.email),
              display_name = COALESCE(EXCLUDED.display_name, users.display_name)

@@ -143,23 +143,40 @@ struct ThreadMemo {
     hasher: foldhash::fast::RandomState,
     /// Insertions since the last sweep.
     inserted: u32,
+    /// When a hit next sweeps (see [`ThreadMemo::sweep_if_due`]).
+    next_sweep: Option<Instant>,
 }
 
 impl ThreadMemo {
     fn insert(&mut self, hash: u64, caller: Arc<Caller>) {
         self.inserted += 1;
         if self.inserted >= SWEEP_EVERY || self.callers.len() >= MAX_ENTRIES {
-            self.inserted = 0;
-            let now = Instant::now();
-            self.callers.retain(|_, c| c.expires > now);
-            if self.callers.len() >= MAX_ENTRIES {
-                self.callers.clear();
-            }
-            if self.callers.capacity() > 4 * self.callers.len().max(256) {
-                self.callers.shrink_to_fit();
-            }
+            self.sweep(Instant::now());
         }
         self.callers.insert(hash, caller);
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.inserted = 0;
+        self.next_sweep = Some(now + MEMO_TTL);
+        self.callers.retain(|_, c| c.expires > now);
+        if self.callers.len() >= MAX_ENTRIES {
+            self.callers.clear();
+        }
+        if self.callers.capacity() > 4 * self.callers.len().max(256) {
+            self.callers.shrink_to_fit();
+        }
+    }
+
+    /// Sweeps once per [`MEMO_TTL`] on hits too: a thread that only hits
+    /// (its callers all known, the rest of the tenants gone idle) would
+    /// otherwise keep the expired entries of a busier moment until its next
+    /// insertions.
+    fn sweep_if_due(&mut self, now: Instant) {
+        match self.next_sweep {
+            Some(at) if now < at => {}
+            _ => self.sweep(now),
+        }
     }
 }
 
@@ -201,11 +218,16 @@ pub fn naming<'a>(
 /// The memoized caller for `naming`, if it is current. Counts the hits it
 /// stands for.
 pub fn lookup(cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
-    let caller = MEMO.with(|m| m.borrow().callers.get(&naming.hash).cloned())?;
+    let now = Instant::now();
+    let caller = MEMO.with(|m| {
+        let mut memo = m.borrow_mut();
+        memo.sweep_if_due(now);
+        memo.callers.get(&naming.hash).cloned()
+    })?;
     if !naming.key.matches(&caller.key) {
         return None;
     }
-    if caller.expires <= Instant::now() || !cache.is_current(caller.tenant.id, caller.stamp) {
+    if caller.expires <= now || !cache.is_current(caller.tenant.id, caller.stamp) {
         // Of no more use: the request remembers a new one.
         MEMO.with(|m| m.borrow_mut().callers.remove(&naming.hash));
         return None;
@@ -380,5 +402,22 @@ mod tests {
         let with_stale = thread_entries();
         assert!(!found(&cache, "stale"));
         assert_eq!(thread_entries(), with_stale - 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_thread_that_only_hits_still_sweeps_what_expired() {
+        let cache = Cache::local();
+        let now = jsonwebtoken::get_current_timestamp();
+        // A busy moment: many callers, whose entries are over by now
+        // (their tokens expire now).
+        for i in 0..100 {
+            remember_one(&cache, &format!("gone-{i}"), now);
+        }
+        // From here on one caller, known: hits, no insertions past the first.
+        remember_one(&cache, "busy", now + 3_600);
+        for _ in 0..10 {
+            assert!(found(&cache, "busy"));
+        }
+        assert_eq!(thread_entries(), 1, "the idle callers' entries were kept");
     }
 }

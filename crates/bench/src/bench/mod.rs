@@ -134,6 +134,12 @@ pub struct BenchArgs {
         default_value = "uniform,zipf"
     )]
     pub tenant_choice: Vec<scenario::tenant::TenantChoice>,
+    /// tenant: after the measured window, keep only the hot tenants busy for
+    /// this long, then read the server's memory again: what the tenants
+    /// that went idle still cost it (past the metadata TTL, 5 minutes, an
+    /// idle tenant's entries are gone). 0: skip.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub idle_wait: Duration,
     /// Open loop at rising rates (from `--rate`, default 1,000/s: doubling,
     /// then bisecting) until the highest rate whose p99 stays under
     /// `--p99-target` with errors under 0.1 % is found; each step runs
@@ -496,13 +502,39 @@ async fn drive_all(
         let mut result = summarize(*scenario, &plan, workload, &driven);
         if let Some((hot, before)) = metrics_before {
             let after = scrape_metrics(endpoint, args.timeout).await?;
+            let hot_tenants = args.hot_tenants.clamp(1, workload.tenants.len());
             result.notes.extend(scenario::tenant::spread_notes(
                 &plan,
                 &result.operations,
                 (&hot, &before, &after),
-                args.hot_tenants.clamp(1, workload.tenants.len()),
+                hot_tenants,
                 workload.tenants.len(),
             ));
+            if !args.idle_wait.is_zero() {
+                // The others go idle while the hot tenants keep the server
+                // (its sweeps, its threads' memos) busy.
+                let busy = scenario::tenant::hot_only(&plan, args.idle_wait);
+                driver::drive(
+                    &busy,
+                    workload,
+                    endpoint,
+                    &DriveOptions {
+                        name: "tenant (idle wait)",
+                        seed: args.seed.wrapping_add(2),
+                        timeout: args.timeout,
+                        progress: !args.no_progress,
+                        per_tenant: false,
+                    },
+                )
+                .await?;
+                let idle = scrape_metrics(endpoint, args.timeout).await?;
+                result.notes.extend(scenario::tenant::idle_note(
+                    (&hot, &idle),
+                    args.idle_wait,
+                    hot_tenants,
+                    workload.tenants.len(),
+                ));
+            }
         }
         if limits == Limits::Lift && scenario.needs_tenants() {
             result

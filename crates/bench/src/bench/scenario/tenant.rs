@@ -272,6 +272,27 @@ pub fn spread_notes(
     notes
 }
 
+/// What the tenants that went idle still cost the server: its resident
+/// memory after `waited` with only the hot tenants busy, over the hot
+/// tenants' alone.
+pub fn idle_note(
+    (hot, idle): (&CacheCounters, &CacheCounters),
+    waited: Duration,
+    hot_tenants: usize,
+    tenants: usize,
+) -> Option<String> {
+    if hot.resident <= 0.0 || idle.resident <= 0.0 {
+        return None;
+    }
+    let per = bytes_per_tenant(hot.resident, idle.resident, hot_tenants, tenants)?;
+    Some(format!(
+        "server resident memory after {:.0} s with only the {hot_tenants} hot tenants busy: \
+         {:.1} MiB, {per:.0} bytes per idle tenant over the hot tenants alone (goal <= 1024)",
+        waited.as_secs_f64(),
+        idle.resident / 1_048_576.0,
+    ))
+}
+
 /// Resident bytes per tenant: the growth from `hot` (the hot tenants alone)
 /// to `all` (every tenant seen), over the tenants added.
 pub fn bytes_per_tenant(hot: f64, all: f64, hot_tenants: usize, tenants: usize) -> Option<f64> {
@@ -518,5 +539,26 @@ process_resident_memory_bytes 123456
         let notes = c.notes(&CacheCounters::default());
         assert!(notes[0].contains("0.3000"), "{notes:?}");
         assert!(notes[1].contains("97.00 %"), "{notes:?}");
+    }
+
+    #[test]
+    fn the_idle_note_is_the_growth_over_the_hot_tenants_per_idle_tenant() {
+        let at = |resident| CacheCounters {
+            resident,
+            ..CacheCounters::default()
+        };
+        // 10 hot tenants at 100 MiB; 100,010 tenants seen; 100 MiB + 100 KB
+        // after the wait: 1 byte per idle tenant.
+        let note = idle_note(
+            (&at(104_857_600.0), &at(104_957_600.0)),
+            Duration::from_secs(330),
+            10,
+            100_010,
+        )
+        .expect("a note");
+        assert!(note.contains("after 330 s"), "{note}");
+        assert!(note.contains(", 1 bytes per idle tenant"), "{note}");
+        // Without the memory figure (a server without the metric): none.
+        assert!(idle_note((&at(0.0), &at(1.0)), Duration::from_secs(1), 10, 20).is_none());
     }
 }
