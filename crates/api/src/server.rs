@@ -150,7 +150,8 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 ticks = ticks.wrapping_add(1);
                 if ticks.is_multiple_of(FORGET_IDLE_EVERY) {
                     let (gens, stats) = state.cache.forget_idle_tenants();
-                    tracing::debug!(gens, stats, "forgot idle tenants' cache state");
+                    let views = state.views.sweep();
+                    tracing::debug!(gens, stats, views, "forgot idle tenants' cache state");
                 }
                 metrics::gauge!("tenantry_tenant_state_entries", "kind" => "cache_generations")
                     .set(state.cache.tenants_tracked() as f64);

@@ -66,7 +66,7 @@ impl TenantViews {
             .inserted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if inserted % SWEEP_EVERY == SWEEP_EVERY - 1 || memos.len() >= MAX_MEMOS {
-            memos.retain(|_, m| m.tenant.strong_count() > 0 && m.platform.strong_count() > 0);
+            Self::sweep_dead(&mut memos);
             if memos.len() >= MAX_MEMOS {
                 memos.clear();
             }
@@ -82,6 +82,24 @@ impl TenantViews {
         json
     }
 
+    /// Drops the memos that can never be current again, and returns how
+    /// many went. The server's upkeep calls it once a minute: memos are
+    /// otherwise swept only as others are made, so when most tenants go
+    /// idle at once theirs would stay.
+    pub fn sweep(&self) -> usize {
+        let mut memos = self.memos.write().unwrap_or_else(|e| e.into_inner());
+        let before = memos.len();
+        Self::sweep_dead(&mut memos);
+        before - memos.len()
+    }
+
+    fn sweep_dead(memos: &mut HashMap<Uuid, Memo, foldhash::fast::RandomState>) {
+        memos.retain(|_, m| m.tenant.strong_count() > 0 && m.platform.strong_count() > 0);
+        if memos.capacity() > 4 * memos.len().max(256) {
+            memos.shrink_to_fit();
+        }
+    }
+
     /// Memos kept (live or not yet swept).
     pub fn len(&self) -> usize {
         self.memos.read().unwrap_or_else(|e| e.into_inner()).len()
@@ -89,5 +107,54 @@ impl TenantViews {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> Arc<Tenant> {
+        Arc::new(Tenant {
+            id: Uuid::now_v7(),
+            slug: "acme".to_owned(),
+            name: "Acme".to_owned(),
+            domain: None,
+            tier: "free".to_owned(),
+            cell: tenantry_db::tenants::MAIN_CELL.to_owned(),
+            status: tenantry_core::TenantStatus::Active,
+            join_policy: tenantry_core::JoinPolicy::Open,
+            owner_user_id: Uuid::now_v7(),
+            settings: serde_json::json!({}),
+            features: serde_json::json!({}),
+            limits: tenantry_core::LimitOverrides::default(),
+            api_version: crate::versions::newest().to_owned(),
+            member_count: 1,
+            post_count: 0,
+            storage_bytes: 0,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        })
+    }
+
+    #[test]
+    fn a_sweep_drops_the_views_of_tenants_no_longer_held() {
+        let views = TenantViews::default();
+        let platform = Arc::new(serde_json::json!({}));
+        let held: Vec<Arc<Tenant>> = (0..3).map(|_| tenant()).collect();
+        for t in &held {
+            views.summary(t, &platform, || "held");
+        }
+        // Tenants the cache let go of (idle): their records are dropped.
+        for _ in 0..50 {
+            let t = tenant();
+            views.summary(&t, &platform, || "idle");
+        }
+        assert_eq!(views.len(), 53);
+        assert_eq!(views.sweep(), 50);
+        assert_eq!(views.len(), 3);
+        // The held ones are still served from their memo.
+        let again = views.summary(&held[0], &platform, || "made again");
+        assert_eq!(&*again, b"\"held\"");
     }
 }
