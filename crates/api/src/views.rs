@@ -113,29 +113,7 @@ impl TenantViews {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tenant() -> Arc<Tenant> {
-        Arc::new(Tenant {
-            id: Uuid::now_v7(),
-            slug: "acme".to_owned(),
-            name: "Acme".to_owned(),
-            domain: None,
-            tier: "free".to_owned(),
-            cell: tenantry_db::tenants::MAIN_CELL.to_owned(),
-            status: tenantry_core::TenantStatus::Active,
-            join_policy: tenantry_core::JoinPolicy::Open,
-            owner_user_id: Uuid::now_v7(),
-            settings: serde_json::json!({}),
-            features: serde_json::json!({}),
-            limits: tenantry_core::LimitOverrides::default(),
-            api_version: crate::versions::newest().to_owned(),
-            member_count: 1,
-            post_count: 0,
-            storage_bytes: 0,
-            created_at: chrono::Utc::now(),
-            updated_at: chrono::Utc::now(),
-        })
-    }
+    use crate::request::memo::tests::tenant;
 
     #[test]
     fn a_sweep_drops_the_views_of_tenants_no_longer_held() {

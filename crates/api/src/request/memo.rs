@@ -305,11 +305,13 @@ impl Caller {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::Utc;
 
-    fn tenant() -> Arc<Tenant> {
+    /// A new tenant record, as the registry would hand it out (also used
+    /// by the tenant views' tests).
+    pub(crate) fn tenant() -> Arc<Tenant> {
         Arc::new(Tenant {
             id: Uuid::now_v7(),
             slug: "acme".to_owned(),
