@@ -337,13 +337,7 @@ pub(crate) mod tests {
     /// Remembers a caller of a new tenant with `token`, whose token expires
     /// at `exp`.
     fn remember_one(cache: &Cache, token: &str, exp: u64) {
-        let parts = axum::http::Request::builder()
-            .header(header::HOST, "api.example")
-            .header(crate::request::X_TENANT, "acme")
-            .body(())
-            .expect("a request")
-            .into_parts()
-            .0;
+        let parts = request_parts();
         let naming = naming(cache, &parts, token.as_bytes(), None);
         let t = tenant();
         let user = Arc::new(AuthUser {
@@ -365,14 +359,19 @@ pub(crate) mod tests {
         );
     }
 
-    fn found(cache: &Cache, token: &str) -> bool {
-        let parts = axum::http::Request::builder()
+    /// A request naming the tenant `acme` on `api.example`.
+    fn request_parts() -> Parts {
+        axum::http::Request::builder()
             .header(header::HOST, "api.example")
             .header(crate::request::X_TENANT, "acme")
             .body(())
             .expect("a request")
             .into_parts()
-            .0;
+            .0
+    }
+
+    fn found(cache: &Cache, token: &str) -> bool {
+        let parts = request_parts();
         lookup(cache, &naming(cache, &parts, token.as_bytes(), None)).is_some()
     }
 
