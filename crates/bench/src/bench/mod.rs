@@ -464,13 +464,7 @@ async fn drive_all(
                 &warm,
                 workload,
                 endpoint,
-                &DriveOptions {
-                    name: "tenant (hot)",
-                    seed: args.seed.wrapping_add(1),
-                    timeout: args.timeout,
-                    progress: !args.no_progress,
-                    per_tenant: false,
-                },
+                &drive_options(args, "tenant (hot)", args.seed.wrapping_add(1), false),
             )
             .await?;
             let hot = scrape_metrics(endpoint, args.timeout).await?;
@@ -491,13 +485,7 @@ async fn drive_all(
             &plan,
             workload,
             endpoint,
-            &DriveOptions {
-                name: scenario.name(),
-                seed: args.seed,
-                timeout: args.timeout,
-                progress: !args.no_progress,
-                per_tenant,
-            },
+            &drive_options(args, scenario.name(), args.seed, per_tenant),
         )
         .await?;
         let mut result = summarize(*scenario, &plan, workload, &driven);
@@ -519,13 +507,7 @@ async fn drive_all(
                     &busy,
                     workload,
                     endpoint,
-                    &DriveOptions {
-                        name: "tenant (idle wait)",
-                        seed: args.seed.wrapping_add(2),
-                        timeout: args.timeout,
-                        progress: !args.no_progress,
-                        per_tenant: false,
-                    },
+                    &drive_options(args, "tenant (idle wait)", args.seed.wrapping_add(2), false),
                 )
                 .await?;
                 let idle = scrape_metrics(endpoint, args.timeout).await?;
@@ -619,13 +601,7 @@ async fn find_rate(
             &plan,
             workload,
             endpoint,
-            &DriveOptions {
-                name: scenario.name(),
-                seed: args.seed,
-                timeout: args.timeout,
-                progress: !args.no_progress,
-                per_tenant: false,
-            },
+            &drive_options(args, scenario.name(), args.seed, false),
         )
         .await?;
         let result = summarize(scenario, &plan, workload, &driven);
@@ -682,6 +658,23 @@ async fn find_rate(
         .notes
         .extend(steps.into_iter().map(|s| format!("find-rate step {s}")));
     Ok(result)
+}
+
+/// How a step of `args`'s run is driven: its name in the progress line, the
+/// seed of its request choices, and whether it records per tenant.
+fn drive_options(
+    args: &BenchArgs,
+    name: &'static str,
+    seed: u64,
+    per_tenant: bool,
+) -> DriveOptions {
+    DriveOptions {
+        name,
+        seed,
+        timeout: args.timeout,
+        progress: !args.no_progress,
+        per_tenant,
+    }
 }
 
 /// The server's cache and statement counters, from `/metrics`.
