@@ -107,29 +107,32 @@ async fn a_tenant_waiting_at_its_limit_is_scaled_up_and_the_change_is_served() {
     }
     // The change was made, not only written: the share holds the tenant to
     // its raised limit (within the free tier's bounds, 1..=4 here since the
-    // override of 1 keeps the tier's maximum).
-    let page = assert_json(
-        app.admin(Method::GET, &format!("{path}?limit=1"))
-            .send()
-            .await
-            .expect("request"),
-        StatusCode::OK,
+    // override of 1 keeps the tier's maximum). The controller may still be
+    // stepping and writes each change after making it, so the newest record
+    // and the share are compared until one read falls between two steps.
+    let tenant_id: uuid::Uuid = id.parse().expect("uuid");
+    eventually(
+        "the share holds the tenant to its newest recorded limit",
+        || async {
+            let page = assert_json(
+                app.admin(Method::GET, &format!("{path}?limit=1"))
+                    .send()
+                    .await
+                    .expect("request"),
+                StatusCode::OK,
+            )
+            .await;
+            let newest = &items(&page)[0];
+            assert!(
+                newest["at"].as_str().is_some_and(|at| at.ends_with('Z')),
+                "{page}"
+            );
+            let to = newest["to"].as_u64().expect("to");
+            (2..=4).contains(&to)
+                && app.state.fairness.db_share.limit_set(tenant_id) == u32::try_from(to).ok()
+        },
     )
     .await;
-    let newest = &items(&page)[0];
-    let to = newest["to"].as_u64().expect("to");
-    assert!((2..=4).contains(&to), "{page}");
-    assert!(
-        newest["at"].as_str().is_some_and(|at| at.ends_with('Z')),
-        "{page}"
-    );
-    let tenant_id: uuid::Uuid = id.parse().expect("uuid");
-    // Idle, it goes back to its base only after 60 steps (3 s here).
-    assert_eq!(
-        app.state.fairness.db_share.limit_set(tenant_id),
-        u32::try_from(to).ok(),
-        "the share holds the tenant to its scaled limit"
-    );
     // Keyset pages: one at a time, every change once, newest first (the
     // controller may still write one while they are read).
     let count_sql = format!("SELECT count(*) FROM tenant_scaling WHERE tenant_id = '{id}'");
