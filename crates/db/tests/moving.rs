@@ -814,6 +814,27 @@ async fn kill_mover_at(
     )
     .expect("kill -9");
     child.wait().await.expect("reaped");
+    // PostgreSQL ends a dead client's backends only when it next touches
+    // their sockets: until then the mover's session lock stands and an
+    // abort or a resume is refused as "being moved by another process".
+    // Wait for the source's advisory locks to go, as an operator would see.
+    let client = source.fresh.connect().await;
+    for _ in 0..100 {
+        let held: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                 WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("read the locks")
+            .get(0);
+        if held == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the killed mover's lock outlived it by 5 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
