@@ -15,7 +15,9 @@ mod admin;
 
 /// mimalloc instead of glibc's malloc: under load on two cores, glibc's
 /// arena locks (buffers allocated on one worker thread and freed on the
-/// other) showed as futex calls in the request path's profile.
+/// other) showed as futex calls in the request path's profile. Without the
+/// `mimalloc` feature, the system's allocator, for heap profilers.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -332,6 +332,11 @@ impl Meters {
                     map.remove(&id);
                 }
             }
+            // A meter is ~850 bytes held in the table itself: a table sized
+            // for a busier moment would keep that for every tenant since.
+            if map.capacity() > 4 * map.len().max(256) {
+                map.shrink_to_fit();
+            }
         }
         out
     }
@@ -368,5 +373,28 @@ mod tests {
             assert!(meters.take(|_| (5, 1)).is_empty());
         }
         assert_eq!(meters.len(), 0, "an idle tenant is forgotten");
+    }
+
+    #[test]
+    fn the_table_shrinks_when_a_crowd_of_tenants_goes_idle() {
+        let meters = Meters::default();
+        let capacity = || meters.map.read().expect("not poisoned").capacity();
+        let busy = (Uuid::now_v7(), "busy", "free");
+        for _ in 0..10_000 {
+            let t = (Uuid::now_v7(), "crowd", "free");
+            meters.request(t, Duration::from_millis(1), Outcome::Ok, || (0, 0));
+        }
+        let crowded = capacity();
+        assert!(crowded >= 10_000);
+        for _ in 0..=IDLE_INTERVALS {
+            meters.request(busy, Duration::from_millis(1), Outcome::Ok, || (0, 0));
+            meters.take(|_| (0, 0));
+        }
+        assert_eq!(meters.len(), 1, "only the busy tenant is kept");
+        assert!(
+            capacity() <= 4 * 256,
+            "{} slots kept for 1 meter (were {crowded})",
+            capacity()
+        );
     }
 }

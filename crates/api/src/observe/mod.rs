@@ -7,7 +7,7 @@
 //!   adds per request.
 //! - [`run`]: every interval (a minute by default,
 //!   `TENANTRY_OBSERVE_INTERVAL_SECS`), drains the meters, writes the
-//!   tenants with traffic in one statement ([`history::flush`]), ranks
+//!   tenants with traffic a few hundred per statement ([`history::flush`]), ranks
 //!   tenants for `/metrics` ([`top`]), evaluates alerts ([`alerts`]) with the
 //!   fair share's blame; now and then makes partitions, rolls minutes up
 //!   into hours and recomputes storage ([`storage`]).

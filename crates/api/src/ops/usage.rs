@@ -5,10 +5,11 @@
 //! Counted where the work happens, in memory: the request path adds to the
 //! tenant's counters (a few relaxed atomic adds; the map is read-locked,
 //! write-locked only for a tenant's first request since the last flush), and
-//! a flush every [`FLUSH_EVERY`] takes the whole map and writes it in **one**
-//! set-based upsert (`unnest` of arrays). So the state held is bounded by the
-//! tenants active in one interval, and the database sees one statement per
-//! interval per server whatever the traffic. Storage (the tenant record's
+//! a flush every [`FLUSH_EVERY`] takes the whole map and writes it in
+//! set-based upserts (`unnest` of arrays), a thousand rows each. So the state
+//! held is bounded by the tenants active in one interval, and the database
+//! sees a statement per thousand active tenants per interval per server
+//! whatever the traffic. Storage (the tenant record's
 //! `storage_bytes`) and jobs run (counted from `job_history`) are levels,
 //! set rather than added, in the same flush.
 //!
@@ -97,7 +98,7 @@ impl UsageMeter {
     }
 
     /// Puts counts back after a failed flush (added to whatever came since).
-    fn restore(&self, taken: CountMap) {
+    fn restore(&self, taken: impl IntoIterator<Item = ((Uuid, NaiveDate), Arc<Counts>)>) {
         let mut map = self.counts.write().unwrap_or_else(|e| e.into_inner());
         for (key, old) in taken {
             let c = map.entry(key).or_default();
@@ -158,11 +159,32 @@ FROM (SELECT tenant_id, (finished_at AT TIME ZONE 'UTC')::date AS day, count(*) 
 ON CONFLICT (tenant_id, day) DO UPDATE SET jobs_run = EXCLUDED.jobs_run
 WHERE d.jobs_run IS DISTINCT FROM EXCLUDED.jobs_run";
 
-/// Writes everything counted so far in one statement (and recounts jobs
-/// run). On failure the counts are kept for the next flush.
+/// (tenant, day) rows per flushing statement: a statement's size is what
+/// its connection keeps as buffers for good (see
+/// `crate::observe::history::FLUSH_ROWS`).
+const FLUSH_ROWS: usize = 1_000;
+
+/// Writes everything counted so far, [`FLUSH_ROWS`] rows per statement, and
+/// recounts jobs run. A chunk that fails is kept for the next flush (and
+/// only it: the others are written); the first failure is returned.
 pub async fn flush(db: &Db, meter: &UsageMeter) -> Result<usize, DbError> {
-    let taken = meter.take();
-    let n = taken.len();
+    let taken: Vec<_> = meter.take().into_iter().collect();
+    let mut failed = None;
+    for chunk in taken.chunks(FLUSH_ROWS) {
+        if let Err(e) = flush_chunk(db, chunk).await {
+            meter.restore(chunk.iter().cloned());
+            failed.get_or_insert(e);
+        }
+    }
+    let jobs = tenantry_jobs::queue::as_worker(db, JOBS_SQL, &[]).await;
+    match failed {
+        Some(e) => Err(e),
+        None => jobs.map(|_| taken.len()),
+    }
+}
+
+async fn flush_chunk(db: &Db, chunk: &[((Uuid, NaiveDate), Arc<Counts>)]) -> Result<(), DbError> {
+    let n = chunk.len();
     let mut cols = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -172,7 +194,7 @@ pub async fn flush(db: &Db, meter: &UsageMeter) -> Result<usize, DbError> {
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for ((tenant, day), c) in &taken {
+    for ((tenant, day), c) in chunk {
         cols.0.push(*tenant);
         cols.1.push(*day);
         cols.2.push(c.requests.load(Relaxed) as i64);
@@ -181,27 +203,15 @@ pub async fn flush(db: &Db, meter: &UsageMeter) -> Result<usize, DbError> {
         cols.5.push(c.analytics_events.load(Relaxed) as i64);
         cols.6.push(c.egress_bytes.load(Relaxed) as i64);
     }
-    let written = async {
-        if n > 0 {
-            tenantry_jobs::queue::as_worker(
-                db,
-                FLUSH_SQL,
-                &[
-                    &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6,
-                ],
-            )
-            .await?;
-        }
-        tenantry_jobs::queue::as_worker(db, JOBS_SQL, &[]).await
-    }
-    .await;
-    match written {
-        Ok(_) => Ok(n),
-        Err(e) => {
-            meter.restore(taken);
-            Err(e)
-        }
-    }
+    tenantry_jobs::queue::as_worker(
+        db,
+        FLUSH_SQL,
+        &[
+            &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Flushes every [`FLUSH_EVERY`] (sooner when the map is full) until

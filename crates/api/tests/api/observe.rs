@@ -474,3 +474,46 @@ async fn observe_an_opened_alert_is_posted_to_the_webhook_signed_through_the_job
     assert_eq!(event["alert"]["tenant_id"], id.as_str());
     assert_eq!(event["alert"]["kind"], "threshold");
 }
+
+#[tokio::test]
+async fn observe_a_flush_of_more_tenants_than_one_statement_carries_writes_and_merges_every_row() {
+    use tenantry_api::observe::{history, meter};
+    let app = TestApp::spawn().await;
+    let db = &app.state.db;
+    history::maintain_partitions(db).await.expect("partitions");
+    let minute = history::minute_of(chrono::Utc::now());
+    let n = 2 * history::FLUSH_ROWS + 1;
+    let rows: Vec<meter::Interval> = (0..n)
+        .map(|i| meter::Interval {
+            tenant_id: Uuid::now_v7(),
+            slug: format!("t{i}"),
+            tier: "free".to_owned(),
+            requests: i as u64 + 1,
+            errors: 0,
+            throttled: 0,
+            shed: 0,
+            latency: meter::Hist::default(),
+            db_time_us: 0,
+            db_wait: meter::Hist::default(),
+            cache_hits: 0,
+            cache_misses: 0,
+        })
+        .collect();
+    history::flush(db, minute, &rows).await.expect("flush");
+    history::flush(db, minute, &rows)
+        .await
+        .expect("flush again");
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.tenant_id).collect();
+    let got = history::as_observer(
+        db,
+        "SELECT count(*), sum(requests)::bigint FROM tenant_perf_minute
+          WHERE minute = $1 AND tenant_id = ANY($2)",
+        &[&minute, &ids],
+    )
+    .await
+    .expect("read back");
+    let (count, sum): (i64, i64) = (got[0].get(0), got[0].get(1));
+    assert_eq!(count, n as i64, "every tenant's row, in every chunk");
+    let once: i64 = (1..=n as i64).sum();
+    assert_eq!(sum, 2 * once, "the second flush merged into the first");
+}

@@ -176,24 +176,29 @@ pub async fn visit_all(
         let (workload, endpoint) = (workload.clone(), endpoint.clone());
         tasks.spawn(async move {
             let mut conn = Connection::new(endpoint, timeout);
-            let mut failed = 0_u64;
+            let (mut failed, mut first) = (0_u64, None);
             for t in (w..workload.tenants.len()).step_by(connections) {
                 let tenant = &workload.tenants[t];
                 let headers = Headers {
                     auth: tenant.users.first().map(|u| u.auth.clone()),
                     tenant: Some(tenant.header.clone()),
                 };
-                match conn.send(Method::GET, "/v1/tenant", &headers, None).await {
-                    Ok(a) if a.status.is_success() => {}
-                    _ => failed += 1,
-                }
+                let why = match conn.send(Method::GET, "/v1/tenant", &headers, None).await {
+                    Ok(a) if a.status.is_success() => continue,
+                    Ok(a) => format!("{} {}", a.status, String::from_utf8_lossy(&a.body)),
+                    Err(e) => format!("{e:?}"),
+                };
+                failed += 1;
+                first.get_or_insert(why);
             }
-            failed
+            (failed, first)
         });
     }
-    let mut failed = 0;
+    let (mut failed, mut first) = (0, None);
     while let Some(joined) = tasks.join_next().await {
-        failed += joined.context("a visiting worker panicked")?;
+        let (f, why) = joined.context("a visiting worker panicked")?;
+        failed += f;
+        first = first.or(why);
     }
     if progress {
         eprintln!(
@@ -203,7 +208,8 @@ pub async fn visit_all(
     }
     anyhow::ensure!(
         failed == 0,
-        "{failed} of {n} first visits of GET /v1/tenant failed"
+        "{failed} of {n} first visits of GET /v1/tenant failed, the first with {}",
+        first.unwrap_or_default()
     );
     Ok(())
 }
