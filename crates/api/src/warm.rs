@@ -82,15 +82,35 @@ pub async fn warm_busiest(state: &AppState, limit: usize) -> Result<usize, tenan
     Ok(prime(state, found).await)
 }
 
-/// Flushes this node's per-tenant request counts to the database.
+/// Tenants' counts per traffic statement: each is its own short
+/// transaction. One statement for every tenant with traffic updated 100,000
+/// tenant rows at once, past the statement timeout, holding every row's
+/// lock (and losing the counts) when it failed.
+const TRAFFIC_ROWS: usize = 1_000;
+
+/// Flushes this node's per-tenant request counts to the database,
+/// [`TRAFFIC_ROWS`] tenants per statement in id order (two nodes flushing
+/// at once lock rows in the same order). Every chunk is tried; returns the
+/// rows updated, or the first failure.
 pub async fn flush_traffic(state: &AppState) -> Result<u64, tenantry_db::DbError> {
-    let traffic = state.cache.stats.take_traffic();
-    let ids: Vec<_> = traffic.iter().map(|(id, _)| *id).collect();
-    let counts: Vec<i64> = traffic
-        .iter()
-        .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
-        .collect();
-    tenants::record_traffic(&state.db, &ids, &counts, PLATFORM_STATEMENT_TIMEOUT_MS).await
+    let mut traffic = state.cache.stats.take_traffic();
+    traffic.sort_unstable_by_key(|(id, _)| *id);
+    let (mut updated, mut failed) = (0, None);
+    for chunk in traffic.chunks(TRAFFIC_ROWS) {
+        let ids: Vec<_> = chunk.iter().map(|(id, _)| *id).collect();
+        let counts: Vec<i64> = chunk
+            .iter()
+            .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+            .collect();
+        match tenants::record_traffic(&state.db, &ids, &counts, PLATFORM_STATEMENT_TIMEOUT_MS).await
+        {
+            Ok(n) => updated += n,
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    failed.map_or(Ok(updated), Err)
 }
 
 /// The traffic flush fails on every tick while the database is away: one

@@ -487,6 +487,45 @@ async fn platform_defaults_are_overlaid_with_each_tenants_own_settings() {
 }
 
 #[tokio::test]
+async fn traffic_of_more_tenants_than_one_statement_carries_is_recorded_for_every_one() {
+    let app = TestApp::spawn().await;
+    let (tenant, _) = app.tenant("traffic-owner").await;
+    let db = app.raw_db().await;
+    let ids: Vec<uuid::Uuid> = db
+        .query(
+            "INSERT INTO tenants (id, slug, name, tier, owner_user_id)
+             SELECT gen_random_uuid(), 'traffic-' || i, 'Traffic ' || i, 'free', owner_user_id
+               FROM generate_series(1, 2500) i, tenants WHERE id = $1::text::uuid
+             RETURNING id",
+            &[&tenant["id"].as_str().expect("id")],
+        )
+        .await
+        .expect("tenants")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for id in &ids {
+        let stats = app.state.cache.stats.tenant(*id);
+        stats
+            .requests
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+    }
+    let flushed = tenantry_api::warm::flush_traffic(&app.state)
+        .await
+        .expect("flush");
+    assert!(flushed >= 2_500, "{flushed} rows updated");
+    let recorded: i64 = db
+        .query_one(
+            "SELECT count(*) FROM tenants WHERE id = ANY($1) AND recent_requests = 2",
+            &[&ids],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(recorded, 2_500, "every chunk's tenants were recorded");
+}
+
+#[tokio::test]
 async fn warming_loads_premium_tiers_first_then_the_busiest() {
     use std::sync::atomic::Ordering::Relaxed;
     let app = TestApp::spawn().await;
