@@ -106,6 +106,7 @@ impl SelfHosted {
             if let Some(pool) = options.db_pool {
                 settings.db_max_connections = pool;
             }
+            settings.config_file = Some(tiers_without_backups(dir.path())?);
             let app = tenantry_api::Application::build(settings)
                 .await
                 .context("Failed to start the server for the bench")?;
@@ -190,6 +191,22 @@ async fn seed_if_empty(
     Ok(Some(summary))
 }
 
+/// Writes the built-in tiers with scheduled backups off, for the bench's own
+/// server. Every seeded tenant is due for its first backup at once: a burst
+/// of exports a long-running server never has, which took about 10 % of the
+/// server's CPU beside a run against 100,000 tenants (BENCHMARKS.md,
+/// "Session 10").
+fn tiers_without_backups(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let mut tiers = tenantry_core::TierTable::default();
+    for limits in tiers.tiers.values_mut() {
+        limits.backup_every_hours = 0;
+    }
+    let path = dir.join("tiers.toml");
+    let text = toml::to_string(&tiers).context("Failed to write the bench's tiers")?;
+    std::fs::write(&path, text).context("Failed to write the bench's tiers file")?;
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +226,19 @@ mod tests {
         assert!(endpoint_from_url("http://10.0.0.1:8080").await.is_err());
         assert!(endpoint_from_url("http://192.168.1.1").await.is_err());
         assert!(endpoint_from_url("http://8.8.8.8:80").await.is_err());
+    }
+
+    #[test]
+    fn the_bench_servers_tiers_are_the_built_in_ones_without_backups() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = tiers_without_backups(dir.path()).expect("written");
+        let text = std::fs::read_to_string(path).expect("read");
+        let read = tenantry_core::TierTable::from_toml(&text).expect("parses");
+        let mut built_in = tenantry_core::TierTable::default();
+        assert!(built_in.tiers.values().any(|l| l.backup_every_hours > 0));
+        for limits in built_in.tiers.values_mut() {
+            limits.backup_every_hours = 0;
+        }
+        assert_eq!(read, built_in);
     }
 }
