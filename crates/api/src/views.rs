@@ -95,9 +95,7 @@ impl TenantViews {
 
     fn sweep_dead(memos: &mut HashMap<Uuid, Memo, foldhash::fast::RandomState>) {
         memos.retain(|_, m| m.tenant.strong_count() > 0 && m.platform.strong_count() > 0);
-        if memos.capacity() > 4 * memos.len().max(256) {
-            memos.shrink_to_fit();
-        }
+        tenantry_cache::shrink_if_sparse(memos, 256);
     }
 
     /// Memos kept (live or not yet swept).

@@ -82,10 +82,10 @@ pub async fn warm_busiest(state: &AppState, limit: usize) -> Result<usize, tenan
     Ok(prime(state, found).await)
 }
 
-/// Tenants' counts per traffic statement: each is its own short
-/// transaction. One statement for every tenant with traffic updated 100,000
-/// tenant rows at once, past the statement timeout, holding every row's
-/// lock (and losing the counts) when it failed.
+/// Tenants' counts per traffic statement, each its own short transaction
+/// (see [`tenantry_db::bulk`]). One statement for every tenant with traffic
+/// updated 100,000 tenant rows at once, past the statement timeout, holding
+/// every row's lock (and losing the counts) when it failed.
 const TRAFFIC_ROWS: usize = 1_000;
 
 /// Flushes this node's per-tenant request counts to the database,
@@ -95,22 +95,16 @@ const TRAFFIC_ROWS: usize = 1_000;
 pub async fn flush_traffic(state: &AppState) -> Result<u64, tenantry_db::DbError> {
     let mut traffic = state.cache.stats.take_traffic();
     traffic.sort_unstable_by_key(|(id, _)| *id);
-    let (mut updated, mut failed) = (0, None);
-    for chunk in traffic.chunks(TRAFFIC_ROWS) {
+    let updated = tenantry_db::bulk::in_chunks(&traffic, TRAFFIC_ROWS, |chunk| async move {
         let ids: Vec<_> = chunk.iter().map(|(id, _)| *id).collect();
         let counts: Vec<i64> = chunk
             .iter()
             .map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
             .collect();
-        match tenants::record_traffic(&state.db, &ids, &counts, PLATFORM_STATEMENT_TIMEOUT_MS).await
-        {
-            Ok(n) => updated += n,
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
-        }
-    }
-    failed.map_or(Ok(updated), Err)
+        tenants::record_traffic(&state.db, &ids, &counts, PLATFORM_STATEMENT_TIMEOUT_MS).await
+    })
+    .await?;
+    Ok(updated.iter().sum())
 }
 
 /// The traffic flush fails on every tick while the database is away: one

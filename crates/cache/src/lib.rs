@@ -42,6 +42,20 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 pub use l2::{Health, L2};
+
+/// Gives a per-tenant table's memory back once most of it is empty: after
+/// idle tenants' entries are removed, a hash table keeps the size of its
+/// busiest moment for good. Shrinks when fewer than a quarter of its slots
+/// are used; a table of up to `4 × floor` slots is left as it is.
+pub fn shrink_if_sparse<K, V, S>(map: &mut std::collections::HashMap<K, V, S>, floor: usize)
+where
+    K: Eq + std::hash::Hash,
+    S: std::hash::BuildHasher,
+{
+    if map.capacity() > 4 * map.len().max(floor) {
+        map.shrink_to_fit();
+    }
+}
 pub use stats::{NsSnapshot, Stats, TenantStats};
 
 /// The generation scope of a whole tenant.
@@ -609,9 +623,7 @@ impl Cache {
             let mut map = self.gens.map.write().unwrap_or_else(|e| e.into_inner());
             let before = map.len();
             map.retain(|t, _| keep(t));
-            if map.capacity() > 4 * map.len().max(1_024) {
-                map.shrink_to_fit();
-            }
+            shrink_if_sparse(&mut map, 1_024);
             before - map.len()
         };
         let stats = self.stats.forget_idle(keep);

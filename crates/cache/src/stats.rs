@@ -100,9 +100,7 @@ impl Stats {
                 || Arc::strong_count(s) > 1
                 || s.requests.load(Relaxed) != s.flushed.load(Relaxed)
         });
-        if map.capacity() > 4 * map.len().max(1_024) {
-            map.shrink_to_fit();
-        }
+        crate::shrink_if_sparse(&mut map, 1_024);
         before - map.len()
     }
 

@@ -16,6 +16,7 @@
 //!   security is the safety net, not the filter.
 
 pub mod audit;
+pub mod bulk;
 pub mod catalog;
 pub mod community;
 pub mod embedded;

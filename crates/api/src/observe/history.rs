@@ -40,10 +40,7 @@ pub fn at_minute(minute: i32) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-/// Tenants' rows per flushing statement. A statement's size is what its
-/// connection keeps as buffers for good (tokio-postgres never shrinks
-/// them): one statement for 20,000 tenants left ~45 MB on two connections
-/// after those tenants had gone idle (heaptrack, BENCHMARKS.md "Session 10").
+/// Tenants' rows per flushing statement (see [`tenantry_db::bulk`]).
 pub const FLUSH_ROWS: usize = 500;
 
 /// Writes the intervals' rows for `minute`, [`FLUSH_ROWS`] tenants per
@@ -51,13 +48,8 @@ pub const FLUSH_ROWS: usize = 500;
 /// there (another node, or an earlier interval of the same minute). Every
 /// chunk is tried; the first failure is returned.
 pub async fn flush(db: &Db, minute: i32, rows: &[Interval]) -> Result<(), DbError> {
-    let mut failed = None;
-    for chunk in rows.chunks(FLUSH_ROWS) {
-        if let Err(e) = flush_chunk(db, minute, chunk).await {
-            failed.get_or_insert(e);
-        }
-    }
-    failed.map_or(Ok(()), Err)
+    tenantry_db::bulk::in_chunks(rows, FLUSH_ROWS, |chunk| flush_chunk(db, minute, chunk)).await?;
+    Ok(())
 }
 
 async fn flush_chunk(db: &Db, minute: i32, rows: &[Interval]) -> Result<(), DbError> {

@@ -332,11 +332,8 @@ impl Meters {
                     map.remove(&id);
                 }
             }
-            // A meter is ~850 bytes held in the table itself: a table sized
-            // for a busier moment would keep that for every tenant since.
-            if map.capacity() > 4 * map.len().max(256) {
-                map.shrink_to_fit();
-            }
+            // A meter is ~500 bytes held in the table itself.
+            tenantry_cache::shrink_if_sparse(&mut map, 256);
         }
         out
     }

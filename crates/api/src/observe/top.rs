@@ -134,9 +134,7 @@ impl TopK {
             }
         }
         self.scores.retain(|_, s| s.score >= 0.01);
-        if self.scores.capacity() > 4 * self.scores.len().max(256) {
-            self.scores.shrink_to_fit();
-        }
+        tenantry_cache::shrink_if_sparse(&mut self.scores, 256);
         let mut ranked: Vec<(&Uuid, &Scored)> = self.scores.iter().collect();
         ranked.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
         let top: HashMap<Uuid, &str> = ranked

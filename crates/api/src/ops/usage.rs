@@ -159,9 +159,7 @@ FROM (SELECT tenant_id, (finished_at AT TIME ZONE 'UTC')::date AS day, count(*) 
 ON CONFLICT (tenant_id, day) DO UPDATE SET jobs_run = EXCLUDED.jobs_run
 WHERE d.jobs_run IS DISTINCT FROM EXCLUDED.jobs_run";
 
-/// (tenant, day) rows per flushing statement: a statement's size is what
-/// its connection keeps as buffers for good (see
-/// `crate::observe::history::FLUSH_ROWS`).
+/// (tenant, day) rows per flushing statement (see [`tenantry_db::bulk`]).
 const FLUSH_ROWS: usize = 1_000;
 
 /// Writes everything counted so far, [`FLUSH_ROWS`] rows per statement, and
@@ -169,18 +167,17 @@ const FLUSH_ROWS: usize = 1_000;
 /// only it: the others are written); the first failure is returned.
 pub async fn flush(db: &Db, meter: &UsageMeter) -> Result<usize, DbError> {
     let taken: Vec<_> = meter.take().into_iter().collect();
-    let mut failed = None;
-    for chunk in taken.chunks(FLUSH_ROWS) {
-        if let Err(e) = flush_chunk(db, chunk).await {
+    let written = tenantry_db::bulk::in_chunks(&taken, FLUSH_ROWS, |chunk| async move {
+        let result = flush_chunk(db, chunk).await;
+        if result.is_err() {
             meter.restore(chunk.iter().cloned());
-            failed.get_or_insert(e);
         }
-    }
+        result
+    })
+    .await;
     let jobs = tenantry_jobs::queue::as_worker(db, JOBS_SQL, &[]).await;
-    match failed {
-        Some(e) => Err(e),
-        None => jobs.map(|_| taken.len()),
-    }
+    written?;
+    jobs.map(|_| taken.len())
 }
 
 async fn flush_chunk(db: &Db, chunk: &[((Uuid, NaiveDate), Arc<Counts>)]) -> Result<(), DbError> {

@@ -163,9 +163,7 @@ impl ThreadMemo {
         if self.callers.len() >= MAX_ENTRIES {
             self.callers.clear();
         }
-        if self.callers.capacity() > 4 * self.callers.len().max(256) {
-            self.callers.shrink_to_fit();
-        }
+        tenantry_cache::shrink_if_sparse(&mut self.callers, 256);
     }
 
     /// Sweeps once per [`MEMO_TTL`] on hits too: a thread that only hits
