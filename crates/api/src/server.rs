@@ -159,6 +159,10 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                     .set(state.cache.stats.tenants_len() as f64);
                 metrics::gauge!("tenantry_tenant_state_entries", "kind" => "tenant_views")
                     .set(state.views.len() as f64);
+                // Also when no tenant's request comes to sweep it.
+                state.memo.sweep_if_due(tokio::time::Instant::now());
+                metrics::gauge!("tenantry_tenant_state_entries", "kind" => "memo_callers")
+                    .set(state.memo.entries() as f64);
                 metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
                 for cell in state.cells.iter() {
                     replica_metrics(&cell.db, &cell.name);

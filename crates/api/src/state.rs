@@ -38,6 +38,9 @@ pub struct AppState {
     /// that epoch stands.
     pub tiers: ArcSwap<TierTable>,
     pub registry: TenantRegistry,
+    /// Repeat callers' authentication and tenant, resolved once
+    /// ([`crate::request::memo`]).
+    pub memo: crate::request::memo::Memo,
     /// `GET /v1/tenant`'s tenant part, serialized once per tenant version.
     pub views: crate::views::TenantViews,
     /// Tenant-namespaced L1 (+ L2 Redis) cache: tenants, memberships, hot
@@ -238,6 +241,7 @@ impl AppState {
             holds: Arc::default(),
             tiers: ArcSwap::from_pointee(tiers),
             registry: TenantRegistry::new(db.clone(), cache.clone()),
+            memo: crate::request::memo::Memo::default(),
             views: crate::views::TenantViews::default(),
             cache,
             tokens: moka::sync::Cache::builder()

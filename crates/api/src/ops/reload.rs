@@ -4,7 +4,7 @@
 //!
 //! The tier table is read through `AppState::tiers` (an `ArcSwap`) wherever
 //! limits are made; the one place that keeps limits made from it is the
-//! request path's per-thread memo ([`crate::request::memo`]), whose entries
+//! request path's memo ([`crate::request::memo`]), whose entries
 //! hold only while the platform's cache epoch has not moved. So a reload
 //! swaps the table and moves that epoch (`Cache::bump_list(PLATFORM, ...)`),
 //! and every memoized caller is made again, with the new limits, on its next

@@ -1,37 +1,41 @@
 //! The request path's front memo: what authenticating a caller and resolving
-//! their tenant produced, kept per worker thread so a repeat request skips
-//! the lookups.
+//! their tenant produced, kept so a repeat request skips the lookups.
 //!
 //! Without it a cached `GET /v1/tenant` made six cache lookups (the token,
 //! the tenant's name, the tenant, the membership, the platform settings,
 //! "already provisioned") and serialized the membership, each with its generation reads, its key
 //! allocation and its shared-counter updates; under load on two cores that
 //! was half of the request's CPU (perf, BENCHMARKS.md "Caching"). A
-//! [`Caller`] holds the results for one (cache, token, tenant naming), and
+//! [`Caller`] holds the results for one (token, tenant naming), and
 //! is used while:
 //!
 //! - nothing it was read from moved: the [`Stamp`] taken while it was made
 //!   still matches ([`Cache::is_current`]: the tenant's own generation and
 //!   the platform's, which every change of a tenant record, a membership, a
-//!   name or the platform settings bumps, here or on another node);
-//! - it is younger than [`MEMO_TTL`] (the bound the cache's TTLs give for a
-//!   change whose announcement was lost) and its token has not expired.
+//!   name or the platform settings bumps, here or on another node, and a
+//!   reconnection of the fan-out resets);
+//! - it is younger than [`MEMO_TTL`] and its token has not expired.
 //!
 //! It is keyed by everything [`crate::request::naming::resolve`] reads (the `Host`,
 //! the `X-Tenant` header, the `?tenant=` parameter) and the whole token,
 //! and a hit compares all of them, so two tokens or two namings never share
-//! an entry. Per thread, so a hit takes no lock and writes no shared cache
-//! line but the statistics; a task that moves threads finds the other
-//! thread's memo cold, which costs one slow path.
+//! an entry.
+//!
+//! One memo per server, in [`SHARDS`] shards each behind its own lock, so a
+//! caller's next request finds its entry whichever worker thread runs it,
+//! and requests of different callers rarely meet on a lock. (It was per
+//! thread, with a 5-second life: at 100,000 tenants a tenant's next request
+//! came tens of seconds later, often on the other thread, and nearly every
+//! request took the slow path; BENCHMARKS.md, "Session 11".)
 //!
 //! A hit counts as an L1 hit of each namespace it stands in for, so the
 //! cache statistics still say how tenant metadata was served.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use axum::http::header;
@@ -43,25 +47,33 @@ use tenantry_core::Limits;
 use tenantry_db::members::Member;
 use tenantry_db::tenants::Tenant;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use crate::request::auth::AuthUser;
 
-/// The longest a memo entry is used, whatever else holds.
-pub const MEMO_TTL: Duration = Duration::from_secs(5);
+/// The longest a memo entry is used, whatever else holds. The stamps catch
+/// every change that was announced (and a reconnection of the fan-out
+/// resets them all), so this only bounds how long a change whose
+/// announcement was lost can go unseen; it stays well under the cache's own
+/// [`crate::request::registry::METADATA_TTL`] (300 s), which bounds the
+/// entries a caller was made from. A minute keeps the caller of a tenant
+/// that makes a request every few tens of seconds (100,000 tenants at a few
+/// thousand requests a second) on the fast path.
+pub const MEMO_TTL: Duration = Duration::from_secs(60);
 
-/// Entries a thread keeps at most. Expired entries are swept out every
-/// [`SWEEP_EVERY`] insertions and whenever the memo is full, so what a
-/// thread holds is the callers of the last [`MEMO_TTL`], not every caller it
-/// ever saw: an idle tenant's entries go within seconds of its last request
-/// (at 100,000 tenants, 20,000 dead entries per thread were ~40 MiB kept for
-/// nothing, and starting over at the cap threw the live ones away with
-/// them). Only more than this many live callers in [`MEMO_TTL`] on one
-/// thread make it start over.
-pub const MAX_ENTRIES: usize = 20_000;
+/// Shards of the memo: each a lock and a table.
+const SHARDS: usize = 64;
 
-/// Insertions between two sweeps of a thread's expired entries.
-const SWEEP_EVERY: u32 = 1_024;
+/// Entries a shard keeps at most (the memo: 64 times as many). Expired
+/// entries are swept out every [`SWEEP_EVERY`] insertions into the shard,
+/// once per [`MEMO_TTL`] on hits, and whenever the shard is full, so what
+/// the memo holds is the callers of the last [`MEMO_TTL`], not every caller
+/// it ever saw: an idle tenant's entry goes within a minute or two of its
+/// last request. Only more live callers than this in one shard in
+/// [`MEMO_TTL`] make the shard start over.
+pub const MAX_ENTRIES_PER_SHARD: usize = 4_096;
+
+/// Insertions into a shard between two sweeps of its expired entries.
+const SWEEP_EVERY: u32 = 256;
 
 /// What one request's naming of its tenant and its token resolved to.
 pub struct Caller {
@@ -93,8 +105,6 @@ struct Counters {
 
 /// The inputs a [`Caller`] stands for, compared in full on every hit.
 struct CallerKey {
-    /// The cache it was read from: tests run several servers in a process.
-    cache: Uuid,
     token: Box<[u8]>,
     host: Option<Box<[u8]>>,
     x_tenant: Option<Box<[u8]>>,
@@ -104,7 +114,6 @@ struct CallerKey {
 /// The same inputs, borrowed from a request.
 #[derive(Hash)]
 struct RequestKey<'a> {
-    cache: Uuid,
     token: &'a [u8],
     host: Option<&'a [u8]>,
     x_tenant: Option<&'a [u8]>,
@@ -113,8 +122,7 @@ struct RequestKey<'a> {
 
 impl RequestKey<'_> {
     fn matches(&self, k: &CallerKey) -> bool {
-        self.cache == k.cache
-            && self.token == &*k.token
+        self.token == &*k.token
             && self.host == k.host.as_deref()
             && self.x_tenant == k.x_tenant.as_deref()
             && self.query_tenant == k.query_tenant.as_deref()
@@ -122,7 +130,6 @@ impl RequestKey<'_> {
 
     fn owned(&self) -> CallerKey {
         CallerKey {
-            cache: self.cache,
             token: self.token.into(),
             host: self.host.map(Into::into),
             x_tenant: self.x_tenant.map(Into::into),
@@ -137,20 +144,40 @@ pub struct Naming<'a> {
     hash: u64,
 }
 
-#[derive(Default)]
-struct ThreadMemo {
-    callers: HashMap<u64, Arc<Caller>, foldhash::fast::RandomState>,
+/// The memoized callers of one server.
+pub struct Memo {
+    shards: Box<[Mutex<Shard>]>,
     hasher: foldhash::fast::RandomState,
-    /// Insertions since the last sweep.
-    inserted: u32,
-    /// When a hit next sweeps (see [`ThreadMemo::sweep_if_due`]).
-    next_sweep: Option<Instant>,
+    /// What `next_sweep` counts from.
+    born: Instant,
+    /// When a hit next sweeps every shard, in milliseconds from `born` (see
+    /// [`Memo::sweep_if_due`]).
+    next_sweep: AtomicU64,
 }
 
-impl ThreadMemo {
+impl Default for Memo {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            born: Instant::now(),
+            next_sweep: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One shard: callers by the hash of their naming.
+#[derive(Default)]
+struct Shard {
+    callers: HashMap<u64, Arc<Caller>, foldhash::fast::RandomState>,
+    /// Insertions since the last sweep.
+    inserted: u32,
+}
+
+impl Shard {
     fn insert(&mut self, hash: u64, caller: Arc<Caller>) {
         self.inserted += 1;
-        if self.inserted >= SWEEP_EVERY || self.callers.len() >= MAX_ENTRIES {
+        if self.inserted >= SWEEP_EVERY || self.callers.len() >= MAX_ENTRIES_PER_SHARD {
             self.sweep(Instant::now());
         }
         self.callers.insert(hash, caller);
@@ -158,120 +185,143 @@ impl ThreadMemo {
 
     fn sweep(&mut self, now: Instant) {
         self.inserted = 0;
-        self.next_sweep = Some(now + MEMO_TTL);
         self.callers.retain(|_, c| c.expires > now);
-        if self.callers.len() >= MAX_ENTRIES {
+        if self.callers.len() >= MAX_ENTRIES_PER_SHARD {
             self.callers.clear();
         }
-        tenantry_cache::shrink_if_sparse(&mut self.callers, 256);
+        tenantry_cache::shrink_if_sparse(&mut self.callers, 64);
+    }
+}
+
+impl Memo {
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        // The high bits: the table inside the shard indexes by the low ones.
+        let i = (hash >> 58) as usize % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sweeps once per [`MEMO_TTL`] on hits too: a thread that only hits
-    /// (its callers all known, the rest of the tenants gone idle) would
-    /// otherwise keep the expired entries of a busier moment until its next
-    /// insertions.
-    fn sweep_if_due(&mut self, now: Instant) {
-        match self.next_sweep {
-            Some(at) if now < at => {}
-            _ => self.sweep(now),
+    /// Sweeps every shard once per [`MEMO_TTL`], on whichever request (or
+    /// the server's upkeep) comes first: shards that only hit, or see
+    /// nothing at all (the callers left all known, the rest of the tenants
+    /// gone idle), would otherwise keep the expired entries of a busier
+    /// moment until their next insertions.
+    pub fn sweep_if_due(&self, now: Instant) {
+        let at = now.duration_since(self.born).as_millis() as u64;
+        let due = self.next_sweep.load(Relaxed);
+        if at < due {
+            return;
+        }
+        let next = at + MEMO_TTL.as_millis() as u64;
+        // One request sweeps; the others go on.
+        if self
+            .next_sweep
+            .compare_exchange(due, next, Relaxed, Relaxed)
+            .is_ok()
+        {
+            for shard in &self.shards {
+                shard.lock().unwrap_or_else(|e| e.into_inner()).sweep(now);
+            }
         }
     }
-}
 
-/// Entries in this thread's memo (live or not yet swept).
-pub fn thread_entries() -> usize {
-    MEMO.with(|m| m.borrow().callers.len())
-}
-
-thread_local! {
-    static MEMO: RefCell<ThreadMemo> = RefCell::default();
-}
-
-/// The naming of `parts` with `token`, for [`lookup`] and [`remember`].
-/// `query_tenant` is the decoded `?tenant=` parameter, if any.
-pub fn naming<'a>(
-    cache: &Cache,
-    parts: &'a Parts,
-    token: &'a [u8],
-    query_tenant: Option<&'a str>,
-) -> Naming<'a> {
-    let host = match parts.headers.get(header::HOST) {
-        Some(h) => Some(h.as_bytes()),
-        None => parts.uri.authority().map(|a| a.as_str().as_bytes()),
-    };
-    let key = RequestKey {
-        cache: cache.node(),
-        token,
-        host,
-        x_tenant: parts
-            .headers
-            .get(crate::request::X_TENANT)
-            .map(|v| v.as_bytes()),
-        query_tenant,
-    };
-    let hash = MEMO.with(|m| m.borrow().hasher.hash_one(&key));
-    Naming { key, hash }
-}
-
-/// The memoized caller for `naming`, if it is current. Counts the hits it
-/// stands for.
-pub fn lookup(cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
-    let now = Instant::now();
-    let caller = MEMO.with(|m| {
-        let mut memo = m.borrow_mut();
-        memo.sweep_if_due(now);
-        memo.callers.get(&naming.hash).cloned()
-    })?;
-    if !naming.key.matches(&caller.key) {
-        return None;
+    /// Entries in the memo (live or not yet swept).
+    pub fn entries(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).callers.len())
+            .sum()
     }
-    if caller.expires <= now || !cache.is_current(caller.tenant.id, caller.stamp) {
-        // Of no more use: the request remembers a new one.
-        MEMO.with(|m| m.borrow_mut().callers.remove(&naming.hash));
-        return None;
-    }
-    let c = &caller.counters;
-    c.token.hits_l1.fetch_add(1, Relaxed);
-    c.names.hits_l1.fetch_add(1, Relaxed);
-    c.tenant.hits_l1.fetch_add(1, Relaxed);
-    c.tenant_stats.hits.fetch_add(1, Relaxed);
-    Some(caller)
-}
 
-/// Remembers what a request resolved to: `user`, whose token expires at
-/// `exp` (seconds since the epoch), and `tenant` with its limits, read under
-/// `stamp` (taken before they were read), named through `names` (the
-/// namespace of the name lookup).
-pub fn remember(
-    cache: &Cache,
-    naming: &Naming<'_>,
-    stamp: Stamp,
-    user: Arc<AuthUser>,
-    exp: u64,
-    (tenant, limits): (Arc<Tenant>, Limits),
-    names: &'static str,
-) -> Arc<Caller> {
-    let left = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
-    let stats = &cache.stats;
-    let caller = Arc::new(Caller {
-        key: naming.key.owned(),
-        user,
-        counters: Counters {
-            token: stats.ns("token"),
-            names: stats.ns(names),
-            tenant: stats.ns("tenant"),
-            member: stats.ns("member"),
-            tenant_stats: stats.tenant(tenant.id),
-        },
-        tenant,
-        limits,
-        stamp,
-        expires: Instant::now() + MEMO_TTL.min(Duration::from_secs(left)),
-        member: OnceLock::new(),
-        tenant_answer: OnceLock::new(),
-    });
-    MEMO.with(|m| m.borrow_mut().insert(naming.hash, caller.clone()));
-    caller
+    /// The naming of `parts` with `token`, for [`Memo::lookup`] and
+    /// [`Memo::remember`]. `query_tenant` is the decoded `?tenant=`
+    /// parameter, if any.
+    pub fn naming<'a>(
+        &self,
+        parts: &'a Parts,
+        token: &'a [u8],
+        query_tenant: Option<&'a str>,
+    ) -> Naming<'a> {
+        let host = match parts.headers.get(header::HOST) {
+            Some(h) => Some(h.as_bytes()),
+            None => parts.uri.authority().map(|a| a.as_str().as_bytes()),
+        };
+        let key = RequestKey {
+            token,
+            host,
+            x_tenant: parts
+                .headers
+                .get(crate::request::X_TENANT)
+                .map(|v| v.as_bytes()),
+            query_tenant,
+        };
+        let hash = self.hasher.hash_one(&key);
+        Naming { key, hash }
+    }
+
+    /// The memoized caller for `naming`, if it is current. Counts the hits
+    /// it stands for.
+    pub fn lookup(&self, cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
+        let now = Instant::now();
+        self.sweep_if_due(now);
+        let caller = self.shard(naming.hash).callers.get(&naming.hash).cloned()?;
+        if !naming.key.matches(&caller.key) {
+            return None;
+        }
+        if caller.expires <= now || !cache.is_current(caller.tenant.id, caller.stamp) {
+            // Of no more use: the request remembers a new one.
+            let mut shard = self.shard(naming.hash);
+            if shard
+                .callers
+                .get(&naming.hash)
+                .is_some_and(|c| Arc::ptr_eq(c, &caller))
+            {
+                shard.callers.remove(&naming.hash);
+            }
+            return None;
+        }
+        let c = &caller.counters;
+        c.token.hits_l1.fetch_add(1, Relaxed);
+        c.names.hits_l1.fetch_add(1, Relaxed);
+        c.tenant.hits_l1.fetch_add(1, Relaxed);
+        c.tenant_stats.hits.fetch_add(1, Relaxed);
+        Some(caller)
+    }
+
+    /// Remembers what a request resolved to: `user`, whose token expires at
+    /// `exp` (seconds since the epoch), and `tenant` with its limits, read
+    /// under `stamp` (taken before they were read), named through `names`
+    /// (the namespace of the name lookup).
+    pub fn remember(
+        &self,
+        cache: &Cache,
+        naming: &Naming<'_>,
+        stamp: Stamp,
+        (user, exp): (Arc<AuthUser>, u64),
+        (tenant, limits): (Arc<Tenant>, Limits),
+        names: &'static str,
+    ) -> Arc<Caller> {
+        let left = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
+        let stats = &cache.stats;
+        let caller = Arc::new(Caller {
+            key: naming.key.owned(),
+            user,
+            counters: Counters {
+                token: stats.ns("token"),
+                names: stats.ns(names),
+                tenant: stats.ns("tenant"),
+                member: stats.ns("member"),
+                tenant_stats: stats.tenant(tenant.id),
+            },
+            tenant,
+            limits,
+            stamp,
+            expires: Instant::now() + MEMO_TTL.min(Duration::from_secs(left)),
+            member: OnceLock::new(),
+            tenant_answer: OnceLock::new(),
+        });
+        self.shard(naming.hash).insert(naming.hash, caller.clone());
+        caller
+    }
 }
 
 impl Caller {
@@ -306,6 +356,7 @@ impl Caller {
 pub(crate) mod tests {
     use super::*;
     use chrono::Utc;
+    use uuid::Uuid;
 
     /// A new tenant record, as the registry would hand it out (also used
     /// by the tenant views' tests).
@@ -334,21 +385,20 @@ pub(crate) mod tests {
 
     /// Remembers a caller of a new tenant with `token`, whose token expires
     /// at `exp`.
-    fn remember_one(cache: &Cache, token: &str, exp: u64) {
+    fn remember_one(memo: &Memo, cache: &Cache, token: &str, exp: u64) {
         let parts = request_parts();
-        let naming = naming(cache, &parts, token.as_bytes(), None);
+        let naming = memo.naming(&parts, token.as_bytes(), None);
         let t = tenant();
         let user = Arc::new(AuthUser {
             id: Uuid::now_v7(),
             email: None,
             name: None,
         });
-        remember(
+        memo.remember(
             cache,
             &naming,
             cache.stamp(t.id),
-            user,
-            exp,
+            (user, exp),
             (
                 t,
                 tenantry_core::TierTable::default().limits("free").clone(),
@@ -368,55 +418,76 @@ pub(crate) mod tests {
             .0
     }
 
-    fn found(cache: &Cache, token: &str) -> bool {
+    fn found(memo: &Memo, cache: &Cache, token: &str) -> bool {
         let parts = request_parts();
-        lookup(cache, &naming(cache, &parts, token.as_bytes(), None)).is_some()
+        memo.lookup(cache, &memo.naming(&parts, token.as_bytes(), None))
+            .is_some()
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn idle_callers_are_swept_out_and_live_ones_kept() {
-        let cache = Cache::local();
+        let (memo, cache) = (Memo::default(), Cache::local());
         let now = jsonwebtoken::get_current_timestamp();
         let live: Vec<String> = (0..10).map(|i| format!("live-{i}")).collect();
         for token in &live {
-            remember_one(&cache, token, now + 3_600);
+            remember_one(&memo, &cache, token, now + 3_600);
         }
         // Callers whose memo entries are already over: tenants seen once
-        // and gone idle.
-        let before = thread_entries();
-        for i in 0..3 * SWEEP_EVERY {
-            remember_one(&cache, &format!("idle-{i}"), now);
+        // and gone idle, enough to make every shard sweep a few times.
+        let before = memo.entries();
+        let idle = 3 * SHARDS * SWEEP_EVERY as usize;
+        for i in 0..idle {
+            remember_one(&memo, &cache, &format!("idle-{i}"), now);
         }
-        let after = thread_entries();
+        let after = memo.entries();
         assert!(
-            after < before + SWEEP_EVERY as usize,
-            "idle callers kept: {after} entries after {} idle ones (from {before})",
-            3 * SWEEP_EVERY
+            after < before + SHARDS * SWEEP_EVERY as usize,
+            "idle callers kept: {after} entries after {idle} idle ones (from {before})",
         );
         for token in &live {
-            assert!(found(&cache, token), "a live caller was thrown away");
+            assert!(found(&memo, &cache, token), "a live caller was thrown away");
         }
         // An entry found expired is dropped on the spot.
-        remember_one(&cache, "stale", now);
-        let with_stale = thread_entries();
-        assert!(!found(&cache, "stale"));
-        assert_eq!(thread_entries(), with_stale - 1);
+        remember_one(&memo, &cache, "stale", now);
+        let with_stale = memo.entries();
+        assert!(!found(&memo, &cache, "stale"));
+        assert_eq!(memo.entries(), with_stale - 1);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_memo_that_only_hits_still_sweeps_what_expired() {
+        let (memo, cache) = (Memo::default(), Cache::local());
+        let now = jsonwebtoken::get_current_timestamp();
+        // A busy moment: many callers, spread over the shards, known for a
+        // while.
+        for i in 0..1_000 {
+            remember_one(&memo, &cache, &format!("gone-{i}"), now + 3_600);
+        }
+        assert!(found(&memo, &cache, "gone-0"));
+        // Their tenants go idle; from here on one caller, known: hits, no
+        // insertions past the first.
+        tokio::time::advance(MEMO_TTL + Duration::from_secs(1)).await;
+        remember_one(&memo, &cache, "busy", now + 3_600);
+        for _ in 0..10 {
+            assert!(found(&memo, &cache, "busy"));
+        }
+        assert_eq!(memo.entries(), 1, "the idle callers' entries were kept");
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_thread_that_only_hits_still_sweeps_what_expired() {
-        let cache = Cache::local();
+    async fn a_caller_is_found_from_any_thread() {
+        let memo = Arc::new(Memo::default());
+        let cache = Arc::new(Cache::local());
         let now = jsonwebtoken::get_current_timestamp();
-        // A busy moment: many callers, whose entries are over by now
-        // (their tokens expire now).
-        for i in 0..100 {
-            remember_one(&cache, &format!("gone-{i}"), now);
-        }
-        // From here on one caller, known: hits, no insertions past the first.
-        remember_one(&cache, "busy", now + 3_600);
-        for _ in 0..10 {
-            assert!(found(&cache, "busy"));
-        }
-        assert_eq!(thread_entries(), 1, "the idle callers' entries were kept");
+        remember_one(&memo, &cache, "roaming", now + 3_600);
+        let (m, c) = (memo.clone(), cache.clone());
+        let elsewhere = std::thread::spawn(move || found(&m, &c, "roaming"))
+            .join()
+            .expect("the other thread ran");
+        assert!(
+            elsewhere,
+            "a caller remembered on one thread was not found on another"
+        );
+        assert!(!found(&memo, &cache, "a stranger"));
     }
 }

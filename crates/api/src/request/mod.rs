@@ -9,7 +9,7 @@
 //!    the verified-token cache) — or the platform admin's token ([`admin`]).
 //! 3. [`naming`]: which tenant the request names (custom domain, subdomain,
 //!    `X-Tenant`, `?tenant=`), looked up in the [`registry`].
-//! 4. [`memo`]: steps 2 and 3 kept per worker thread for a repeat caller.
+//! 4. [`memo`]: steps 2 and 3 kept for a repeat caller.
 //! 5. [`admission`]: the tenant's and the user's rate (429), then the fair
 //!    database share, taken only when the handler's first statement needs
 //!    it (503 `overloaded` past the budget).

@@ -1,7 +1,7 @@
 //! The tenant-scoped request: [`Scope`], the extractor every tenant route
 //! takes. In order: the bearer token (anonymous callers learn nothing about
 //! tenants), the tenant the request names ([`super::naming`]), both from the
-//! per-thread memo ([`super::memo`]) when it is current; the tenant's and the
+//! memo ([`super::memo`]) when it is current; the tenant's and the
 //! user's rate ([`super::admission`]); the tenant's turn in the CPU share;
 //! then a lazy transaction whose first statement waits for the tenant's fair
 //! database share.
@@ -233,8 +233,8 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         // Authenticate first: anonymous callers learn nothing about tenants.
         let token = super::auth::bearer_bytes(&parts.headers)?;
         let query = query_tenant(parts.uri.query());
-        let naming = memo::naming(&state.cache, parts, token, query.as_deref());
-        let found = match memo::lookup(&state.cache, &naming) {
+        let naming = state.memo.naming(parts, token, query.as_deref());
+        let found = match state.memo.lookup(&state.cache, &naming) {
             Some(caller) => Found::Known(caller),
             // The slow path, boxed so that every request's future stays
             // small.
@@ -457,12 +457,11 @@ async fn remember(
     if !current.is_some_and(|c| Arc::ptr_eq(&c, tenant)) {
         return Ok(None);
     }
-    Ok(Some(memo::remember(
+    Ok(Some(state.memo.remember(
         &state.cache,
         naming,
         stamp,
-        user.clone(),
-        exp,
+        (user.clone(), exp),
         (tenant.clone(), limits.clone()),
         names,
     )))
