@@ -151,6 +151,7 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                 if ticks.is_multiple_of(FORGET_IDLE_EVERY) {
                     let (gens, stats) = state.cache.forget_idle_tenants();
                     let views = state.views.sweep();
+                    state.memo.sweep(tokio::time::Instant::now());
                     tracing::debug!(gens, stats, views, "forgot idle tenants' cache state");
                 }
                 metrics::gauge!("tenantry_tenant_state_entries", "kind" => "cache_generations")
@@ -159,8 +160,6 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                     .set(state.cache.stats.tenants_len() as f64);
                 metrics::gauge!("tenantry_tenant_state_entries", "kind" => "tenant_views")
                     .set(state.views.len() as f64);
-                // Also when no tenant's request comes to sweep it.
-                state.memo.sweep_if_due(tokio::time::Instant::now());
                 metrics::gauge!("tenantry_tenant_state_entries", "kind" => "memo_callers")
                     .set(state.memo.entries() as f64);
                 metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);

@@ -33,7 +33,6 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -65,7 +64,8 @@ const SHARDS: usize = 64;
 
 /// Entries a shard keeps at most (the memo: 64 times as many). Expired
 /// entries are swept out every [`SWEEP_EVERY`] insertions into the shard,
-/// once per [`MEMO_TTL`] on hits, and whenever the shard is full, so what
+/// whenever the shard is full, and once a minute by the server's upkeep
+/// ([`Memo::sweep`]), so what
 /// the memo holds is the callers of the last [`MEMO_TTL`], not every caller
 /// it ever saw: an idle tenant's entry goes within a minute or two of its
 /// last request. Only more live callers than this in one shard in
@@ -148,11 +148,6 @@ pub struct Naming<'a> {
 pub struct Memo {
     shards: Box<[Mutex<Shard>]>,
     hasher: foldhash::fast::RandomState,
-    /// What `next_sweep` counts from.
-    born: Instant,
-    /// When a hit next sweeps every shard, in milliseconds from `born` (see
-    /// [`Memo::sweep_if_due`]).
-    next_sweep: AtomicU64,
 }
 
 impl Default for Memo {
@@ -160,16 +155,21 @@ impl Default for Memo {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: foldhash::fast::RandomState::default(),
-            born: Instant::now(),
-            next_sweep: AtomicU64::new(0),
         }
     }
+}
+
+/// A caller in a shard, with its end beside it so that a sweep reads the
+/// table alone.
+struct Entry {
+    expires: Instant,
+    caller: Arc<Caller>,
 }
 
 /// One shard: callers by the hash of their naming.
 #[derive(Default)]
 struct Shard {
-    callers: HashMap<u64, Arc<Caller>, foldhash::fast::RandomState>,
+    callers: HashMap<u64, Entry, foldhash::fast::RandomState>,
     /// Insertions since the last sweep.
     inserted: u32,
 }
@@ -180,12 +180,13 @@ impl Shard {
         if self.inserted >= SWEEP_EVERY || self.callers.len() >= MAX_ENTRIES_PER_SHARD {
             self.sweep(Instant::now());
         }
-        self.callers.insert(hash, caller);
+        let expires = caller.expires;
+        self.callers.insert(hash, Entry { expires, caller });
     }
 
     fn sweep(&mut self, now: Instant) {
         self.inserted = 0;
-        self.callers.retain(|_, c| c.expires > now);
+        self.callers.retain(|_, e| e.expires > now);
         if self.callers.len() >= MAX_ENTRIES_PER_SHARD {
             self.callers.clear();
         }
@@ -200,27 +201,14 @@ impl Memo {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sweeps every shard once per [`MEMO_TTL`], on whichever request (or
-    /// the server's upkeep) comes first: shards that only hit, or see
-    /// nothing at all (the callers left all known, the rest of the tenants
-    /// gone idle), would otherwise keep the expired entries of a busier
-    /// moment until their next insertions.
-    pub fn sweep_if_due(&self, now: Instant) {
-        let at = now.duration_since(self.born).as_millis() as u64;
-        let due = self.next_sweep.load(Relaxed);
-        if at < due {
-            return;
-        }
-        let next = at + MEMO_TTL.as_millis() as u64;
-        // One request sweeps; the others go on.
-        if self
-            .next_sweep
-            .compare_exchange(due, next, Relaxed, Relaxed)
-            .is_ok()
-        {
-            for shard in &self.shards {
-                shard.lock().unwrap_or_else(|e| e.into_inner()).sweep(now);
-            }
+    /// Takes every expired caller out, a shard at a time: the server's
+    /// upkeep does it once a minute. A shard that only hits, or sees
+    /// nothing at all (its callers all known, the rest of the tenants gone
+    /// idle), would otherwise keep the expired entries of a busier moment
+    /// until its next insertions.
+    pub fn sweep(&self, now: Instant) {
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(|e| e.into_inner()).sweep(now);
         }
     }
 
@@ -262,8 +250,11 @@ impl Memo {
     /// it stands for.
     pub fn lookup(&self, cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
         let now = Instant::now();
-        self.sweep_if_due(now);
-        let caller = self.shard(naming.hash).callers.get(&naming.hash).cloned()?;
+        let caller = self
+            .shard(naming.hash)
+            .callers
+            .get(&naming.hash)
+            .map(|e| e.caller.clone())?;
         if !naming.key.matches(&caller.key) {
             return None;
         }
@@ -273,7 +264,7 @@ impl Memo {
             if shard
                 .callers
                 .get(&naming.hash)
-                .is_some_and(|c| Arc::ptr_eq(c, &caller))
+                .is_some_and(|e| Arc::ptr_eq(&e.caller, &caller))
             {
                 shard.callers.remove(&naming.hash);
             }
@@ -455,7 +446,7 @@ pub(crate) mod tests {
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
-    async fn a_memo_that_only_hits_still_sweeps_what_expired() {
+    async fn a_sweep_takes_out_every_expired_caller_and_keeps_the_live_ones() {
         let (memo, cache) = (Memo::default(), Cache::local());
         let now = jsonwebtoken::get_current_timestamp();
         // A busy moment: many callers, spread over the shards, known for a
@@ -465,13 +456,17 @@ pub(crate) mod tests {
         }
         assert!(found(&memo, &cache, "gone-0"));
         // Their tenants go idle; from here on one caller, known: hits, no
-        // insertions past the first.
+        // insertions past the first, so no shard sweeps by itself.
         tokio::time::advance(MEMO_TTL + Duration::from_secs(1)).await;
         remember_one(&memo, &cache, "busy", now + 3_600);
         for _ in 0..10 {
             assert!(found(&memo, &cache, "busy"));
         }
+        assert_eq!(memo.entries(), 1_001);
+        // The upkeep's sweep.
+        memo.sweep(Instant::now());
         assert_eq!(memo.entries(), 1, "the idle callers' entries were kept");
+        assert!(found(&memo, &cache, "busy"));
     }
 
     #[tokio::test(flavor = "current_thread")]
