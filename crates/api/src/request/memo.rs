@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -148,6 +149,8 @@ pub struct Naming<'a> {
 pub struct Memo {
     shards: Box<[Mutex<Shard>]>,
     hasher: foldhash::fast::RandomState,
+    /// Lookups that found no current caller (the slow path follows).
+    misses: AtomicU64,
 }
 
 impl Default for Memo {
@@ -155,6 +158,7 @@ impl Default for Memo {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: foldhash::fast::RandomState::default(),
+            misses: AtomicU64::new(0),
         }
     }
 }
@@ -172,6 +176,8 @@ struct Shard {
     callers: HashMap<u64, Entry, foldhash::fast::RandomState>,
     /// Insertions since the last sweep.
     inserted: u32,
+    /// Lookups of this shard, counted under its lock.
+    lookups: u64,
 }
 
 impl Shard {
@@ -246,15 +252,35 @@ impl Memo {
         Naming { key, hash }
     }
 
+    /// Lookups so far, and how many of them missed (for `/metrics`).
+    pub fn counts(&self) -> (u64, u64) {
+        // Misses first: each was a lookup counted before it.
+        let misses = self.misses.load(Relaxed);
+        let lookups = self
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).lookups)
+            .sum();
+        (lookups, misses)
+    }
+
     /// The memoized caller for `naming`, if it is current. Counts the hits
     /// it stands for.
     pub fn lookup(&self, cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
+        let found = self.find(cache, naming);
+        if found.is_none() {
+            self.misses.fetch_add(1, Relaxed);
+        }
+        found
+    }
+
+    fn find(&self, cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
         let now = Instant::now();
-        let caller = self
-            .shard(naming.hash)
-            .callers
-            .get(&naming.hash)
-            .map(|e| e.caller.clone())?;
+        let caller = {
+            let mut shard = self.shard(naming.hash);
+            shard.lookups += 1;
+            shard.callers.get(&naming.hash).map(|e| e.caller.clone())
+        }?;
         if !naming.key.matches(&caller.key) {
             return None;
         }
@@ -484,5 +510,6 @@ pub(crate) mod tests {
             "a caller remembered on one thread was not found on another"
         );
         assert!(!found(&memo, &cache, "a stranger"));
+        assert_eq!(memo.counts(), (2, 1), "two lookups, one of them a miss");
     }
 }

@@ -101,6 +101,10 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("tenantry_db_pool_idle").set(idle as f64);
     metrics::gauge!("tenantry_db_pool_waiting").set(waiting as f64);
     state.cache.stats.export();
+    let (lookups, misses) = state.memo.counts();
+    metrics::counter!("tenantry_memo_lookups_total", "result" => "hit")
+        .absolute(lookups.saturating_sub(misses));
+    metrics::counter!("tenantry_memo_lookups_total", "result" => "miss").absolute(misses);
     metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
     if let Some(bytes) = resident_bytes() {
         metrics::gauge!("process_resident_memory_bytes").set(bytes as f64);

@@ -71,6 +71,40 @@ async fn a_warmed_get_tenant_sends_no_database_statement() {
 }
 
 #[tokio::test]
+async fn the_memo_counts_its_hits_and_the_requests_that_resolve_again() {
+    const HITS: &str = "tenantry_memo_lookups_total{result=\"hit\"}";
+    const MISSES: &str = "tenantry_memo_lookups_total{result=\"miss\"}";
+    let app = TestApp::spawn().await;
+    let (tenant, owner) = app.tenant("counted").await;
+    // The first request resolves the caller but need not keep it: a caller
+    // is kept only when the record found by name is the very one the cache
+    // holds by id (`remember` in `request/scope.rs`), and a first sight
+    // loads the two apart. Warm until a repeat finds it.
+    app.tenant_view(&owner).await;
+    assert!(
+        metric(&app, MISSES).await >= 1.0,
+        "the first request missed"
+    );
+    eventually("a repeat request finds its caller", || async {
+        let before = metric(&app, HITS).await;
+        app.tenant_view(&owner).await;
+        metric(&app, HITS).await > before
+    })
+    .await;
+    let (hits, misses) = (metric(&app, HITS).await, metric(&app, MISSES).await);
+    for _ in 0..5 {
+        app.tenant_view(&owner).await;
+    }
+    assert_eq!(metric(&app, HITS).await, hits + 5.0);
+    assert_eq!(metric(&app, MISSES).await, misses);
+    // A change of the tenant moves the caller's stamp: resolved again.
+    patch_tenant(&app, &id(&tenant), json!({"name": "Counted again"})).await;
+    let view = app.tenant_view(&owner).await;
+    assert_eq!(view["tenant"]["name"], "Counted again");
+    assert_eq!(metric(&app, MISSES).await, misses + 1.0);
+}
+
+#[tokio::test]
 async fn membership_changes_are_read_back_at_once() {
     let app = TestApp::spawn().await;
     let (_, owner) = app.tenant("club").await;
