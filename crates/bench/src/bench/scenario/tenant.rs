@@ -15,7 +15,8 @@
 //! spread's throughput and p99 against the hot tenants', the resident bytes
 //! per tenant, the cached tenant read's throughput as a fraction of the
 //! HTTP stack's ceiling, the database statements per `GET /v1/tenant` at
-//! steady state, and the tenant-metadata cache hit rate.
+//! steady state, the tenant-metadata cache hit rate, and the share of
+//! requests whose caller came from the server's memo.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -353,6 +354,10 @@ pub struct CacheCounters {
     /// Tenant-metadata lookups (namespaces `tenant` and `names:*`).
     pub hits: f64,
     pub misses: f64,
+    /// Tenant-scoped requests whose caller came from the server's memo, and
+    /// those that resolved it again (`tenantry_memo_lookups_total`).
+    pub memo_hits: f64,
+    pub memo_misses: f64,
     /// The server's resident memory in bytes (`process_resident_memory_bytes`),
     /// 0 if it does not say.
     pub resident: f64,
@@ -379,6 +384,10 @@ impl CacheCounters {
                 c.hits += v;
             } else if series.starts_with("tenantry_cache_misses_total{") && metadata {
                 c.misses += v;
+            } else if series == "tenantry_memo_lookups_total{result=\"hit\"}" {
+                c.memo_hits = v;
+            } else if series == "tenantry_memo_lookups_total{result=\"miss\"}" {
+                c.memo_misses = v;
             } else if series == "process_resident_memory_bytes" {
                 c.resident = v;
             }
@@ -402,6 +411,16 @@ impl CacheCounters {
             notes.push(format!(
                 "tenant-metadata cache hit rate (all spreads): {:.2} % ({hits} hits, {misses} misses; goal >= 99 %)",
                 100.0 * hits / (hits + misses)
+            ));
+        }
+        let (memo_hits, memo_misses) = (
+            self.memo_hits - before.memo_hits,
+            self.memo_misses - before.memo_misses,
+        );
+        if memo_hits + memo_misses > 0.0 {
+            notes.push(format!(
+                "requests whose caller came from the memo (all spreads): {:.2} % ({memo_hits} found, {memo_misses} resolved again)",
+                100.0 * memo_hits / (memo_hits + memo_misses)
             ));
         }
         notes
@@ -529,6 +548,8 @@ tenantry_db_statements_total{route=\"/v1/tenant\"} 3
 tenantry_cache_hits_total{cache=\"tenant\",level=\"l1\"} 97
 tenantry_cache_hits_total{cache=\"member\",level=\"l1\"} 50
 tenantry_cache_misses_total{cache=\"names:slug\"} 3
+tenantry_memo_lookups_total{result=\"hit\"} 90
+tenantry_memo_lookups_total{result=\"miss\"} 10
 process_resident_memory_bytes 123456
 ";
         let c = CacheCounters::parse(text);
@@ -539,12 +560,15 @@ process_resident_memory_bytes 123456
                 statements: 3.0,
                 hits: 97.0,
                 misses: 3.0,
+                memo_hits: 90.0,
+                memo_misses: 10.0,
                 resident: 123_456.0,
             }
         );
         let notes = c.notes(&CacheCounters::default());
         assert!(notes[0].contains("0.3000"), "{notes:?}");
         assert!(notes[1].contains("97.00 %"), "{notes:?}");
+        assert!(notes[2].contains("90.00 %"), "{notes:?}");
     }
 
     #[test]
