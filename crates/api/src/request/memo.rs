@@ -21,7 +21,7 @@
 //! and a hit compares all of them, so two tokens or two namings never share
 //! an entry.
 //!
-//! One memo per server, in [`SHARDS`] shards each behind its own lock, so a
+//! One memo per server, in 64 shards each behind its own lock, so a
 //! caller's next request finds its entry whichever worker thread runs it,
 //! and requests of different callers rarely meet on a lock. (It was per
 //! thread, with a 5-second life: at 100,000 tenants a tenant's next request
@@ -86,7 +86,6 @@ pub struct Caller {
     /// platform epoch, `crate::ops::reload`).
     pub limits: Limits,
     stamp: Stamp,
-    expires: Instant,
     /// The caller's membership, once a request looked it up.
     member: OnceLock<Option<Arc<Member>>>,
     /// `GET /v1/tenant`'s body, made once per caller (see
@@ -163,7 +162,8 @@ impl Default for Memo {
     }
 }
 
-/// A caller in a shard, with its end beside it so that a sweep reads the
+/// A caller in a shard, with its end: the sooner of [`MEMO_TTL`] after it
+/// was made and its token's expiry. Beside it, so that a sweep reads the
 /// table alone.
 struct Entry {
     expires: Instant,
@@ -181,13 +181,12 @@ struct Shard {
 }
 
 impl Shard {
-    fn insert(&mut self, hash: u64, caller: Arc<Caller>) {
+    fn insert(&mut self, hash: u64, entry: Entry) {
         self.inserted += 1;
         if self.inserted >= SWEEP_EVERY || self.callers.len() >= MAX_ENTRIES_PER_SHARD {
             self.sweep(Instant::now());
         }
-        let expires = caller.expires;
-        self.callers.insert(hash, Entry { expires, caller });
+        self.callers.insert(hash, entry);
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -276,15 +275,18 @@ impl Memo {
 
     fn find(&self, cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
         let now = Instant::now();
-        let caller = {
+        let (expires, caller) = {
             let mut shard = self.shard(naming.hash);
             shard.lookups += 1;
-            shard.callers.get(&naming.hash).map(|e| e.caller.clone())
+            shard
+                .callers
+                .get(&naming.hash)
+                .map(|e| (e.expires, e.caller.clone()))
         }?;
         if !naming.key.matches(&caller.key) {
             return None;
         }
-        if caller.expires <= now || !cache.is_current(caller.tenant.id, caller.stamp) {
+        if expires <= now || !cache.is_current(caller.tenant.id, caller.stamp) {
             // Of no more use: the request remembers a new one.
             let mut shard = self.shard(naming.hash);
             if shard
@@ -332,11 +334,14 @@ impl Memo {
             tenant,
             limits,
             stamp,
-            expires: Instant::now() + MEMO_TTL.min(Duration::from_secs(left)),
             member: OnceLock::new(),
             tenant_answer: OnceLock::new(),
         });
-        self.shard(naming.hash).insert(naming.hash, caller.clone());
+        let entry = Entry {
+            expires: Instant::now() + MEMO_TTL.min(Duration::from_secs(left)),
+            caller: caller.clone(),
+        };
+        self.shard(naming.hash).insert(naming.hash, entry);
         caller
     }
 }
