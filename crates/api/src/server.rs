@@ -152,6 +152,7 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                     let (gens, stats) = state.cache.forget_idle_tenants();
                     let views = state.views.sweep();
                     state.memo.sweep(tokio::time::Instant::now());
+                    state.provisioned.sweep(tokio::time::Instant::now());
                     tracing::debug!(gens, stats, views, "forgot idle tenants' cache state");
                 }
                 metrics::gauge!("tenantry_tenant_state_entries", "kind" => "cache_generations")
@@ -162,6 +163,12 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                     .set(state.views.len() as f64);
                 metrics::gauge!("tenantry_tenant_state_entries", "kind" => "memo_callers")
                     .set(state.memo.entries() as f64);
+                metrics::gauge!("tenantry_tenant_state_entries", "kind" => "cache_entries")
+                    .set(state.cache.entry_count() as f64);
+                metrics::gauge!("tenantry_tenant_state_entries", "kind" => "verified_tokens")
+                    .set(state.tokens_len() as f64);
+                metrics::gauge!("tenantry_tenant_state_entries", "kind" => "provisioned_users")
+                    .set(state.provisioned.len() as f64);
                 metrics::gauge!("tenantry_db_statements_sent").set(tenantry_db::statements_total() as f64);
                 for cell in state.cells.iter() {
                     replica_metrics(&cell.db, &cell.name);

@@ -55,7 +55,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Users already provisioned with the email and name their token carries
     /// (keyed by a hash of all three), so a request costs no write for it.
-    provisioned: moka::sync::Cache<u64, (), foldhash::fast::RandomState>,
+    pub provisioned: crate::request::provisioned::Provisioned,
     /// Wakes the purge worker after a tenant is deleted.
     pub purge_wakeup: Notify,
     pub fairness: Fairness,
@@ -253,10 +253,7 @@ impl AppState {
             admin_token,
             base_domain: base_domain.map(|d| d.to_ascii_lowercase()),
             metrics,
-            provisioned: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(3_600))
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            provisioned: crate::request::provisioned::Provisioned::default(),
             purge_wakeup: Notify::new(),
             batch: crate::batch::Batch::new(&db, tenantry_jobs::ingest::IngestConfig::default()),
             fairness: Fairness::new(
@@ -459,6 +456,11 @@ impl AppState {
         Ok(())
     }
 
+    /// Verified tokens kept.
+    pub fn tokens_len(&self) -> u64 {
+        self.tokens.entry_count()
+    }
+
     async fn provision_on(&self, db: &Db, cell: &str, user: &AuthUser) -> Result<(), ApiError> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (user.id, &user.email, &user.name).hash(&mut hasher);
@@ -466,7 +468,7 @@ impl AppState {
             cell.hash(&mut hasher);
         }
         let key = hasher.finish();
-        if self.provisioned.contains_key(&key) {
+        if self.provisioned.contains(key, tokio::time::Instant::now()) {
             return Ok(());
         }
         // Boxed: the cold path must not enlarge every request's future.
@@ -478,7 +480,7 @@ impl AppState {
             PLATFORM_STATEMENT_TIMEOUT_MS,
         ))
         .await?;
-        self.provisioned.insert(key, ());
+        self.provisioned.insert(key, tokio::time::Instant::now());
         Ok(())
     }
 

@@ -29,6 +29,7 @@ pub mod auth;
 pub mod hold;
 pub mod memo;
 pub mod naming;
+pub mod provisioned;
 pub mod registry;
 pub mod scope;
 pub mod shed;
