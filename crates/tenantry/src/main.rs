@@ -13,13 +13,17 @@ use uuid::Uuid;
 
 mod admin;
 
-/// mimalloc instead of glibc's malloc: under load on two cores, glibc's
+/// jemalloc instead of glibc's malloc: under load on two cores, glibc's
 /// arena locks (buffers allocated on one worker thread and freed on the
-/// other) showed as futex calls in the request path's profile. Without the
-/// `mimalloc` feature, the system's allocator, for heap profilers.
-#[cfg(feature = "mimalloc")]
+/// other) showed as futex calls in the request path's profile. jemalloc
+/// rather than mimalloc (used before): its background threads give freed
+/// pages back, and at 100,000 tenants an idle tenant left 783 resident bytes
+/// behind against mimalloc's 2,028, at the same throughput (BENCHMARKS.md,
+/// "Session 12"). Without the `jemalloc` feature, the system's allocator,
+/// for heap profilers.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(name = "tenantry", version, about = "A multi-tenant platform server")]
