@@ -163,8 +163,6 @@ async fn metrics_upkeep(state: Arc<AppState>, mut stop: tokio::sync::watch::Rece
                     .set(state.views.len() as f64);
                 metrics::gauge!("tenantry_tenant_state_entries", "kind" => "memo_callers")
                     .set(state.memo.entries() as f64);
-                metrics::gauge!("tenantry_tenant_state_entries", "kind" => "cache_entries")
-                    .set(state.cache.entry_count() as f64);
                 metrics::gauge!("tenantry_tenant_state_entries", "kind" => "verified_tokens")
                     .set(state.tokens_len() as f64);
                 metrics::gauge!("tenantry_tenant_state_entries", "kind" => "provisioned_users")
