@@ -136,8 +136,10 @@ pub struct BenchArgs {
     pub tenant_choice: Vec<scenario::tenant::TenantChoice>,
     /// tenant: after the measured window, keep only the hot tenants busy for
     /// this long, then read the server's memory again: what the tenants
-    /// that went idle still cost it (past the metadata TTL, 5 minutes, an
-    /// idle tenant's entries are gone). 0: skip.
+    /// that went idle still cost it. Use 420s or more: an idle tenant's
+    /// entries go with the metadata TTL (5 minutes) and the upkeep's
+    /// sweep a minute later, and a reading during that fall means little
+    /// (BENCHMARKS.md, "Session 12"). 0: skip.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub idle_wait: Duration,
     /// Open loop at rising rates (from `--rate`, default 1,000/s: doubling,
