@@ -3,21 +3,25 @@
 //! egress bytes.
 //!
 //! Counted where the work happens, in memory: the request path adds to the
-//! tenant's counters (a few relaxed atomic adds; the map is read-locked,
-//! write-locked only for a tenant's first request since the last flush), and
-//! a flush every [`FLUSH_EVERY`] takes the whole map and writes it in
-//! set-based upserts (`unnest` of arrays), a thousand rows each. So the state
-//! held is bounded by the tenants active in one interval, and the database
-//! sees a statement per thousand active tenants per interval per server
-//! whatever the traffic. Storage (the tenant record's
-//! `storage_bytes`) and jobs run (counted from `job_history`) are levels,
-//! set rather than added, in the same flush.
+//! tenant's counters under the map's read lock (a few relaxed atomic adds,
+//! no allocation), and a flush every [`FLUSH_EVERY`] swaps every counter to
+//! zero and writes what it took in set-based upserts (`unnest` of arrays),
+//! a thousand rows each. A tenant's entry stays while it is busy, so only a
+//! tenant new to the meter takes the write lock and allocates; one idle for
+//! [`IDLE_FLUSHES`] flushes is dropped. (The flush used to take the whole
+//! map: with 100,000 tenants each busy every few tens of seconds, nearly
+//! every request was its tenant's first since the last flush and took the
+//! write lock.) So the state held is bounded by the tenants active in the
+//! last minute, and the database sees a statement per thousand active
+//! tenants per interval per server whatever the traffic. Storage (the
+//! tenant record's `storage_bytes`) and jobs run (counted from
+//! `job_history`) are levels, set rather than added, in the same flush.
 //!
 //! Kept apart from the per-minute performance history ("See every tenant",
 //! issue 17) so the two can share one aggregation later.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,9 +33,13 @@ use uuid::Uuid;
 
 /// How often the counters are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
-/// Past this many (tenant, day) entries, the next request's recording wakes
-/// the flush early, bounding the memory held.
-pub const MAX_ENTRIES: usize = 50_000;
+/// Past this many (tenant, day) entries (about 80 bytes each), the next
+/// request's recording wakes the flush early, and that flush empties the
+/// map, bounding the memory held.
+pub const MAX_ENTRIES: usize = 262_144;
+/// Flushes in a row that found an entry with nothing counted before it is
+/// dropped: a minute.
+pub const IDLE_FLUSHES: u32 = 6;
 
 /// One tenant's counts for one day, since the last flush.
 #[derive(Debug, Default)]
@@ -41,11 +49,63 @@ pub struct Counts {
     pub rows_written: AtomicU64,
     pub analytics_events: AtomicU64,
     pub egress_bytes: AtomicU64,
+    /// Flushes in a row that found nothing counted.
+    idle: AtomicU32,
 }
 
-/// Counters by (tenant, UTC day); foldhash, as the request path's other
-/// maps: SipHash's DoS resistance buys nothing for server-made keys.
-type CountMap = HashMap<(Uuid, NaiveDate), Arc<Counts>, foldhash::fast::RandomState>;
+/// What a flush took from one tenant's [`Counts`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    pub requests: u64,
+    pub db_time_us: u64,
+    pub rows_written: u64,
+    pub analytics_events: u64,
+    pub egress_bytes: u64,
+}
+
+impl Counts {
+    /// Swaps every counter to zero: what was counted since the last take.
+    fn take(&self) -> Taken {
+        Taken {
+            requests: self.requests.swap(0, Relaxed),
+            db_time_us: self.db_time_us.swap(0, Relaxed),
+            rows_written: self.rows_written.swap(0, Relaxed),
+            analytics_events: self.analytics_events.swap(0, Relaxed),
+            egress_bytes: self.egress_bytes.swap(0, Relaxed),
+        }
+    }
+
+    /// Nothing counted since the last take (exact under the write lock).
+    fn is_empty(&self) -> bool {
+        [
+            &self.requests,
+            &self.db_time_us,
+            &self.rows_written,
+            &self.analytics_events,
+            &self.egress_bytes,
+        ]
+        .iter()
+        .all(|c| c.load(Relaxed) == 0)
+    }
+
+    fn add(&self, t: &Taken) {
+        self.requests.fetch_add(t.requests, Relaxed);
+        self.db_time_us.fetch_add(t.db_time_us, Relaxed);
+        self.rows_written.fetch_add(t.rows_written, Relaxed);
+        self.analytics_events.fetch_add(t.analytics_events, Relaxed);
+        self.egress_bytes.fetch_add(t.egress_bytes, Relaxed);
+    }
+}
+
+impl Taken {
+    fn is_empty(&self) -> bool {
+        *self == Taken::default()
+    }
+}
+
+/// Counters by (tenant, UTC day), inline; foldhash, as the request path's
+/// other maps: SipHash's DoS resistance buys nothing for server-made keys.
+type CountMap = HashMap<(Uuid, NaiveDate), Counts, foldhash::fast::RandomState>;
 
 /// The in-memory meter of one server.
 #[derive(Default)]
@@ -56,8 +116,11 @@ pub struct UsageMeter {
 }
 
 impl UsageMeter {
-    /// The counters of `tenant` for today (UTC).
-    pub fn of(&self, tenant: Uuid) -> Arc<Counts> {
+    /// Counts into `tenant`'s counters for today (UTC) under the read lock;
+    /// makes them under the write lock the first time. Counting only ever
+    /// happens under a lock, so a flush that holds the write lock sees
+    /// every count made before it.
+    fn count(&self, tenant: Uuid, add: impl Fn(&Counts)) {
         let key = (tenant, Utc::now().date_naive());
         if let Some(c) = self
             .counts
@@ -65,52 +128,88 @@ impl UsageMeter {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
         {
-            return c.clone();
+            add(c);
+            return;
         }
         let mut map = self.counts.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_ENTRIES {
             self.full.notify_one();
         }
-        map.entry(key).or_default().clone()
+        add(map.entry(key).or_default());
     }
 
     /// Counts one request of `tenant`.
     pub fn request(&self, tenant: Uuid, db: &tenantry_db::DbUse, egress_bytes: u64) {
-        let c = self.of(tenant);
-        c.requests.fetch_add(1, Relaxed);
-        c.db_time_us.fetch_add(db.held_us.load(Relaxed), Relaxed);
-        c.rows_written
-            .fetch_add(db.rows_written.load(Relaxed), Relaxed);
-        c.egress_bytes.fetch_add(egress_bytes, Relaxed);
+        let (held_us, rows) = (db.held_us.load(Relaxed), db.rows_written.load(Relaxed));
+        self.count(tenant, |c| {
+            c.requests.fetch_add(1, Relaxed);
+            c.db_time_us.fetch_add(held_us, Relaxed);
+            c.rows_written.fetch_add(rows, Relaxed);
+            c.egress_bytes.fetch_add(egress_bytes, Relaxed);
+        });
     }
 
     /// Counts analytics events accepted for `tenant` (rows the group
     /// commit writes, outside the request's own transaction).
     pub fn analytics(&self, tenant: Uuid, events: u64) {
-        let c = self.of(tenant);
-        c.analytics_events.fetch_add(events, Relaxed);
-        c.rows_written.fetch_add(events, Relaxed);
+        self.count(tenant, |c| {
+            c.analytics_events.fetch_add(events, Relaxed);
+            c.rows_written.fetch_add(events, Relaxed);
+        });
     }
 
-    /// Takes everything counted so far.
-    fn take(&self) -> CountMap {
-        std::mem::take(&mut *self.counts.write().unwrap_or_else(|e| e.into_inner()))
+    /// (tenant, day) entries held.
+    pub fn len(&self) -> usize {
+        self.counts.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes everything counted since the last take: each entry's counters
+    /// swapped to zero under the read lock, while requests go on counting.
+    /// An entry found empty [`IDLE_FLUSHES`] times in a row is dropped under
+    /// the write lock, if still empty then; a full map is emptied.
+    fn take(&self) -> Vec<((Uuid, NaiveDate), Taken)> {
+        if self.len() >= MAX_ENTRIES {
+            let map = std::mem::take(&mut *self.counts.write().unwrap_or_else(|e| e.into_inner()));
+            return map
+                .into_iter()
+                .map(|(key, c)| (key, c.take()))
+                .filter(|(_, t)| !t.is_empty())
+                .collect();
+        }
+        let (mut taken, mut idle) = (Vec::new(), Vec::new());
+        for (key, c) in self.counts.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            let t = c.take();
+            if !t.is_empty() {
+                c.idle.store(0, Relaxed);
+                taken.push((*key, t));
+            } else if c.idle.fetch_add(1, Relaxed) + 1 >= IDLE_FLUSHES {
+                idle.push(*key);
+            }
+        }
+        if !idle.is_empty() {
+            let mut map = self.counts.write().unwrap_or_else(|e| e.into_inner());
+            for key in idle {
+                // Counted into since the read pass: kept for the next flush.
+                if map.get(&key).is_some_and(Counts::is_empty) {
+                    map.remove(&key);
+                }
+            }
+            tenantry_cache::shrink_if_sparse(&mut map, 1_024);
+        }
+        taken
     }
 
     /// Puts counts back after a failed flush (added to whatever came since).
-    fn restore(&self, taken: impl IntoIterator<Item = ((Uuid, NaiveDate), Arc<Counts>)>) {
+    fn restore(&self, taken: &[((Uuid, NaiveDate), Taken)]) {
         let mut map = self.counts.write().unwrap_or_else(|e| e.into_inner());
-        for (key, old) in taken {
-            let c = map.entry(key).or_default();
-            for (to, from) in [
-                (&c.requests, &old.requests),
-                (&c.db_time_us, &old.db_time_us),
-                (&c.rows_written, &old.rows_written),
-                (&c.analytics_events, &old.analytics_events),
-                (&c.egress_bytes, &old.egress_bytes),
-            ] {
-                to.fetch_add(from.load(Relaxed), Relaxed);
-            }
+        for (key, t) in taken {
+            let c = map.entry(*key).or_default();
+            c.add(t);
+            c.idle.store(0, Relaxed);
         }
     }
 }
@@ -166,11 +265,11 @@ const FLUSH_ROWS: usize = 1_000;
 /// recounts jobs run. A chunk that fails is kept for the next flush (and
 /// only it: the others are written); the first failure is returned.
 pub async fn flush(db: &Db, meter: &UsageMeter) -> Result<usize, DbError> {
-    let taken: Vec<_> = meter.take().into_iter().collect();
+    let taken = meter.take();
     let written = tenantry_db::bulk::in_chunks(&taken, FLUSH_ROWS, |chunk| async move {
         let result = flush_chunk(db, chunk).await;
         if result.is_err() {
-            meter.restore(chunk.iter().cloned());
+            meter.restore(chunk);
         }
         result
     })
@@ -180,7 +279,7 @@ pub async fn flush(db: &Db, meter: &UsageMeter) -> Result<usize, DbError> {
     jobs.map(|_| taken.len())
 }
 
-async fn flush_chunk(db: &Db, chunk: &[((Uuid, NaiveDate), Arc<Counts>)]) -> Result<(), DbError> {
+async fn flush_chunk(db: &Db, chunk: &[((Uuid, NaiveDate), Taken)]) -> Result<(), DbError> {
     let n = chunk.len();
     let mut cols = (
         Vec::with_capacity(n),
@@ -191,14 +290,15 @@ async fn flush_chunk(db: &Db, chunk: &[((Uuid, NaiveDate), Arc<Counts>)]) -> Res
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for ((tenant, day), c) in chunk {
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    for ((tenant, day), t) in chunk {
         cols.0.push(*tenant);
         cols.1.push(*day);
-        cols.2.push(c.requests.load(Relaxed) as i64);
-        cols.3.push(c.db_time_us.load(Relaxed) as i64);
-        cols.4.push(c.rows_written.load(Relaxed) as i64);
-        cols.5.push(c.analytics_events.load(Relaxed) as i64);
-        cols.6.push(c.egress_bytes.load(Relaxed) as i64);
+        cols.2.push(signed(t.requests));
+        cols.3.push(signed(t.db_time_us));
+        cols.4.push(signed(t.rows_written));
+        cols.5.push(signed(t.analytics_events));
+        cols.6.push(signed(t.egress_bytes));
     }
     tenantry_jobs::queue::as_worker(
         db,
@@ -327,6 +427,81 @@ pub fn csv(rows: &[UsageRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn counted(meter: &UsageMeter) -> Vec<(Uuid, u64)> {
+        let mut out: Vec<_> = meter
+            .take()
+            .into_iter()
+            .map(|((t, _), taken)| (t, taken.requests))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_busy_tenant_keeps_its_entry_and_an_idle_one_is_dropped() {
+        let meter = UsageMeter::default();
+        let (busy, idle) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let used = tenantry_db::DbUse::default();
+        meter.request(busy, &used, 10);
+        meter.request(idle, &used, 10);
+        meter.request(busy, &used, 10);
+        assert_eq!(counted(&meter), vec![(busy, 2), (idle, 1)]);
+        for flush in 1..=IDLE_FLUSHES {
+            meter.request(busy, &used, 10);
+            assert_eq!(counted(&meter), vec![(busy, 1)], "flush {flush}");
+            let expected = if flush < IDLE_FLUSHES { 2 } else { 1 };
+            assert_eq!(
+                meter.len(),
+                expected,
+                "flush {flush}: the idle entry stays until the last"
+            );
+        }
+        // Coming back after being dropped counts from zero again.
+        meter.request(idle, &used, 0);
+        assert_eq!(counted(&meter), vec![(idle, 1)]);
+        assert_eq!(meter.len(), 2);
+    }
+
+    #[test]
+    fn counts_restored_after_a_failed_flush_are_added_to_what_came_since() {
+        let meter = UsageMeter::default();
+        let t = Uuid::from_u128(7);
+        let used = tenantry_db::DbUse::default();
+        meter.request(t, &used, 100);
+        meter.analytics(t, 3);
+        let taken = meter.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            (
+                taken[0].1.requests,
+                taken[0].1.egress_bytes,
+                taken[0].1.analytics_events,
+                taken[0].1.rows_written
+            ),
+            (1, 100, 3, 3)
+        );
+        meter.request(t, &used, 1);
+        meter.restore(&taken);
+        let again = meter.take();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].1.requests, again[0].1.egress_bytes), (2, 101));
+        assert!(meter.take().is_empty(), "nothing is taken twice");
+    }
+
+    #[test]
+    fn a_full_meter_is_emptied_by_its_flush() {
+        let meter = UsageMeter::default();
+        let used = tenantry_db::DbUse::default();
+        for t in 0..MAX_ENTRIES as u128 {
+            meter.request(Uuid::from_u128(t), &used, 0);
+        }
+        assert_eq!(meter.len(), MAX_ENTRIES);
+        let taken = meter.take();
+        assert_eq!(taken.len(), MAX_ENTRIES, "every count is taken");
+        assert!(taken.iter().all(|(_, t)| t.requests == 1));
+        assert!(meter.is_empty(), "and the map is let go");
+    }
 
     #[test]
     fn a_row_id_is_the_same_for_the_same_tenant_and_day_only() {
