@@ -56,6 +56,29 @@ where
         map.shrink_to_fit();
     }
 }
+/// Drops the entries of `keys` (found idle by a pass under the read lock)
+/// that `quiet` still finds idle under the write lock, so a count made
+/// since the pass keeps its entry; then [`shrink_if_sparse`].
+pub fn remove_quiet<K, V, S>(
+    map: &std::sync::RwLock<std::collections::HashMap<K, V, S>>,
+    keys: Vec<K>,
+    quiet: impl Fn(&V) -> bool,
+    floor: usize,
+) where
+    K: Eq + std::hash::Hash,
+    S: std::hash::BuildHasher,
+{
+    if keys.is_empty() {
+        return;
+    }
+    let mut map = map.write().unwrap_or_else(|e| e.into_inner());
+    for key in keys {
+        if map.get(&key).is_some_and(&quiet) {
+            map.remove(&key);
+        }
+    }
+    shrink_if_sparse(&mut map, floor);
+}
 pub use stats::{NsSnapshot, Stats, TenantStats};
 
 /// The generation scope of a whole tenant.

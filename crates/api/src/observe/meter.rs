@@ -324,17 +324,8 @@ impl Meters {
                 });
             }
         }
-        if !idle.is_empty() {
-            let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-            // Counted into since the read lock was let go: kept.
-            for id in idle {
-                if map.get(&id).is_some_and(TenantMeter::quiet) {
-                    map.remove(&id);
-                }
-            }
-            // A meter is ~500 bytes held in the table itself.
-            tenantry_cache::shrink_if_sparse(&mut map, 256);
-        }
+        // A meter is ~500 bytes held in the table itself.
+        tenantry_cache::remove_quiet(&self.map, idle, TenantMeter::quiet, 256);
         out
     }
 }

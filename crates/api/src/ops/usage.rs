@@ -43,24 +43,24 @@ pub const IDLE_FLUSHES: u32 = 6;
 
 /// One tenant's counts for one day, since the last flush.
 #[derive(Debug, Default)]
-pub struct Counts {
-    pub requests: AtomicU64,
-    pub db_time_us: AtomicU64,
-    pub rows_written: AtomicU64,
-    pub analytics_events: AtomicU64,
-    pub egress_bytes: AtomicU64,
+struct Counts {
+    requests: AtomicU64,
+    db_time_us: AtomicU64,
+    rows_written: AtomicU64,
+    analytics_events: AtomicU64,
+    egress_bytes: AtomicU64,
     /// Flushes in a row that found nothing counted.
     idle: AtomicU32,
 }
 
 /// What a flush took from one tenant's [`Counts`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Taken {
-    pub requests: u64,
-    pub db_time_us: u64,
-    pub rows_written: u64,
-    pub analytics_events: u64,
-    pub egress_bytes: u64,
+struct Taken {
+    requests: u64,
+    db_time_us: u64,
+    rows_written: u64,
+    analytics_events: u64,
+    egress_bytes: u64,
 }
 
 impl Counts {
@@ -190,16 +190,7 @@ impl UsageMeter {
                 idle.push(*key);
             }
         }
-        if !idle.is_empty() {
-            let mut map = self.counts.write().unwrap_or_else(|e| e.into_inner());
-            for key in idle {
-                // Counted into since the read pass: kept for the next flush.
-                if map.get(&key).is_some_and(Counts::is_empty) {
-                    map.remove(&key);
-                }
-            }
-            tenantry_cache::shrink_if_sparse(&mut map, 1_024);
-        }
+        tenantry_cache::remove_quiet(&self.counts, idle, Counts::is_empty, 1_024);
         taken
     }
 
