@@ -25,19 +25,52 @@ async fn lock_tenant_row(app: &TestApp, tenant_id: &str) -> tokio_postgres::Clie
     client
 }
 
+/// The answers to four requests of one tenant limited to 1/s with a burst
+/// of 3, and whether all four were answered within the second that makes
+/// their outcome exact (a token comes back each second).
+async fn burst_of_four(app: &TestApp, slug: &str) -> (String, Vec<reqwest::Response>, bool) {
+    let (tenant, owner) = app.tenant(slug).await;
+    // One request before the limit: the caller's lookups are made and
+    // cached, so the timed ones below are the fast path.
+    let res = app
+        .as_user(&owner, Method::GET, "/v1/posts")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    limit(app, &id(&tenant), json!({"rate_per_sec": 1, "burst": 3})).await;
+    let started = std::time::Instant::now();
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(
+            app.as_user(&owner, Method::GET, "/v1/posts")
+                .send()
+                .await
+                .expect("request"),
+        );
+    }
+    let in_time = started.elapsed() < Duration::from_millis(900);
+    (id(&tenant), answers, in_time)
+}
+
 #[tokio::test]
 async fn a_tenant_past_its_rate_gets_429_with_retry_after_and_others_do_not() {
     let app = TestApp::spawn().await;
-    let (noisy, noisy_owner) = app.tenant("noisy").await;
     let (_, quiet_owner) = app.tenant("quiet").await;
-    limit(&app, &id(&noisy), json!({"rate_per_sec": 1, "burst": 3})).await;
-
+    // A loaded machine can take longer than the second the outcome needs;
+    // such an attempt proves nothing either way, so a new tenant tries again.
+    let mut attempt = 0;
+    let (noisy, answers) = loop {
+        let (noisy, answers, in_time) = burst_of_four(&app, &format!("noisy-{attempt}")).await;
+        if in_time {
+            break (noisy, answers);
+        }
+        attempt += 1;
+        assert!(attempt < 5, "four requests never fit in a second");
+    };
+    let mut answers = answers.into_iter();
     for i in 0..3 {
-        let res = app
-            .as_user(&noisy_owner, Method::GET, "/v1/posts")
-            .send()
-            .await
-            .expect("request");
+        let res = answers.next().expect("an answer");
         assert_eq!(res.status(), StatusCode::OK, "request {i} of the burst");
         let header = res.headers()["ratelimit"]
             .to_str()
@@ -49,11 +82,7 @@ async fn a_tenant_past_its_rate_gets_429_with_retry_after_and_others_do_not() {
         );
         assert_eq!(res.headers()["ratelimit-policy"], "3;w=3");
     }
-    let res = app
-        .as_user(&noisy_owner, Method::GET, "/v1/posts")
-        .send()
-        .await
-        .expect("request");
+    let res = answers.next().expect("the fourth answer");
     let retry_after: u64 = res.headers()["retry-after"]
         .to_str()
         .expect("ascii")
@@ -75,13 +104,10 @@ async fn a_tenant_past_its_rate_gets_429_with_retry_after_and_others_do_not() {
     );
 
     let usage = assert_json(
-        app.admin(
-            Method::GET,
-            &format!("/v1/admin/tenants/{}/usage", id(&noisy)),
-        )
-        .send()
-        .await
-        .expect("request"),
+        app.admin(Method::GET, &format!("/v1/admin/tenants/{noisy}/usage"))
+            .send()
+            .await
+            .expect("request"),
         StatusCode::OK,
     )
     .await;
