@@ -207,25 +207,31 @@ fn is_write(sql: &str) -> bool {
 
 /// The `WITH` half of [`is_write`], read in place (no copy of the text):
 /// `INSERT INTO`, `DELETE FROM`, or `UPDATE t SET` (not `FOR UPDATE`, a
-/// lock), in any case.
+/// lock), in any case. Each keyword starts with `I`, `D` or `U`: those are
+/// found first (`memchr`, many bytes at a time), and only there is a
+/// keyword compared. A list's statement is a long `WITH`, read on every
+/// request (callgrind: a sliding comparison of every position with each
+/// keyword was 4 % of an uncached `GET /v1/posts`).
 fn writes_in_with(sql: &str) -> bool {
-    /// Where each match of `needle` ends, ignoring ASCII case.
-    fn ends<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
-        hay.windows(needle.len())
-            .enumerate()
-            .filter(move |(_, w)| w.eq_ignore_ascii_case(needle))
-            .map(move |(i, _)| i + needle.len())
-    }
     let bytes = sql.as_bytes();
-    ends(bytes, b"INSERT INTO").next().is_some()
-        || ends(bytes, b"DELETE FROM").next().is_some()
-        || ends(bytes, b"UPDATE ").any(|end| {
-            // The match is ASCII, so `end` is a character boundary.
-            sql[end..]
-                .split_whitespace()
-                .nth(1)
-                .is_some_and(|w| w.eq_ignore_ascii_case("SET"))
-        })
+    let at = |start: usize, word: &[u8]| {
+        bytes
+            .get(start..start + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    };
+    let writes_at = |start: usize| {
+        at(start, b"INSERT INTO")
+            || at(start, b"DELETE FROM")
+            || (at(start, b"UPDATE ")
+                // The match is ASCII, so its end is a character boundary.
+                && sql[start + b"UPDATE ".len()..]
+                    .split_whitespace()
+                    .nth(1)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("SET")))
+    };
+    memchr::memchr3_iter(b'I', b'D', b'U', bytes)
+        .chain(memchr::memchr3_iter(b'i', b'd', b'u', bytes))
+        .any(writes_at)
 }
 
 #[cfg(test)]
@@ -253,6 +259,14 @@ mod write_tests {
             "WITH s AS (SELECT 1 FROM t FOR UPDATE SKIP LOCKED) SELECT é"
         ));
         assert!(!writes_in_with("WITH s AS (SELECT 1) SELECT 'UPDATE'"));
+        assert!(writes_in_with(
+            "WITH i AS (Insert Into t VALUES (1)) SELECT 1"
+        ));
+        assert!(writes_in_with("WITH u AS (SELECT 1) uPdAtE t SET a = 1"));
+        assert!(!writes_in_with(
+            "WITH s AS (SELECT id, user_id FROM deleted) SELECT 1"
+        ));
+        assert!(!writes_in_with("WITH s AS (SELECT 1) SELECT 'INSERT INT'"));
     }
 }
 
