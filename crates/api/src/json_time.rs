@@ -22,7 +22,10 @@ pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Err
 
 /// Writes `t` into `buf`; `None` where chrono's form differs from the
 /// common one.
-fn write(t: &DateTime<Utc>, buf: &mut [u8; 30]) -> Option<usize> {
+pub(crate) fn write(t: &DateTime<Utc>, buf: &mut [u8; 30]) -> Option<usize> {
+    // The fields of the naive UTC time: a `DateTime`'s own accessors add
+    // its (zero) offset again for each field they read.
+    let t = t.naive_utc();
     let year = u32::try_from(t.year()).ok().filter(|y| *y <= 9999)?;
     let nanos = t.nanosecond();
     if nanos >= 1_000_000_000 {

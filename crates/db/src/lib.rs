@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod bulk;
 pub mod catalog;
+mod columns;
 pub mod community;
 pub mod embedded;
 mod error;

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::{DbError, Keyset, Tx};
+use crate::{DbError, Keyset, Tx, columns};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Post {
@@ -34,16 +34,19 @@ const PENDING_POST_COLUMNS: &str = "id, author_id, content,
     created_at, updated_at, origin_tenant_id, origin_id, shared_by";
 
 impl Post {
+    /// Reads a row of [`POST_COLUMNS`] (or [`PENDING_POST_COLUMNS`]), in
+    /// their order from its `id` on, whatever comes before.
     pub(crate) fn from_row(row: &Row) -> Result<Self, DbError> {
+        let at = columns::position(row, "id");
         Ok(Self {
-            id: row.try_get("id")?,
-            author_id: row.try_get("author_id")?,
-            content: row.try_get("content")?,
-            like_count: row.try_get("like_count")?,
-            comment_count: row.try_get("comment_count")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            origin: crate::origin::Origin::from_row(row)?,
+            id: columns::get(row, at, "id")?,
+            author_id: columns::get(row, at + 1, "author_id")?,
+            content: columns::get(row, at + 2, "content")?,
+            like_count: columns::get(row, at + 3, "like_count")?,
+            comment_count: columns::get(row, at + 4, "comment_count")?,
+            created_at: columns::time(row, at + 5, "created_at")?,
+            updated_at: columns::time(row, at + 6, "updated_at")?,
+            origin: crate::origin::Origin::from_row(row, at + 7)?,
         })
     }
 
@@ -176,9 +179,10 @@ pub async fn list_for_member_and_commit(
     };
     let role =
         tenantry_core::Role::parse(first.try_get("role")?).map_err(|e| DbError::Other(e.into()))?;
+    let at = columns::position(first, "id");
     let posts = rows
         .iter()
-        .filter(|r| !matches!(r.try_get::<_, Option<Uuid>>("id"), Ok(None)))
+        .filter(|r| !matches!(columns::get::<Option<Uuid>>(r, at, "id"), Ok(None)))
         .map(Post::from_row)
         .collect::<Result<_, _>>()?;
     Ok((Some(role), posts))
