@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod cells;
 pub mod config;
+pub mod json_body;
 pub mod json_time;
 pub mod lifecycle;
 pub mod maintenance;

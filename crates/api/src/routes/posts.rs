@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::text;
+use crate::json_body::JsonBody;
 use crate::pagination::{Page, PageParams, TimeKey};
 use crate::problem::{ApiError, Json, Path, Query};
 use crate::request::Scope;
@@ -116,7 +117,7 @@ pub async fn create_post(
 pub async fn list_posts(
     mut scope: Scope,
     Query(page): Query<PageParams>,
-) -> Result<Json<Page<PostView>>, ApiError> {
+) -> Result<JsonBody<Page<PostView>>, ApiError> {
     let limit = page.limit()?;
     let (tenant, user) = (scope.tenant.id, scope.viewer());
     let after: Option<TimeKey> = page.after(tenant, "posts")?;
@@ -158,7 +159,7 @@ pub async fn list_posts(
         }
         rows
     };
-    Ok(Json(Page::from_rows(
+    Ok(JsonBody(Page::from_rows(
         rows,
         limit,
         tenant,
