@@ -33,6 +33,10 @@ use super::workload::{TenantTarget, Workload};
 pub enum Scenario {
     /// Tenant info, member lists, post lists, single posts and comments.
     Read,
+    /// The first page of posts (`GET /v1/posts?limit=20`) alone, as a
+    /// random member: the database path's row of BENCHMARKS.md
+    /// (`scripts/bench/dbpath`).
+    List,
     /// New posts, likes, unlikes and comments.
     Write,
     /// 80% read, 20% write.
@@ -63,6 +67,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Read => "read",
+            Scenario::List => "list",
             Scenario::Write => "write",
             Scenario::Mixed => "mixed",
             Scenario::NoisyNeighbor => "noisy-neighbor",
@@ -83,6 +88,7 @@ impl Scenario {
     pub fn plan(self, ctx: &PlanContext<'_>) -> anyhow::Result<ScenarioPlan> {
         match self {
             Scenario::Read => read::plan(ctx),
+            Scenario::List => ctx.single_stream("list", read::pick_list),
             Scenario::Write => write::plan(ctx),
             Scenario::Mixed => mixed::plan(ctx),
             Scenario::NoisyNeighbor => noisy_neighbor::plan(ctx),

@@ -53,6 +53,11 @@ pub fn pick(rng: &mut ChaCha8Rng, tenant: Option<&TenantTarget>) -> Call {
     }
 }
 
+/// The newest page of posts as a random member (the `list` scenario).
+pub fn pick_list(rng: &mut ChaCha8Rng, tenant: Option<&TenantTarget>) -> Call {
+    list_posts(tenant.map_or(0, |t| any_user(rng, t)))
+}
+
 /// The newest page of posts: the request every member sends first.
 pub fn list_posts(user: usize) -> Call {
     Call {
