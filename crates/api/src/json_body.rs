@@ -1,4 +1,5 @@
-//! The page of posts, the list every member reads, written as JSON directly:
+//! The page of posts, the list every member reads, and the post, written as
+//! JSON directly:
 //! byte for byte what `serde_json` writes for the same value (the tests
 //! compare the two on arbitrary pages), without its walk of every byte of
 //! every key and string through an escape table. That walk was a fifth of
@@ -173,6 +174,14 @@ mod tests {
             updated_at: t,
             origin,
         }
+    }
+
+    #[test]
+    fn a_post_alone_is_written_as_serde_json_writes_it() {
+        let post = view("one \u{1} post", 86_400, 7, None);
+        let mut ours = Vec::new();
+        post.write_json(&mut ours);
+        assert_eq!(ours, serde_json::to_vec(&post).expect("serializes"));
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub async fn list_posts(
 #[utoipa::path(get, path = "/v1/posts/{id}", tag = "posts",
     responses((status = 200, body = PostView), (status = 404, body = crate::problem::Problem)),
     security(("user_jwt" = [], "tenant" = [])))]
-pub async fn get_post(scope: Scope, Path(id): Path<Uuid>) -> Result<Json<PostView>, ApiError> {
+pub async fn get_post(scope: Scope, Path(id): Path<Uuid>) -> Result<JsonBody<PostView>, ApiError> {
     let tenant = scope.tenant.id;
     // Membership, post and commit in one round trip.
     let viewer = scope.viewer();
@@ -180,7 +180,7 @@ pub async fn get_post(scope: Scope, Path(id): Path<Uuid>) -> Result<Json<PostVie
     if role.is_none() {
         return Err(crate::request::not_a_member());
     }
-    Ok(Json(post.ok_or_else(post_not_found)?.into()))
+    Ok(JsonBody(post.ok_or_else(post_not_found)?.into()))
 }
 
 /// 404 if the post is not there; 403 unless the caller wrote it or moderates.
