@@ -335,7 +335,7 @@ pub async fn list_comments(
     scope: Scope,
     Path(id): Path<Uuid>,
     Query(page): Query<PageParams>,
-) -> Result<Json<Page<CommentView>>, ApiError> {
+) -> Result<JsonBody<Page<CommentView>>, ApiError> {
     let limit = page.limit()?;
     let tenant = scope.tenant.id;
     let list = format!("comments:{id}");
@@ -356,7 +356,7 @@ pub async fn list_comments(
         posts::CommentsPage::NoSuchPost => return Err(post_not_found()),
         posts::CommentsPage::Page(rows) => rows,
     };
-    Ok(Json(Page::from_rows(
+    Ok(JsonBody(Page::from_rows(
         rows,
         limit,
         tenant,
