@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::json_body::JsonBody;
 use crate::pagination::{Page, PageParams};
 use crate::problem::{ApiError, Json, Path, Query};
 use crate::request::Scope;
@@ -146,7 +147,7 @@ pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), Ap
 pub async fn list_members(
     scope: Scope,
     Query(page): Query<PageParams>,
-) -> Result<Json<Page<MemberView>>, ApiError> {
+) -> Result<JsonBody<Page<MemberView>>, ApiError> {
     let limit = page.limit()?;
     let tenant = scope.tenant.id;
     let after: Option<Uuid> = page.after(tenant, "members")?;
@@ -165,7 +166,7 @@ pub async fn list_members(
         }
         v
     };
-    Ok(Json(Page::from_rows(
+    Ok(JsonBody(Page::from_rows(
         rows,
         limit,
         tenant,
