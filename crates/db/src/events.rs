@@ -37,7 +37,7 @@ impl Event {
             end_date: row.try_get("end_date")?,
             location_name: row.try_get("location_name")?,
             cancelled_at: row.try_get("cancelled_at")?,
-            origin: Origin::from_row(row, 8)?,
+            origin: Origin::from_row(row, crate::columns::position(row, "origin_tenant_id"))?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
