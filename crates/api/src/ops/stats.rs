@@ -88,23 +88,31 @@ pub struct Stats {
     pub pg_stat_statements: StatementStats,
 }
 
+/// A table or index dropped while the statement runs (a partition detached
+/// by the upkeep, a test's table) is still in the statistics views' snapshot,
+/// but the size functions find it gone and answer NULL: such rows are left
+/// out (the `LATERAL` size and its `IS NOT NULL`).
 const TABLES_SQL: &str = "
-SELECT s.relid::regclass::text AS name, pg_total_relation_size(s.relid) AS size_bytes,
+SELECT s.relid::regclass::text AS name, z.size AS size_bytes,
        greatest(c.reltuples, s.n_live_tup)::int8 AS rows_estimate, s.n_dead_tup AS dead_tuples,
        greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum,
        greatest(s.last_analyze, s.last_autoanalyze) AS last_analyze
 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+CROSS JOIN LATERAL (SELECT pg_total_relation_size(s.relid) AS size) z
+WHERE z.size IS NOT NULL
 ORDER BY 2 DESC, 1
 LIMIT $1";
 
 const INDEXES_SQL: &str = "
 SELECT s.indexrelid::regclass::text AS name, s.relid::regclass::text AS tbl,
-       pg_relation_size(s.indexrelid) AS size_bytes, s.idx_scan AS scans,
+       z.size AS size_bytes, s.idx_scan AS scans,
        s.idx_scan = 0 AND NOT i.indisunique AND NOT i.indisprimary
            AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = s.indexrelid)
            AS unused,
        NOT i.indisvalid AS invalid
 FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid
+CROSS JOIN LATERAL (SELECT pg_relation_size(s.indexrelid) AS size) z
+WHERE z.size IS NOT NULL
 ORDER BY NOT i.indisvalid DESC, 3 DESC, 1
 LIMIT $1";
 
