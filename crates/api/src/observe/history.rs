@@ -132,7 +132,10 @@ pub async fn maintain_partitions(db: &Db) -> anyhow::Result<()> {
         .await
         .context("Failed to list the minute partitions")?;
     for p in parts {
-        let (name, bound): (String, String) = (p.get(0), p.get(1));
+        // A partition dropped meanwhile (by another server's upkeep) has no
+        // bound any more.
+        let (name, bound): (String, Option<String>) = (p.get(0), p.get(1));
+        let Some(bound) = bound else { continue };
         // "FOR VALUES FROM (a) TO (b)": dropped once b is before the oldest
         // minute kept.
         let end = bound

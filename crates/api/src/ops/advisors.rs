@@ -53,7 +53,10 @@ const DEAD_MIN: i64 = 1_000;
 const DEAD_RATIO: f64 = 0.2;
 
 /// PostgreSQL's lints, one row each: `(name, object, tbl, n1, n2, other)`.
-/// Partitions are left out (their indexes and keys are their parent's).
+/// Partitions are left out (their indexes and keys are their parent's). An
+/// index dropped while this reads (the old half of a `REINDEX CONCURRENTLY`,
+/// which the statistics views' snapshot still lists) has no size:
+/// `pg_relation_size` answers NULL for it, and it is left out.
 const LINTS_SQL: &str = "
 WITH idx AS (
     SELECT i.*, ic.relname, t.relnamespace
@@ -62,6 +65,7 @@ WITH idx AS (
     JOIN pg_class t ON t.oid = i.indrelid
     WHERE t.relnamespace = current_schema()::regnamespace AND NOT t.relispartition
 )
+SELECT * FROM (
 SELECT 'unused_index' AS name, s.indexrelid::regclass::text AS object,
        s.relid::regclass::text AS tbl, pg_relation_size(s.indexrelid) AS n1, 0::int8 AS n2,
        NULL::text AS other
@@ -107,7 +111,9 @@ UNION ALL
 SELECT 'dead_tuples', s.relid::regclass::text, s.relid::regclass::text, s.n_dead_tup,
        s.n_live_tup, NULL
 FROM pg_stat_user_tables s
-WHERE s.n_dead_tup >= $1 AND s.n_dead_tup > $2::float8 * s.n_live_tup";
+WHERE s.n_dead_tup >= $1 AND s.n_dead_tup > $2::float8 * s.n_live_tup
+) lint
+WHERE n1 IS NOT NULL";
 
 /// Every row-level security policy of the schema, as PostgreSQL prints it.
 const POLICIES_SQL: &str = "
