@@ -15,7 +15,7 @@
 pub mod event_status;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -132,8 +132,17 @@ pub async fn layer(State(state): State<Arc<AppState>>, req: Request, next: Next)
     let version = asked
         .or_else(|| tenant.as_ref().and_then(|t| find(&t.api_version)))
         .unwrap_or_else(|| find(newest()).expect("newest exists"));
-    metrics::counter!("tenantry_api_version_requests_total", "version" => version.date)
-        .increment(1);
+    // One handle per version, made once (see `telemetry::RequestMetrics`).
+    static COUNTED: LazyLock<Vec<metrics::Counter>> = LazyLock::new(|| {
+        let _ = crate::telemetry::prometheus();
+        VERSIONS
+            .iter()
+            .map(|v| metrics::counter!("tenantry_api_version_requests_total", "version" => v.date))
+            .collect()
+    });
+    if let Some(at) = VERSIONS.iter().position(|v| v.date == version.date) {
+        COUNTED[at].increment(1);
+    }
     if let Some(t) = &tenant {
         state.api_versions.count(t.id, version.date);
     }
@@ -159,20 +168,35 @@ fn requested(headers: &HeaderMap) -> Result<Option<&'static Version>, ApiError> 
 /// `Tenantry-Version`, and `Deprecation`/`Sunset` for a deprecated version.
 fn stamp(headers: &mut HeaderMap, version: &Version) {
     headers.insert(HEADER, HeaderValue::from_static(version.date));
+    // Made once per version: a tenant pinned to a deprecated version gets
+    // them on every response.
+    static DEPRECATED: LazyLock<Vec<Vec<(HeaderName, HeaderValue)>>> =
+        LazyLock::new(|| VERSIONS.iter().map(deprecation_headers).collect());
+    if let Some(at) = VERSIONS.iter().position(|v| v.date == version.date) {
+        for (name, value) in &DEPRECATED[at] {
+            headers.insert(name, value.clone());
+        }
+    }
+}
+
+/// `Deprecation` and `Sunset` of `version`, none if it is not deprecated.
+fn deprecation_headers(version: &Version) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::new();
     if let Some(d) = &version.deprecated {
         if let Some(since) = midnight(d.since) {
             let value = format!("@{}", since.timestamp());
             if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(DEPRECATION, v);
+                headers.push((DEPRECATION, v));
             }
         }
         if let Some(sunset) = midnight(d.sunset) {
             let value = sunset.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
             if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(SUNSET, v);
+                headers.push((SUNSET, v));
             }
         }
     }
+    headers
 }
 
 fn midnight(day: &str) -> Option<DateTime<Utc>> {
