@@ -28,6 +28,13 @@
 //! `prefer`: both connect to either kind of server. Unix sockets never use
 //! TLS (PostgreSQL offers none there), whatever the mode.
 //!
+//! Where libpq differs: with no TLS key at all (none in the string, no
+//! `PGSSL*` variable, no `~/.postgresql/root.crt`) and every host on this
+//! machine (`localhost`, `127.0.0.0/8`, `::1`), the default is `disable`
+//! rather than `prefer`. Loopback bytes never leave the kernel; TLS there
+//! protects nothing and cost a fifth of a database-bound request's
+//! throughput. `sslmode=prefer` (or stronger) asks for TLS as libpq would.
+//!
 //! A certificate that fails its check is refused with a message that says
 //! which check failed and against which roots, e.g. "the database server's
 //! certificate is not signed by a CA in sslrootcert=/etc/ca.pem".
@@ -113,6 +120,16 @@ impl ConnectConfig {
         let mut config =
             tokio_postgres::Config::from_str(&rest).context("Failed to parse the database URL")?;
         let home_root = env("HOME").map(|home| Path::new(&home).join(".postgresql/root.crt"));
+        if params == TlsParams::default()
+            && home_root.as_deref().is_none_or(|p| !p.is_file())
+            && only_loopback(&config)
+        {
+            // Nothing asks for TLS and the server is on this machine: the
+            // bytes never leave the kernel, so encrypting them protects
+            // nothing and costs a fifth of a database-bound request's
+            // throughput (BENCHMARKS.md, session 16).
+            params.mode = Some("disable".to_owned());
+        }
         let settings = params.resolve(home_root.as_deref())?;
         config.ssl_mode(match settings.mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
@@ -138,6 +155,27 @@ impl ConnectConfig {
         });
         Ok(client)
     }
+}
+
+/// Whether every host `config` names is this machine: a loopback address
+/// or `localhost` (Unix sockets never use TLS either way).
+fn only_loopback(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    // `hostaddr`, when given, is where the connection goes.
+    if !config.get_hostaddrs().is_empty() {
+        return config.get_hostaddrs().iter().all(|ip| ip.is_loopback());
+    }
+    config.get_hosts().iter().all(|host| match host {
+        Host::Tcp(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Host::Unix(_) => true,
+    })
 }
 
 /// The TLS keys of a connection string, as written.
@@ -647,6 +685,46 @@ mod tests {
         assert_eq!(parsed.ssl_mode, SslMode::Require);
         let parsed = ConnectConfig::parse_with_env("host=db sslmode=disable", env).expect("parse");
         assert_eq!(parsed.ssl_mode, SslMode::Disable);
+    }
+
+    #[test]
+    fn this_machine_defaults_to_plain_unless_tls_is_asked_for() {
+        for local in [
+            "host=127.0.0.1",
+            "host=localhost",
+            "postgres://u@[::1]:5432/db",
+            "postgres://u@127.0.0.2/db",
+            "host=/var/run/postgresql",
+            "host=localhost,127.0.0.1",
+            "host=db hostaddr=127.0.0.1",
+        ] {
+            let parsed = ConnectConfig::parse_with_env(local, no_env).expect("parse");
+            assert_eq!(parsed.ssl_mode, SslMode::Disable, "{local}");
+        }
+        for remote in [
+            "host=db",
+            "host=10.0.0.5",
+            "host=localhost,db",
+            "host=localhost hostaddr=10.0.0.5",
+            "postgres://u@[2001:db8::1]/db",
+        ] {
+            let parsed = ConnectConfig::parse_with_env(remote, no_env).expect("parse");
+            assert_eq!(parsed.ssl_mode, SslMode::Prefer, "{remote}");
+        }
+        // Any TLS key asks for TLS as libpq reads it.
+        for asked in [
+            "host=127.0.0.1 sslmode=prefer",
+            "host=localhost sslmode=allow",
+        ] {
+            let parsed = ConnectConfig::parse_with_env(asked, no_env).expect("parse");
+            assert_eq!(parsed.ssl_mode, SslMode::Prefer, "{asked}");
+        }
+        let parsed =
+            ConnectConfig::parse_with_env("host=127.0.0.1 sslmode=require", no_env).expect("parse");
+        assert_eq!(parsed.ssl_mode, SslMode::Require);
+        let env = |name: &str| (name == "PGSSLMODE").then(|| "prefer".to_owned());
+        let parsed = ConnectConfig::parse_with_env("host=127.0.0.1", env).expect("parse");
+        assert_eq!(parsed.ssl_mode, SslMode::Prefer);
     }
 
     #[test]

@@ -105,9 +105,16 @@ async fn verify_full_connects_over_tls_and_refuses_a_wrong_ca_or_host_name() {
     )
     .expect("parse");
     assert!(uses_tls(&db).await, "require encrypts without a CA");
-    // prefer (the default) takes TLS when the server offers it.
-    let db = Db::connect(&pg.url("127.0.0.1", ""), &DbOptions::default()).expect("parse");
+    // prefer takes TLS when the server offers it.
+    let db = Db::connect(
+        &pg.url("127.0.0.1", "sslmode=prefer"),
+        &DbOptions::default(),
+    )
+    .expect("parse");
     assert!(uses_tls(&db).await, "prefer uses TLS when offered");
+    // No TLS key and a server on this machine: plain (see `tenantry_db::tls`).
+    let db = Db::connect(&pg.url("127.0.0.1", ""), &DbOptions::default()).expect("parse");
+    assert!(!uses_tls(&db).await, "loopback defaults to plain");
     let db = Db::connect(
         &pg.url("127.0.0.1", "sslmode=disable"),
         &DbOptions::default(),
