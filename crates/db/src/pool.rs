@@ -109,6 +109,17 @@ impl TenantContext {
         }
     }
 
+    /// The values of [`SETTINGS_SQL`]'s parameters: what [`Self::prelude`]
+    /// writes into its text.
+    fn settings(&self) -> [String; 3] {
+        let ids: Vec<String> = self.tenant_ids.iter().map(Uuid::to_string).collect();
+        [
+            format!("{{{}}}", ids.join(",")),
+            self.user_id.map(|u| u.to_string()).unwrap_or_default(),
+            self.statement_timeout_ms.to_string(),
+        ]
+    }
+
     /// The prelude as one simple-protocol string. Only UUIDs and an integer are
     /// interpolated, both formatted by Rust, so nothing here can inject SQL.
     /// The user is always set, empty when there is none, so a pooled
@@ -136,6 +147,53 @@ fn take_prelude(prelude: &mut Option<TenantContext>, read_only: bool) -> Option<
         true => prelude.replacen("BEGIN;", "BEGIN READ ONLY;", 1),
         false => prelude,
     })
+}
+
+/// The prelude's settings as one statement, prepared once per connection
+/// where statements are cached (not behind PgBouncer): PostgreSQL then
+/// binds it instead of parsing and planning the prelude's `SELECT` on every
+/// transaction.
+static SETTINGS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT set_config('role', '{APP_ROLE}', true), \
+         set_config('tenantry.tenant_ids', $1, true), \
+         set_config('tenantry.user_id', $2, true), \
+         set_config('statement_timeout', $3, true)"
+    )
+});
+
+/// A prelude ready to go out (see [`Begin::send`]).
+enum Begin {
+    /// One simple-protocol string, `BEGIN; SELECT set_config(…)`.
+    Text(String),
+    /// `BEGIN` and the settings' prepared statement with its values.
+    Prepared {
+        begin: &'static str,
+        settings: Statement,
+        values: [String; 3],
+    },
+}
+
+impl Begin {
+    /// Sends the prelude. Every message of it goes out on this future's
+    /// first poll (tokio-postgres sends a request when its future is first
+    /// polled, and nothing here waits before that), so a statement joined
+    /// after it runs inside the transaction, in the same round trip.
+    async fn send(&self, conn: &Object) -> Result<(), tokio_postgres::Error> {
+        match self {
+            Begin::Text(sql) => conn.batch_execute(sql).await,
+            Begin::Prepared {
+                begin,
+                settings,
+                values,
+            } => {
+                let params: [&(dyn ToSql + Sync); 3] = [&values[0], &values[1], &values[2]];
+                let (begun, set) =
+                    futures::join!(conn.batch_execute(begin), conn.execute(settings, &params));
+                begun.and(set.map(|_| ()))
+            }
+        }
+    }
 }
 
 /// Statements sent by every [`Tx`] of this process (preludes, statements and
@@ -733,11 +791,39 @@ impl Tx {
     }
 
     async fn send_prelude(&mut self) -> Result<(), DbError> {
-        if let Some(prelude) = take_prelude(&mut self.prelude, self.read_only) {
+        if let Some(begin) = self.take_begin().await? {
             counted(1);
-            self.conn().batch_execute(&prelude).await?;
+            begin.send(self.conn()).await?;
         }
         Ok(())
+    }
+
+    /// The prelude, if not yet sent, made ready to send: its settings
+    /// prepared on this connection where statements are cached (a round
+    /// trip the first time only), else as one simple-protocol string.
+    async fn take_begin(&mut self) -> Result<Option<Begin>, DbError> {
+        if self.prelude.is_none() {
+            return Ok(None);
+        }
+        match self.mode {
+            StatementMode::PerTransaction => {
+                Ok(take_prelude(&mut self.prelude, self.read_only).map(Begin::Text))
+            }
+            StatementMode::Cached => {
+                let settings = self.conn().prepare_cached(&SETTINGS_SQL).await?;
+                let Some(ctx) = self.prelude.take() else {
+                    return Ok(None);
+                };
+                Ok(Some(Begin::Prepared {
+                    begin: match self.read_only {
+                        true => "BEGIN READ ONLY",
+                        false => "BEGIN",
+                    },
+                    settings,
+                    values: ctx.settings(),
+                }))
+            }
+        }
     }
 
     /// Runs `sql`, sending the prelude in the same round trip if it is still
@@ -762,15 +848,15 @@ impl Tx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
         let stmt = self.statement(sql).await?;
+        counted(1 + u64::from(self.prelude.is_some()));
+        let begin = self.take_begin().await?;
         let conn = self
             .conn
             .as_ref()
             .expect("a Tx holds its connection until it ends");
-        counted(1 + u64::from(self.prelude.is_some()));
-        let rows = match take_prelude(&mut self.prelude, self.read_only) {
-            Some(prelude) => {
-                let (begun, rows) =
-                    futures::join!(conn.batch_execute(&prelude), conn.query(&stmt, params));
+        let rows = match begin {
+            Some(begin) => {
+                let (begun, rows) = futures::join!(begin.send(conn), conn.query(&stmt, params));
                 begun?;
                 rows?
             }
@@ -803,15 +889,15 @@ impl Tx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, DbError> {
         let stmt = self.statement(sql).await?;
+        counted(1 + u64::from(self.prelude.is_some()));
+        let begin = self.take_begin().await?;
         let conn = self
             .conn
             .as_ref()
             .expect("a Tx holds its connection until it ends");
-        counted(1 + u64::from(self.prelude.is_some()));
-        let n = match take_prelude(&mut self.prelude, self.read_only) {
-            Some(prelude) => {
-                let (begun, n) =
-                    futures::join!(conn.batch_execute(&prelude), conn.execute(&stmt, params));
+        let n = match begin {
+            Some(begin) => {
+                let (begun, n) = futures::join!(begin.send(conn), conn.execute(&stmt, params));
                 begun?;
                 n?
             }
@@ -865,7 +951,7 @@ impl Tx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
         let stmt = self.statement(sql).await?;
-        let prelude = take_prelude(&mut self.prelude, self.read_only);
+        let prelude = self.take_begin().await?;
         counted(2 + u64::from(prelude.is_some()));
         let records = self.records_write();
         let conn = self
@@ -874,7 +960,7 @@ impl Tx {
             .expect("a Tx holds its connection until it ends");
         let begin = async {
             match &prelude {
-                Some(p) => conn.batch_execute(p).await,
+                Some(p) => p.send(conn).await,
                 None => Ok(()),
             }
         };

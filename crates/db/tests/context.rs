@@ -202,3 +202,87 @@ async fn writes_for_a_tenant_outside_the_context_are_refused() {
         "got {err:?}"
     );
 }
+
+/// What the transaction's first statement sees of its context.
+const SEEN: &str = "SELECT current_user::text, current_setting('tenantry.tenant_ids'), \
+     current_setting('tenantry.user_id'), current_setting('statement_timeout'), \
+     current_setting('transaction_read_only')";
+
+fn seen(row: &tokio_postgres::Row) -> [String; 5] {
+    [0, 1, 2, 3, 4].map(|i| row.get::<_, String>(i))
+}
+
+/// Every way a transaction's prelude goes out (with a `query`, an
+/// `execute`, a `query_and_commit`, read-only or not) carries the context's
+/// own values to the statement sent with it, again and again on one
+/// connection, whether the settings go as a statement prepared once per
+/// connection or as text (behind PgBouncer).
+#[tokio::test]
+async fn the_statement_sent_with_the_prelude_runs_under_its_context() {
+    for mode in [StatementMode::Cached, StatementMode::PerTransaction] {
+        let t = fresh(mode, 1).await;
+        for round in 0..3u32 {
+            let (a, b, user) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+            let timeout = 1_001 + round;
+            let ctx = TenantContext {
+                tenant_ids: vec![a, b],
+                user_id: Some(user),
+                statement_timeout_ms: timeout,
+            };
+            let want = |read_only: &str| {
+                [
+                    "tenantry_app".to_owned(),
+                    format!("{{{a},{b}}}"),
+                    user.to_string(),
+                    format!("{timeout}ms"),
+                    read_only.to_owned(),
+                ]
+            };
+
+            let mut tx = t.db.begin(&ctx).await.expect("begin");
+            let row = tx.query_one(SEEN, &[]).await.expect("query");
+            assert_eq!(seen(&row), want("off"), "{mode:?}, query");
+            tx.commit().await.expect("commit");
+
+            let mut tx = t.db.begin_lazy(&ctx, None);
+            tx.set_read_only();
+            let row = tx.query_one(SEEN, &[]).await.expect("query");
+            assert_eq!(seen(&row), want("on"), "{mode:?}, read only");
+            tx.commit().await.expect("commit");
+
+            let tx = t.db.begin_lazy(&ctx, None);
+            let rows = tx.query_and_commit(SEEN, &[]).await.expect("query");
+            assert_eq!(seen(&rows[0]), want("off"), "{mode:?}, query_and_commit");
+
+            // An `execute` first: the settings are in place for it too (a
+            // write into another tenant than the context's is refused).
+            let mut tx =
+                t.db.begin(&TenantContext::tenant(a, 1_000))
+                    .await
+                    .expect("begin");
+            let err = tx
+                .execute(
+                    "INSERT INTO posts (tenant_id, id, author_id, content) VALUES ($1, $2, $3, 'x')",
+                    &[&b, &Uuid::now_v7(), &user],
+                )
+                .await
+                .expect_err("outside the context");
+            assert!(
+                format!("{err:?}").contains("row-level security"),
+                "{mode:?}: {err:?}"
+            );
+        }
+        // The platform context: no tenant, no user.
+        let platform = TenantContext::platform(1_500);
+        let row =
+            t.db.begin_lazy(&platform, None)
+                .query_and_commit(SEEN, &[])
+                .await
+                .expect("query");
+        assert_eq!(
+            seen(&row[0]),
+            ["tenantry_app", "{}", "", "1500ms", "off"].map(str::to_owned),
+            "{mode:?}, platform"
+        );
+    }
+}
