@@ -12,6 +12,11 @@
 //!        set_config('statement_timeout', '2000', true);
 //! ```
 //!
+//! Where statements are cached (not behind PgBouncer), the `SELECT` is a
+//! statement prepared once per connection and bound with the transaction's
+//! values ([`SETTINGS_SQL`]), so PostgreSQL does not parse and plan it each
+//! time; behind PgBouncer it goes as text with the `BEGIN`.
+//!
 //! All four settings are transaction-local, so a connection goes back to the
 //! pool with no tenant context left on it, and a statement that runs without a
 //! prelude sees no tenant rows at all (the policies fail closed).
