@@ -689,39 +689,31 @@ mod tests {
 
     #[test]
     fn this_machine_defaults_to_plain_unless_tls_is_asked_for() {
-        for local in [
-            "host=127.0.0.1",
-            "host=localhost",
-            "postgres://u@[::1]:5432/db",
-            "postgres://u@127.0.0.2/db",
-            "host=/var/run/postgresql",
-            "host=localhost,127.0.0.1",
-            "host=db hostaddr=127.0.0.1",
-        ] {
-            let parsed = ConnectConfig::parse_with_env(local, no_env).expect("parse");
-            assert_eq!(parsed.ssl_mode, SslMode::Disable, "{local}");
+        use SslMode::{Disable, Prefer, Require};
+        let cases = [
+            // Every host on this machine, nothing asked: plain.
+            ("host=127.0.0.1", Disable),
+            ("host=localhost", Disable),
+            ("postgres://u@[::1]:5432/db", Disable),
+            ("postgres://u@127.0.0.2/db", Disable),
+            ("host=/var/run/postgresql", Disable),
+            ("host=localhost,127.0.0.1", Disable),
+            ("host=db hostaddr=127.0.0.1", Disable),
+            // Any host elsewhere: libpq's prefer.
+            ("host=db", Prefer),
+            ("host=10.0.0.5", Prefer),
+            ("host=localhost,db", Prefer),
+            ("host=localhost hostaddr=10.0.0.5", Prefer),
+            ("postgres://u@[2001:db8::1]/db", Prefer),
+            // A TLS key asks for TLS as libpq reads it.
+            ("host=127.0.0.1 sslmode=prefer", Prefer),
+            ("host=localhost sslmode=allow", Prefer),
+            ("host=127.0.0.1 sslmode=require", Require),
+        ];
+        for (url, mode) in cases {
+            let parsed = ConnectConfig::parse_with_env(url, no_env).expect("parse");
+            assert_eq!(parsed.ssl_mode, mode, "{url}");
         }
-        for remote in [
-            "host=db",
-            "host=10.0.0.5",
-            "host=localhost,db",
-            "host=localhost hostaddr=10.0.0.5",
-            "postgres://u@[2001:db8::1]/db",
-        ] {
-            let parsed = ConnectConfig::parse_with_env(remote, no_env).expect("parse");
-            assert_eq!(parsed.ssl_mode, SslMode::Prefer, "{remote}");
-        }
-        // Any TLS key asks for TLS as libpq reads it.
-        for asked in [
-            "host=127.0.0.1 sslmode=prefer",
-            "host=localhost sslmode=allow",
-        ] {
-            let parsed = ConnectConfig::parse_with_env(asked, no_env).expect("parse");
-            assert_eq!(parsed.ssl_mode, SslMode::Prefer, "{asked}");
-        }
-        let parsed =
-            ConnectConfig::parse_with_env("host=127.0.0.1 sslmode=require", no_env).expect("parse");
-        assert_eq!(parsed.ssl_mode, SslMode::Require);
         let env = |name: &str| (name == "PGSSLMODE").then(|| "prefer".to_owned());
         let parsed = ConnectConfig::parse_with_env("host=127.0.0.1", env).expect("parse");
         assert_eq!(parsed.ssl_mode, SslMode::Prefer);
