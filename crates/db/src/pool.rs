@@ -131,15 +131,12 @@ impl TenantContext {
     /// connection never carries one transaction's user into the next (the
     /// settings are transaction-local anyway).
     fn prelude(&self) -> String {
-        let ids: Vec<String> = self.tenant_ids.iter().map(Uuid::to_string).collect();
-        let user = self.user_id.map(|u| u.to_string()).unwrap_or_default();
+        let [ids, user, timeout] = self.settings();
         format!(
             "BEGIN; SELECT set_config('role', '{APP_ROLE}', true), \
-             set_config('tenantry.tenant_ids', '{{{}}}', true), \
+             set_config('tenantry.tenant_ids', '{ids}', true), \
              set_config('tenantry.user_id', '{user}', true), \
-             set_config('statement_timeout', '{}', true)",
-            ids.join(","),
-            self.statement_timeout_ms
+             set_config('statement_timeout', '{timeout}', true)"
         )
     }
 }
