@@ -128,6 +128,10 @@ struct State {
     /// enough to know in O(1) when another tenant was last active.
     recent: [(Option<Uuid>, Option<Instant>); 2],
     tenants: HashMap<Uuid, TenantQueue>,
+    /// The tenants holding slots (`in_use > 0`), each once: at most
+    /// `capacity` of them, however many tenants the map holds, so that
+    /// blaming the holders costs nothing per tenant seen.
+    holding: Vec<Uuid>,
     /// Tenants with waiters, in service order.
     ring: VecDeque<Uuid>,
     next_ticket: u64,
@@ -180,28 +184,38 @@ impl State {
     }
 
     /// Attributes `waited` of `victim` to the other tenants holding slots,
-    /// in proportion to the slots each holds. Runs only on the contended
-    /// path (a waiter leaving the queue), over the tenants map, which holds
-    /// only active tenants beyond a small size.
+    /// in proportion to the slots each holds. Runs on the contended path (a
+    /// waiter leaving the queue), so it walks only the holders, never the
+    /// tenants map: under a flood every waiting tenant stays in the map
+    /// until the window is taken, thousands of them when many tenants each
+    /// send a little.
     fn attribute(&mut self, victim: Uuid, waited: Duration) {
         let wait_us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
         if wait_us == 0 {
             return;
         }
-        let others: u64 = self
-            .tenants
+        let State {
+            tenants,
+            blame,
+            holding,
+            ..
+        } = self;
+        let others: u64 = holding
             .iter()
-            .filter(|(id, t)| **id != victim && t.in_use > 0)
-            .map(|(_, t)| u64::from(t.in_use))
+            .filter(|id| **id != victim)
+            .filter_map(|id| tenants.get(id))
+            .map(|t| u64::from(t.in_use))
             .sum();
         if others == 0 {
             return;
         }
-        let State { tenants, blame, .. } = self;
-        for (id, t) in tenants.iter_mut() {
-            if *id == victim || t.in_use == 0 {
+        for id in holding.iter() {
+            if *id == victim {
                 continue;
             }
+            let Some(t) = tenants.get_mut(id) else {
+                continue;
+            };
             let share = wait_us.saturating_mul(u64::from(t.in_use)) / others;
             t.load.caused_us = t.load.caused_us.saturating_add(share);
             let key = (*id, victim);
@@ -375,6 +389,7 @@ impl DbShare {
                 in_use: 0,
                 recent: [(None, None), (None, None)],
                 tenants: HashMap::new(),
+                holding: Vec::new(),
                 ring: VecDeque::new(),
                 next_ticket: 0,
                 blame: HashMap::new(),
@@ -409,6 +424,9 @@ impl DbShare {
             tenant.weight = claim.weight.max(1);
             if capacity_free && tenant.in_use < allowance && tenant.waiters.is_empty() {
                 tenant.in_use += 1;
+                if tenant.in_use == 1 {
+                    state.holding.push(claim.tenant);
+                }
                 state.in_use += 1;
                 state.admitted(claim.tenant, now);
                 return Ok(Permit {
@@ -475,6 +493,11 @@ impl DbShare {
         state.in_use = state.in_use.saturating_sub(1);
         if let Some(t) = state.tenants.get_mut(&tenant) {
             t.in_use = t.in_use.saturating_sub(1);
+            if t.in_use == 0
+                && let Some(at) = state.holding.iter().position(|id| *id == tenant)
+            {
+                state.holding.swap_remove(at);
+            }
         }
         self.dispatch(state);
     }
@@ -513,6 +536,9 @@ impl DbShare {
                 continue;
             };
             tenant.in_use += 1;
+            if tenant.in_use == 1 {
+                state.holding.push(id);
+            }
             state.in_use += 1;
             // The slot is the waiter's from here on. If its future is gone
             // before it reads this, its guard finds it off the queue and
@@ -681,6 +707,23 @@ mod tests {
         })
     }
 
+    /// The tenants holding slots, as the share keeps them, after checking
+    /// them against the slots each tenant holds.
+    fn holders(share: &DbShare) -> Vec<Uuid> {
+        let state = share.lock();
+        let mut kept = state.holding.clone();
+        kept.sort();
+        let mut holding: Vec<Uuid> = state
+            .tenants
+            .iter()
+            .filter(|(_, t)| t.in_use > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        holding.sort();
+        assert_eq!(kept, holding, "the holders are out of step with the slots");
+        kept
+    }
+
     async fn settle() {
         for _ in 0..10 {
             tokio::task::yield_now().await;
@@ -714,6 +757,45 @@ mod tests {
         assert!(share.take_blame().is_empty(), "drained");
         drop((b, permit));
         assert_eq!(share.stats().in_use, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn blame_goes_to_the_holders_however_many_tenants_waited() {
+        let share = DbShare::new(3);
+        let (big, small) = (Uuid::now_v7(), Uuid::now_v7());
+        let b1 = share.acquire(claim(big, 2, 1), LONG).await.expect("1");
+        let b2 = share.acquire(claim(big, 2, 1), LONG).await.expect("2");
+        let s1 = share.acquire(claim(small, 2, 1), LONG).await.expect("3");
+        // A thousand tenants each wait 1 ms for the full capacity and give
+        // up: the map keeps every one of them until the window is taken.
+        let victims: Vec<Uuid> = (0..1_000).map(|_| Uuid::now_v7()).collect();
+        for victim in &victims {
+            let gave_up = share
+                .acquire(claim(*victim, 2, 1), Duration::from_millis(1))
+                .await;
+            assert_eq!(gave_up.err(), Some(Rejected::Timeout));
+        }
+        assert_eq!(share.stats().tracked, 1_002);
+        let mut expected = vec![big, small];
+        expected.sort();
+        assert_eq!(holders(&share), expected);
+        // Each wait is shared by the slots held: two thirds to `big`.
+        let mut caused: HashMap<Uuid, (u64, usize)> = HashMap::new();
+        for b in share.take_blame() {
+            assert!(victims.contains(&b.victim), "{b:?}");
+            let sum = caused.entry(b.culprit).or_default();
+            *sum = (sum.0 + b.wait_us, sum.1 + 1);
+        }
+        assert_eq!(caused.len(), 2, "{caused:?}");
+        assert_eq!(caused[&big], (666_000, 1_000));
+        assert_eq!(caused[&small], (333_000, 1_000));
+        // A tenant stays a holder until its last slot is back.
+        drop(b1);
+        assert_eq!(holders(&share), expected);
+        drop(b2);
+        assert_eq!(holders(&share), vec![small]);
+        drop(s1);
+        assert!(holders(&share).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -920,6 +1002,7 @@ mod tests {
                     drop(holder);
                     let stats = share.stats();
                     let case = format!("{event:?} at poll {at}, dropped after {polls} polls");
+                    assert!(holders(&share).is_empty(), "{case}: a holder stayed");
                     assert_eq!(stats.in_use, 0, "{case}: a slot leaked");
                     assert_eq!(stats.waiting, 0, "{case}: a waiter stayed queued");
                     assert_eq!(
