@@ -22,7 +22,9 @@
 //!   the other tenants holding slots when it ends, in proportion to the slots
 //!   each held. [`DbShare::take_blame`] drains these (culprit, victim) sums:
 //!   the noisy-neighbour detector reads them. A wait the tenant caused itself
-//!   blames nobody.
+//!   blames nobody. The share keeps the holders apart from its tenants map,
+//!   so attributing a wait walks at most `capacity` tenants, not every
+//!   tenant that waited in the window (a thousand and more under a flood).
 //!
 //! - Capacity and per-tenant limits move at run time: [`DbShare::set_capacity`]
 //!   (the adaptive limiter, [`crate::adaptive`]) and [`DbShare::set_limit`]
