@@ -23,8 +23,9 @@
 //!   each held. [`DbShare::take_blame`] drains these (culprit, victim) sums:
 //!   the noisy-neighbour detector reads them. A wait the tenant caused itself
 //!   blames nobody. The share keeps the holders apart from its tenants map,
-//!   so attributing a wait walks at most `capacity` tenants, not every
-//!   tenant that waited in the window (a thousand and more under a flood).
+//!   so attributing a wait walks no more tenants than there are slots in
+//!   use, not every tenant that waited in the window (a thousand and more
+//!   under a flood).
 //!
 //! - Capacity and per-tenant limits move at run time: [`DbShare::set_capacity`]
 //!   (the adaptive limiter, [`crate::adaptive`]) and [`DbShare::set_limit`]
@@ -130,8 +131,8 @@ struct State {
     /// enough to know in O(1) when another tenant was last active.
     recent: [(Option<Uuid>, Option<Instant>); 2],
     tenants: HashMap<Uuid, TenantQueue>,
-    /// The tenants holding slots (`in_use > 0`), each once: at most
-    /// `capacity` of them, however many tenants the map holds, so that
+    /// The tenants holding slots (`in_use > 0`), each once: no more than
+    /// the slots in use, however many tenants the map holds, so that
     /// blaming the holders costs nothing per tenant seen.
     holding: Vec<Uuid>,
     /// Tenants with waiters, in service order.
