@@ -850,8 +850,8 @@ impl Tx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
         let stmt = self.statement(sql).await?;
-        counted(1 + u64::from(self.prelude.is_some()));
         let begin = self.take_begin().await?;
+        counted(1 + u64::from(begin.is_some()));
         let conn = self
             .conn
             .as_ref()
@@ -891,8 +891,8 @@ impl Tx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, DbError> {
         let stmt = self.statement(sql).await?;
-        counted(1 + u64::from(self.prelude.is_some()));
         let begin = self.take_begin().await?;
+        counted(1 + u64::from(begin.is_some()));
         let conn = self
             .conn
             .as_ref()

@@ -12,7 +12,7 @@
 //! | `sslmode` | TLS | certificate chain | host name |
 //! |---|---|---|---|
 //! | `disable` | never | – | – |
-//! | `allow`, `prefer` (default) | when the server offers it, else plain | checked only when a root certificate is given | no |
+//! | `allow`, `prefer` (default, except on this machine: below) | when the server offers it, else plain | checked only when a root certificate is given | no |
 //! | `require` | always | checked only when a root certificate is given (as libpq) | no |
 //! | `verify-ca` | always | checked | no |
 //! | `verify-full` | always | checked | checked |
@@ -32,7 +32,8 @@
 //! `PGSSL*` variable, no `~/.postgresql/root.crt`) and every host on this
 //! machine (`localhost`, `127.0.0.0/8`, `::1`), the default is `disable`
 //! rather than `prefer`. Loopback bytes never leave the kernel; TLS there
-//! protects nothing, and without it an uncached list ran 14–21 % faster. `sslmode=prefer` (or stronger) asks for TLS as libpq would.
+//! protects nothing, and without it an uncached list ran 14–21 % faster.
+//! `sslmode=prefer` (or stronger) asks for TLS as libpq would.
 //!
 //! A certificate that fails its check is refused with a message that says
 //! which check failed and against which roots, e.g. "the database server's
