@@ -12,8 +12,10 @@
 //! map: with 100,000 tenants each busy every few tens of seconds, nearly
 //! every request was its tenant's first since the last flush and took the
 //! write lock.) So the state held is bounded by the tenants active in the
-//! last minute, and the database sees a statement per thousand active
-//! tenants per interval per server whatever the traffic. Storage (the
+//! last few intervals, and the database sees a statement per thousand active
+//! tenants per interval per server whatever the traffic. The interval
+//! stretches with the tenants active ([`flush_interval`]), so the rows
+//! written per second stay bounded too, whatever the tenants. Storage (the
 //! tenant record's `storage_bytes`) and jobs run (counted from
 //! `job_history`) are levels, set rather than added, in the same flush.
 //!
@@ -31,14 +33,24 @@ use tenantry_db::{Db, DbError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// How often the counters are written.
+/// How often the counters are written, while few tenants are active.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
+/// The rows a server's flushes write per second, at most on average: when
+/// more tenants were active than this in [`FLUSH_EVERY`], the next flush
+/// waits longer (see [`flush_interval`]), so the database's work for usage
+/// stays bounded however many tenants are busy. With 100,000 tenants each
+/// making a request every few seconds, a flush every 10 s upserted one row
+/// per request or so, and PostgreSQL spent more of the machine on it than on
+/// the requests (BENCHMARKS.md, "Session 18").
+pub const FLUSH_ROWS_PER_SEC: usize = 2_000;
+/// The longest wait between flushes, however many tenants were active.
+pub const MAX_FLUSH_EVERY: Duration = Duration::from_secs(60);
 /// Past this many (tenant, day) entries (about 80 bytes each), the next
 /// request's recording wakes the flush early, and that flush empties the
 /// map, bounding the memory held.
 pub const MAX_ENTRIES: usize = 262_144;
 /// Flushes in a row that found an entry with nothing counted before it is
-/// dropped: a minute.
+/// dropped: a minute while the flushes come every [`FLUSH_EVERY`].
 pub const IDLE_FLUSHES: u32 = 6;
 
 /// One tenant's counts for one day, since the last flush.
@@ -302,9 +314,18 @@ async fn flush_chunk(db: &Db, chunk: &[((Uuid, NaiveDate), Taken)]) -> Result<()
     Ok(())
 }
 
-/// Flushes every [`FLUSH_EVERY`] (sooner when the map is full) until
-/// `stop`, then once more.
+/// The wait before the next flush, after one that wrote `rows`:
+/// [`FLUSH_EVERY`], stretched to keep to [`FLUSH_ROWS_PER_SEC`], at most
+/// [`MAX_FLUSH_EVERY`].
+pub fn flush_interval(rows: usize) -> Duration {
+    let stretched = Duration::from_secs_f64(rows as f64 / FLUSH_ROWS_PER_SEC as f64);
+    stretched.clamp(FLUSH_EVERY, MAX_FLUSH_EVERY)
+}
+
+/// Flushes every [`flush_interval`] of what the last flush wrote (sooner
+/// when the map is full) until `stop`, then once more.
 pub async fn run(db: Db, meter: Arc<UsageMeter>, mut stop: watch::Receiver<bool>) {
+    let mut wait = FLUSH_EVERY;
     loop {
         tokio::select! {
             _ = stop.changed() => {
@@ -313,11 +334,14 @@ pub async fn run(db: Db, meter: Arc<UsageMeter>, mut stop: watch::Receiver<bool>
                 }
                 return;
             }
-            () = tokio::time::sleep(FLUSH_EVERY) => {},
+            () = tokio::time::sleep(wait) => {},
             () = meter.full.notified() => {},
         }
-        if let Err(e) = flush(&db, &meter).await {
-            tracing::warn!(error = %e, "usage flush failed; counts kept for the next one");
+        match flush(&db, &meter).await {
+            Ok(rows) => wait = flush_interval(rows),
+            Err(e) => {
+                tracing::warn!(error = %e, "usage flush failed; counts kept for the next one");
+            }
         }
     }
 }
@@ -427,6 +451,18 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    #[test]
+    fn the_interval_stretches_with_the_tenants_active_up_to_a_minute() {
+        assert_eq!(flush_interval(0), FLUSH_EVERY);
+        assert_eq!(flush_interval(FLUSH_ROWS_PER_SEC * 10), FLUSH_EVERY);
+        assert_eq!(
+            flush_interval(FLUSH_ROWS_PER_SEC * 30),
+            Duration::from_secs(30)
+        );
+        assert_eq!(flush_interval(100_000), Duration::from_secs(50));
+        assert_eq!(flush_interval(MAX_ENTRIES), MAX_FLUSH_EVERY);
     }
 
     #[test]
