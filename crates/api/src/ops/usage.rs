@@ -39,9 +39,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
 /// more tenants were active than this in [`FLUSH_EVERY`], the next flush
 /// waits longer (see [`flush_interval`]), so the database's work for usage
 /// stays bounded however many tenants are busy. With 100,000 tenants each
-/// making a request every few seconds, a flush every 10 s upserted one row
-/// per request or so, and PostgreSQL spent more of the machine on it than on
-/// the requests (BENCHMARKS.md, "Session 18").
+/// making a request every few seconds, a flush every 10 s upserted about one
+/// row per two requests, the largest of PostgreSQL's work while the requests
+/// themselves sent no statement (BENCHMARKS.md, "Session 18").
 pub const FLUSH_ROWS_PER_SEC: usize = 2_000;
 /// The longest wait between flushes, however many tenants were active.
 pub const MAX_FLUSH_EVERY: Duration = Duration::from_secs(60);
@@ -50,7 +50,9 @@ pub const MAX_FLUSH_EVERY: Duration = Duration::from_secs(60);
 /// map, bounding the memory held.
 pub const MAX_ENTRIES: usize = 262_144;
 /// Flushes in a row that found an entry with nothing counted before it is
-/// dropped: a minute while the flushes come every [`FLUSH_EVERY`].
+/// dropped: a minute while the flushes come every [`FLUSH_EVERY`], as they
+/// do again once the tenants that stretched the wait went idle (a flush
+/// writes only the entries that counted something).
 pub const IDLE_FLUSHES: u32 = 6;
 
 /// One tenant's counts for one day, since the last flush.
