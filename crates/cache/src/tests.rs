@@ -269,9 +269,20 @@ async fn a_stamp_moves_with_its_tenant_the_platform_and_resets_but_not_with_list
     let cache = Cache::local();
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     let loads = AtomicU32::new(0);
-    // The first lookup learns the tenant's generation: a move of its own.
     load_counted(&cache, &loads, a, "tenant", "", "a").await;
     let stamp = cache.stamp(a);
+    assert!(cache.is_current(a, stamp));
+
+    // Tenants seen for the first time, in `a`'s slot or not, change
+    // nothing of `a`'s: learning a generation is not a change.
+    let same_slot = std::iter::repeat_with(Uuid::new_v4)
+        .find(|t| cache.gens.epochs.slot(*t).as_ptr() == cache.gens.epochs.slot(a).as_ptr())
+        .expect("one in 256 shares the slot");
+    load_counted(&cache, &loads, same_slot, "tenant", "", "same slot").await;
+    load_counted(&cache, &loads, same_slot, "member", "u", "same slot").await;
+    for _ in 0..1_000 {
+        load_counted(&cache, &loads, Uuid::new_v4(), "tenant", "", "other").await;
+    }
     assert!(cache.is_current(a, stamp));
 
     cache.bump_list(a, "posts").await;
