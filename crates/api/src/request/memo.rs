@@ -16,6 +16,16 @@
 //!   reconnection of the fan-out resets);
 //! - it is younger than [`MEMO_TTL`] and its token has not expired.
 //!
+//! An entry past [`MEMO_TTL`] whose stamp is still current and whose token
+//! is still valid is [`Lookup::Aged`]: the request checks that the cache
+//! still holds the very tenant record the caller was made from, and if so
+//! [`Memo::renew`]s it for another [`MEMO_TTL`] instead of resolving it
+//! again (which read the same cached entries, and made a new entry and its
+//! body). The cache reloads that record at least every
+//! [`crate::request::registry::METADATA_TTL`], and a reloaded record ends
+//! the renewals, so a change whose announcement was lost stays unseen no
+//! longer than without them.
+//!
 //! It is keyed by everything [`crate::request::naming::resolve`] reads (the `Host`,
 //! the `X-Tenant` header, the `?tenant=` parameter) and the whole token,
 //! and a hit compares all of them, so two tokens or two namings never share
@@ -50,27 +60,29 @@ use tokio::time::Instant;
 
 use crate::request::auth::AuthUser;
 
-/// The longest a memo entry is used, whatever else holds. The stamps catch
-/// every change that was announced (and a reconnection of the fan-out
-/// resets them all), so this only bounds how long a change whose
+/// The longest a memo entry is used unchecked, whatever else holds. The
+/// stamps catch every change that was announced (and a reconnection of the
+/// fan-out resets them all), so this only bounds how long a change whose
 /// announcement was lost can go unseen; it stays well under the cache's own
 /// [`crate::request::registry::METADATA_TTL`] (300 s), which bounds the
-/// entries a caller was made from. A minute keeps the caller of a tenant
-/// that makes a request every few tens of seconds (100,000 tenants at a few
-/// thousand requests a second) on the fast path.
+/// entries a caller was made from. Past it, a request checks the tenant's
+/// cached record and renews the entry ([`Lookup::Aged`]), within another
+/// [`MEMO_TTL`]; after that the entry is gone. A minute keeps the caller of
+/// a tenant that makes a request every few tens of seconds (100,000
+/// tenants at a few thousand requests a second) on the fast path.
 pub const MEMO_TTL: Duration = Duration::from_secs(60);
 
 /// Shards of the memo: each a lock and a table.
 const SHARDS: usize = 64;
 
-/// Entries a shard keeps at most (the memo: 64 times as many). Expired
-/// entries are swept out every [`SWEEP_EVERY`] insertions into the shard,
-/// whenever the shard is full, and once a minute by the server's upkeep
-/// ([`Memo::sweep`]), so what
-/// the memo holds is the callers of the last [`MEMO_TTL`], not every caller
-/// it ever saw: an idle tenant's entry goes within a minute or two of its
-/// last request. Only more live callers than this in one shard in
-/// [`MEMO_TTL`] make the shard start over.
+/// Entries a shard keeps at most (the memo: 64 times as many). Entries no
+/// longer renewable are swept out every [`SWEEP_EVERY`] insertions into the
+/// shard, whenever the shard is full, and once a minute by the server's
+/// upkeep ([`Memo::sweep`]), so what the memo holds is the callers of the
+/// last two [`MEMO_TTL`]s, not every caller it ever saw: an idle tenant's
+/// entry goes within two or three minutes of its last request. Only more
+/// live callers than this in one shard in that time make the shard start
+/// over.
 pub const MAX_ENTRIES_PER_SHARD: usize = 4_096;
 
 /// Insertions into a shard between two sweeps of its expired entries.
@@ -92,6 +104,20 @@ pub struct Caller {
     /// [`Caller::tenant_answer`]).
     tenant_answer: OnceLock<Bytes>,
     counters: Counters,
+    /// When its token expires: no renewal goes past it.
+    token_ends: Instant,
+}
+
+/// What [`Memo::lookup`] found for a request.
+pub enum Lookup {
+    /// A current caller: use it.
+    Current(Arc<Caller>),
+    /// A caller past [`MEMO_TTL`], nothing it depends on announced as
+    /// changed and its token valid: [`Memo::renew`] it once its tenant's
+    /// record is checked, or resolve it again.
+    Aged(Arc<Caller>),
+    /// Nothing usable: resolve the caller.
+    Missing,
 }
 
 /// The counters a hit counts in, in place of the lookups it saves.
@@ -162,12 +188,28 @@ impl Default for Memo {
     }
 }
 
-/// A caller in a shard, with its end: the sooner of [`MEMO_TTL`] after it
-/// was made and its token's expiry. Beside it, so that a sweep reads the
+/// A caller in a shard, with its ends, beside it so that a sweep reads the
 /// table alone.
 struct Entry {
+    /// The sooner of [`MEMO_TTL`] after it was made (or renewed) and its
+    /// token's expiry.
     expires: Instant,
+    /// The sooner of another [`MEMO_TTL`] after `expires` and its token's
+    /// expiry: until then it may be renewed ([`Lookup::Aged`]), and sweeps
+    /// keep it.
+    renewable: Instant,
     caller: Arc<Caller>,
+}
+
+impl Entry {
+    fn new(caller: Arc<Caller>, now: Instant) -> Self {
+        let expires = (now + MEMO_TTL).min(caller.token_ends);
+        Self {
+            expires,
+            renewable: (expires + MEMO_TTL).min(caller.token_ends),
+            caller,
+        }
+    }
 }
 
 /// One shard: callers by the hash of their naming.
@@ -191,7 +233,7 @@ impl Shard {
 
     fn sweep(&mut self, now: Instant) {
         self.inserted = 0;
-        self.callers.retain(|_, e| e.expires > now);
+        self.callers.retain(|_, e| e.renewable > now);
         if self.callers.len() >= MAX_ENTRIES_PER_SHARD {
             self.callers.clear();
         }
@@ -251,7 +293,8 @@ impl Memo {
         Naming { key, hash }
     }
 
-    /// Lookups so far, and how many of them missed (for `/metrics`).
+    /// Lookups so far, and how many of them missed (for `/metrics`): an
+    /// aged caller renewed is not a miss, one that was not is.
     pub fn counts(&self) -> (u64, u64) {
         // Misses first: each was a lookup counted before it.
         let misses = self.misses.load(Relaxed);
@@ -263,47 +306,85 @@ impl Memo {
         (lookups, misses)
     }
 
-    /// The memoized caller for `naming`, if it is current. Counts the hits
-    /// it stands for.
-    pub fn lookup(&self, cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
+    /// The memoized caller for `naming`: current (its hits counted), aged
+    /// or missing (a miss counted).
+    pub fn lookup(&self, cache: &Cache, naming: &Naming<'_>) -> Lookup {
         let found = self.find(cache, naming);
-        if found.is_none() {
-            self.misses.fetch_add(1, Relaxed);
+        match &found {
+            Lookup::Current(caller) => caller.count_hits(),
+            Lookup::Aged(_) => {}
+            Lookup::Missing => {
+                self.misses.fetch_add(1, Relaxed);
+            }
         }
         found
     }
 
-    fn find(&self, cache: &Cache, naming: &Naming<'_>) -> Option<Arc<Caller>> {
+    fn find(&self, cache: &Cache, naming: &Naming<'_>) -> Lookup {
         let now = Instant::now();
-        let (expires, caller) = {
+        let Some((expires, renewable, caller)) = ({
             let mut shard = self.shard(naming.hash);
             shard.lookups += 1;
             shard
                 .callers
                 .get(&naming.hash)
-                .map(|e| (e.expires, e.caller.clone()))
-        }?;
+                .map(|e| (e.expires, e.renewable, e.caller.clone()))
+        }) else {
+            return Lookup::Missing;
+        };
         if !naming.key.matches(&caller.key) {
-            return None;
+            return Lookup::Missing;
         }
-        if expires <= now || !cache.is_current(caller.tenant.id, caller.stamp) {
-            // Of no more use: the request remembers a new one.
+        let current = cache.is_current(caller.tenant.id, caller.stamp);
+        if current && expires > now {
+            return Lookup::Current(caller);
+        }
+        if current && renewable > now {
+            return Lookup::Aged(caller);
+        }
+        // Of no more use: the request remembers a new one.
+        let mut shard = self.shard(naming.hash);
+        if shard
+            .callers
+            .get(&naming.hash)
+            .is_some_and(|e| Arc::ptr_eq(&e.caller, &caller))
+        {
+            shard.callers.remove(&naming.hash);
+        }
+        Lookup::Missing
+    }
+
+    /// Keeps an aged `caller` (see [`Lookup::Aged`]) for another
+    /// [`MEMO_TTL`] (at most until its token expires), counted as a hit.
+    /// The request checked that the cache still holds the tenant record the
+    /// caller was made from; nothing announced has moved its stamp.
+    /// Returns it, or `None` (a miss) if its entry was replaced or dropped
+    /// meanwhile.
+    pub fn renew(&self, naming: &Naming<'_>, caller: Arc<Caller>) -> Option<Arc<Caller>> {
+        let now = Instant::now();
+        let renewed = {
             let mut shard = self.shard(naming.hash);
-            if shard
-                .callers
-                .get(&naming.hash)
-                .is_some_and(|e| Arc::ptr_eq(&e.caller, &caller))
-            {
-                shard.callers.remove(&naming.hash);
+            match shard.callers.get_mut(&naming.hash) {
+                Some(e) if Arc::ptr_eq(&e.caller, &caller) && caller.token_ends > now => {
+                    *e = Entry::new(caller.clone(), now);
+                    true
+                }
+                _ => false,
             }
-            return None;
+        };
+        if renewed {
+            caller.count_hits();
+            Some(caller)
+        } else {
+            self.not_renewed();
+            None
         }
-        let c = &caller.counters;
-        c.token.hits_l1.fetch_add(1, Relaxed);
-        c.names.hits_l1.fetch_add(1, Relaxed);
-        c.tenant.hits_l1.fetch_add(1, Relaxed);
-        c.tenant_stats.hits.fetch_add(1, Relaxed);
-        Some(caller)
+    }
+
+    /// Counts an aged caller that was not renewed: the request resolves it
+    /// again.
+    pub fn not_renewed(&self) {
+        self.misses.fetch_add(1, Relaxed);
     }
 
     /// Remembers what a request resolved to: `user`, whose token expires at
@@ -320,6 +401,7 @@ impl Memo {
         names: &'static str,
     ) -> Arc<Caller> {
         let left = exp.saturating_sub(jsonwebtoken::get_current_timestamp());
+        let token_ends = Instant::now() + Duration::from_secs(left);
         let stats = &cache.stats;
         let caller = Arc::new(Caller {
             key: naming.key.owned(),
@@ -336,17 +418,24 @@ impl Memo {
             stamp,
             member: OnceLock::new(),
             tenant_answer: OnceLock::new(),
+            token_ends,
         });
-        let entry = Entry {
-            expires: Instant::now() + MEMO_TTL.min(Duration::from_secs(left)),
-            caller: caller.clone(),
-        };
+        let entry = Entry::new(caller.clone(), Instant::now());
         self.shard(naming.hash).insert(naming.hash, entry);
         caller
     }
 }
 
 impl Caller {
+    /// Counts the cache hits a use of this caller stands for.
+    fn count_hits(&self) {
+        let c = &self.counters;
+        c.token.hits_l1.fetch_add(1, Relaxed);
+        c.names.hits_l1.fetch_add(1, Relaxed);
+        c.tenant.hits_l1.fetch_add(1, Relaxed);
+        c.tenant_stats.hits.fetch_add(1, Relaxed);
+    }
+
     /// The membership a request of this caller looked up, if any (counted
     /// as a hit).
     pub fn member(&self) -> Option<Option<Arc<Member>>> {
@@ -442,8 +531,10 @@ pub(crate) mod tests {
 
     fn found(memo: &Memo, cache: &Cache, token: &str) -> bool {
         let parts = request_parts();
-        memo.lookup(cache, &memo.naming(&parts, token.as_bytes(), None))
-            .is_some()
+        matches!(
+            memo.lookup(cache, &memo.naming(&parts, token.as_bytes(), None)),
+            Lookup::Current(_)
+        )
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -486,9 +577,10 @@ pub(crate) mod tests {
             remember_one(&memo, &cache, &format!("gone-{i}"), now + 3_600);
         }
         assert!(found(&memo, &cache, "gone-0"));
-        // Their tenants go idle; from here on one caller, known: hits, no
-        // insertions past the first, so no shard sweeps by itself.
-        tokio::time::advance(MEMO_TTL + Duration::from_secs(1)).await;
+        // Their tenants go idle, past the time their entries could be
+        // renewed; from here on one caller, known: hits, no insertions past
+        // the first, so no shard sweeps by itself.
+        tokio::time::advance(2 * MEMO_TTL + Duration::from_secs(1)).await;
         remember_one(&memo, &cache, "busy", now + 3_600);
         for _ in 0..10 {
             assert!(found(&memo, &cache, "busy"));
@@ -498,6 +590,67 @@ pub(crate) mod tests {
         memo.sweep(Instant::now());
         assert_eq!(memo.entries(), 1, "the idle callers' entries were kept");
         assert!(found(&memo, &cache, "busy"));
+    }
+
+    fn lookup(memo: &Memo, cache: &Cache, token: &str) -> Lookup {
+        let parts = request_parts();
+        memo.lookup(cache, &memo.naming(&parts, token.as_bytes(), None))
+    }
+
+    fn renew(memo: &Memo, token: &str, caller: Arc<Caller>) -> bool {
+        let parts = request_parts();
+        memo.renew(&memo.naming(&parts, token.as_bytes(), None), caller)
+            .is_some()
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn an_aged_caller_is_renewed_while_its_token_and_stamp_hold() {
+        let (memo, cache) = (Memo::default(), Cache::local());
+        let now = jsonwebtoken::get_current_timestamp();
+        remember_one(&memo, &cache, "renewed", now + 3_600);
+        remember_one(&memo, &cache, "token ends", now + 90);
+        remember_one(&memo, &cache, "moved", now + 3_600);
+        remember_one(&memo, &cache, "idle", now + 3_600);
+        tokio::time::advance(MEMO_TTL + Duration::from_secs(1)).await;
+
+        // Aged, then renewed: current for another MEMO_TTL, not a miss.
+        let Lookup::Aged(caller) = lookup(&memo, &cache, "renewed") else {
+            panic!("a caller past MEMO_TTL, stamp and token good, is aged");
+        };
+        assert!(renew(&memo, "renewed", caller));
+        assert!(found(&memo, &cache, "renewed"));
+        let Lookup::Aged(token_ends) = lookup(&memo, &cache, "token ends") else {
+            panic!("aged before its token ends");
+        };
+        let Lookup::Aged(moved) = lookup(&memo, &cache, "moved") else {
+            panic!("aged");
+        };
+
+        // Its token ends 90 s after it was made: aged at 61 s, gone at 91.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(
+            !renew(&memo, "token ends", token_ends),
+            "renewed past its token"
+        );
+        assert!(matches!(
+            lookup(&memo, &cache, "token ends"),
+            Lookup::Missing
+        ));
+        assert!(found(&memo, &cache, "renewed"), "renewed 30 s ago");
+
+        // A change of its tenant: resolved again, aged or not.
+        cache.bump_tenant(moved.tenant.id).await;
+        assert!(matches!(lookup(&memo, &cache, "moved"), Lookup::Missing));
+        assert!(!renew(&memo, "moved", moved), "its entry was dropped");
+
+        // Unused for two MEMO_TTLs: no longer renewable.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(matches!(lookup(&memo, &cache, "idle"), Lookup::Missing));
+        let (_, misses) = memo.counts();
+        assert_eq!(
+            misses, 5,
+            "the token's end and the move (twice each), the idle one"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::admission;
 use super::auth::AuthUser;
-use super::memo::{self, Caller};
+use super::memo::{self, Caller, Lookup};
 use super::naming::{query_tenant, resolve_named};
 use super::registry::{METADATA_TTL, unshare};
 use super::support::{self, SupportUse, X_SUPPORT_GRANT};
@@ -234,7 +234,12 @@ impl FromRequestParts<Arc<AppState>> for Scope {
         let token = super::auth::bearer_bytes(&parts.headers)?;
         let query = query_tenant(parts.uri.query());
         let naming = state.memo.naming(parts, token, query.as_deref());
-        let found = match state.memo.lookup(&state.cache, &naming) {
+        let known = match state.memo.lookup(&state.cache, &naming) {
+            Lookup::Current(caller) => Some(caller),
+            Lookup::Aged(caller) => Box::pin(renew(state, &naming, caller)).await?,
+            Lookup::Missing => None,
+        };
+        let found = match known {
             Some(caller) => Found::Known(caller),
             // The slow path, boxed so that every request's future stays
             // small.
@@ -400,6 +405,26 @@ async fn enter(
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
     Ok((now, Some(in_flight)))
+}
+
+/// Renews an aged caller (see [`memo::Lookup::Aged`]) if the cache still
+/// holds the very tenant record it was made from: what resolving it again
+/// would read, from the same cached entries, until the cache reloads the
+/// record (at least every [`METADATA_TTL`]). Nothing it depends on was
+/// announced as changed (its stamp is current), so only the new entry, its
+/// body and the user's provisioning check are saved. `None`: resolve it
+/// again.
+async fn renew(
+    state: &AppState,
+    naming: &memo::Naming<'_>,
+    caller: Arc<Caller>,
+) -> Result<Option<Arc<Caller>>, ApiError> {
+    let current = state.registry.by_id(caller.tenant.id).await?;
+    if current.is_some_and(|c| Arc::ptr_eq(&c, &caller.tenant)) {
+        return Ok(state.memo.renew(naming, caller));
+    }
+    state.memo.not_renewed();
+    Ok(None)
 }
 
 /// A request's caller and tenant: from the memo, or looked up just now.
