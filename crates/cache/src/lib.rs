@@ -423,6 +423,35 @@ impl Cache {
         .map(|(v, _)| v)
     }
 
+    /// The value under `(tenant, ns, key)` if this node's L1 holds it now,
+    /// under the current generations: no L2, no load, nothing counted. For
+    /// a memo checking that what it holds is still what the cache holds.
+    pub async fn peek<T: Send + Sync + 'static>(
+        &self,
+        tenant: Uuid,
+        ns: &'static str,
+        key: &str,
+    ) -> Option<Arc<T>> {
+        let tenant_gen = self.gens.get(tenant, TENANT)?;
+        let list_gen = match ns.split_once(':') {
+            Some((list, _)) => self.gens.get(tenant, list)?,
+            None => Gen { value: 0 },
+        };
+        let k = Key {
+            tenant,
+            ns,
+            key: key.to_owned(),
+            tenant_gen: tenant_gen.value,
+            list_gen: list_gen.value,
+            ty: TypeId::of::<T>(),
+        };
+        let entry = self.l1.get(&k).await?;
+        if entry.expires_at <= Instant::now() {
+            return None;
+        }
+        entry.value.downcast::<T>().ok()
+    }
+
     /// Like [`Cache::get_or_load`], with the TTL chosen by the loader (short
     /// for negative entries, say). Also says where the value came from.
     ///

@@ -359,3 +359,23 @@ async fn idle_tenants_generations_and_figures_are_forgotten_and_busy_ones_kept()
     );
     assert_eq!(loads.load(SeqCst), 3);
 }
+
+#[tokio::test]
+async fn a_peek_sees_only_what_l1_holds_under_the_current_generations() {
+    let cache = Cache::local();
+    let loads = AtomicU32::new(0);
+    let (a, never) = (Uuid::now_v7(), Uuid::now_v7());
+    assert!(cache.peek::<String>(never, "tenant", "").await.is_none());
+    load_counted(&cache, &loads, a, "tenant", "", "a").await;
+    let held = cache.peek::<String>(a, "tenant", "").await.expect("held");
+    assert_eq!(*held, "a");
+    // Another type, key or namespace is not the entry.
+    assert!(cache.peek::<u64>(a, "tenant", "").await.is_none());
+    assert!(cache.peek::<String>(a, "tenant", "b").await.is_none());
+    assert!(cache.peek::<String>(a, "member", "").await.is_none());
+    // A peek loads nothing.
+    assert_eq!(loads.load(SeqCst), 1);
+    // After a change, the old entry is out of reach.
+    cache.bump_tenant(a).await;
+    assert!(cache.peek::<String>(a, "tenant", "").await.is_none());
+}

@@ -18,13 +18,13 @@
 //!
 //! An entry past [`MEMO_TTL`] whose stamp is still current and whose token
 //! is still valid is [`Lookup::Aged`]: the request checks that the cache
-//! still holds the very tenant record the caller was made from, and if so
-//! [`Memo::renew`]s it for another [`MEMO_TTL`] instead of resolving it
-//! again (which read the same cached entries, and made a new entry and its
-//! body). The cache reloads that record at least every
-//! [`crate::request::registry::METADATA_TTL`], and a reloaded record ends
-//! the renewals, so a change whose announcement was lost stays unseen no
-//! longer than without them.
+//! still holds the very tenant record the caller was made from (and the
+//! very membership it keeps), and if so [`Memo::renew`]s it for another
+//! [`MEMO_TTL`] instead of resolving it again (which read the same cached
+//! entries, and made a new entry and its body). The cache reloads those
+//! entries at least every [`crate::request::registry::METADATA_TTL`], and a
+//! reloaded one ends the renewals, so a change whose announcement was lost
+//! stays unseen no longer than without them.
 //!
 //! It is keyed by everything [`crate::request::naming::resolve`] reads (the `Host`,
 //! the `X-Tenant` header, the `?tenant=` parameter) and the whole token,
@@ -66,7 +66,7 @@ use crate::request::auth::AuthUser;
 /// announcement was lost can go unseen; it stays well under the cache's own
 /// [`crate::request::registry::METADATA_TTL`] (300 s), which bounds the
 /// entries a caller was made from. Past it, a request checks the tenant's
-/// cached record and renews the entry ([`Lookup::Aged`]), within another
+/// cached record and membership and renews the entry ([`Lookup::Aged`]), within another
 /// [`MEMO_TTL`]; after that the entry is gone. A minute keeps the caller of
 /// a tenant that makes a request every few tens of seconds (100,000
 /// tenants at a few thousand requests a second) on the fast path.
@@ -443,6 +443,12 @@ impl Caller {
         self.counters.member.hits_l1.fetch_add(1, Relaxed);
         self.counters.tenant_stats.hits.fetch_add(1, Relaxed);
         Some(member)
+    }
+
+    /// The membership a request of this caller looked up, if any, without
+    /// counting a hit (for [`Memo::renew`]'s caller to check).
+    pub fn member_held(&self) -> Option<&Option<Arc<Member>>> {
+        self.member.get()
     }
 
     /// Keeps the membership a request looked up for the next ones.

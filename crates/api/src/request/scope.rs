@@ -408,19 +408,32 @@ async fn enter(
 }
 
 /// Renews an aged caller (see [`memo::Lookup::Aged`]) if the cache still
-/// holds the very tenant record it was made from: what resolving it again
-/// would read, from the same cached entries, until the cache reloads the
-/// record (at least every [`METADATA_TTL`]). Nothing it depends on was
-/// announced as changed (its stamp is current), so only the new entry, its
-/// body and the user's provisioning check are saved. `None`: resolve it
-/// again.
+/// holds the very tenant record it was made from, and the very membership
+/// it keeps (if a request looked it up): what resolving it again would
+/// read, from the same cached entries, until the cache reloads them (at
+/// least every [`METADATA_TTL`]). Nothing it depends on was announced as
+/// changed (its stamp is current), so only the new entry, its body and the
+/// user's provisioning check are saved. `None`: resolve it again.
 async fn renew(
     state: &AppState,
     naming: &memo::Naming<'_>,
     caller: Arc<Caller>,
 ) -> Result<Option<Arc<Caller>>, ApiError> {
     let current = state.registry.by_id(caller.tenant.id).await?;
-    if current.is_some_and(|c| Arc::ptr_eq(&c, &caller.tenant)) {
+    let same_tenant = current.is_some_and(|c| Arc::ptr_eq(&c, &caller.tenant));
+    let same_member = match caller.member_held() {
+        None => true,
+        Some(held) => state
+            .cache
+            .peek::<Option<Arc<Member>>>(caller.tenant.id, "member", &caller.user.id.to_string())
+            .await
+            .is_some_and(|cached| match (&*cached, held) {
+                (Some(cached), Some(held)) => Arc::ptr_eq(cached, held),
+                (None, None) => true,
+                _ => false,
+            }),
+    };
+    if same_tenant && same_member {
         return Ok(state.memo.renew(naming, caller));
     }
     state.memo.not_renewed();
