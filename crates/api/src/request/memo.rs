@@ -65,11 +65,11 @@ use crate::request::auth::AuthUser;
 /// fan-out resets them all), so this only bounds how long a change whose
 /// announcement was lost can go unseen; it stays well under the cache's own
 /// [`crate::request::registry::METADATA_TTL`] (300 s), which bounds the
-/// entries a caller was made from. Past it, a request checks the tenant's
-/// cached record and membership and renews the entry ([`Lookup::Aged`]), within another
-/// [`MEMO_TTL`]; after that the entry is gone. A minute keeps the caller of
-/// a tenant that makes a request every few tens of seconds (100,000
-/// tenants at a few thousand requests a second) on the fast path.
+/// entries a caller was made from. Past it, within another [`MEMO_TTL`], a
+/// request checks the tenant's cached record and membership and renews the
+/// entry ([`Lookup::Aged`]); after that the entry is gone. A minute keeps
+/// the caller of a tenant that makes a request every few tens of seconds
+/// (100,000 tenants at a few thousand requests a second) on the fast path.
 pub const MEMO_TTL: Duration = Duration::from_secs(60);
 
 /// Shards of the memo: each a lock and a table.
@@ -114,7 +114,7 @@ pub enum Lookup {
     Current(Arc<Caller>),
     /// A caller past [`MEMO_TTL`], nothing it depends on announced as
     /// changed and its token valid: [`Memo::renew`] it once its tenant's
-    /// record is checked, or resolve it again.
+    /// record and its membership are checked, or resolve it again.
     Aged(Arc<Caller>),
     /// Nothing usable: resolve the caller.
     Missing,
@@ -357,7 +357,8 @@ impl Memo {
     /// Keeps an aged `caller` (see [`Lookup::Aged`]) for another
     /// [`MEMO_TTL`] (at most until its token expires), counted as a hit.
     /// The request checked that the cache still holds the tenant record the
-    /// caller was made from; nothing announced has moved its stamp.
+    /// caller was made from and the membership it keeps; nothing announced
+    /// has moved its stamp.
     /// Returns it, or `None` (a miss) if its entry was replaced or dropped
     /// meanwhile.
     pub fn renew(&self, naming: &Naming<'_>, caller: Arc<Caller>) -> Option<Arc<Caller>> {
