@@ -103,6 +103,25 @@ struct Key {
     ty: TypeId,
 }
 
+impl Key {
+    /// The key of a `T` under `(tenant, ns, key)` at these generations.
+    fn of<T: 'static>(
+        tenant: Uuid,
+        ns: &'static str,
+        key: &str,
+        (tenant_gen, list_gen): (Gen, Gen),
+    ) -> Self {
+        Self {
+            tenant,
+            ns,
+            key: key.to_owned(),
+            tenant_gen: tenant_gen.value,
+            list_gen: list_gen.value,
+            ty: TypeId::of::<T>(),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     value: Arc<dyn Any + Send + Sync>,
@@ -437,14 +456,7 @@ impl Cache {
             Some((list, _)) => self.gens.get(tenant, list)?,
             None => Gen { value: 0 },
         };
-        let k = Key {
-            tenant,
-            ns,
-            key: key.to_owned(),
-            tenant_gen: tenant_gen.value,
-            list_gen: list_gen.value,
-            ty: TypeId::of::<T>(),
-        };
+        let k = Key::of::<T>(tenant, ns, key, (tenant_gen, list_gen));
         let entry = self.l1.get(&k).await?;
         if entry.expires_at <= Instant::now() {
             return None;
@@ -477,14 +489,7 @@ impl Cache {
             Some((list, _)) => self.generation(tenant, list).await,
             None => Gen { value: 0 },
         };
-        let k = Key {
-            tenant,
-            ns,
-            key: key.to_owned(),
-            tenant_gen: tenant_gen.value,
-            list_gen: list_gen.value,
-            ty: TypeId::of::<T>(),
-        };
+        let k = Key::of::<T>(tenant, ns, key, (tenant_gen, list_gen));
         if let Some(entry) = self.l1.get(&k).await {
             if entry.expires_at > Instant::now()
                 && let Ok(v) = entry.value.downcast::<T>()
