@@ -143,6 +143,19 @@ impl TenantRegistry {
         self.cache.bump_list(PLATFORM, "names").await;
     }
 
+    /// Forgets what is cached about a tenant changed in place from `before`
+    /// to `after` (a `PATCH`): its record, memberships and lists, on every
+    /// node. Names map to ids, so they move only if its slug or domain did
+    /// (a name it takes may have been looked up and found unknown). Every
+    /// name's move would send every caller of every tenant on every node,
+    /// memoized under the platform's epoch, to be resolved again.
+    pub async fn changed(&self, before: &Tenant, after: &Tenant) {
+        self.cache.bump_tenant(after.id).await;
+        if before.slug != after.slug || before.domain != after.domain {
+            self.cache.bump_list(PLATFORM, "names").await;
+        }
+    }
+
     /// Forgets negative entries for a slug or domain that now exists.
     pub async fn created(&self, _tenant: &Tenant) {
         self.cache.bump_list(PLATFORM, "names").await;

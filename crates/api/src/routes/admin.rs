@@ -535,9 +535,7 @@ pub async fn patch_tenant(
     if let Some(thresholds) = thresholds.flatten() {
         set_thresholds(&state, id, &thresholds).await?;
     }
-    state.tenant_changed(Some(&before), id).await;
-    // The new slug or domain may have been looked up (and found unknown) before.
-    state.registry.created(&updated).await;
+    state.registry.changed(&before, &updated).await;
     tracing::info!(tenant = %id, "tenant changed");
     Ok(Json(TenantView::new(&state, updated)))
 }

@@ -76,6 +76,7 @@ async fn the_memo_counts_its_hits_and_the_requests_that_resolve_again() {
     const MISSES: &str = "tenantry_memo_lookups_total{result=\"miss\"}";
     let app = TestApp::spawn().await;
     let (tenant, owner) = app.tenant("counted").await;
+    let (_, bystander) = app.tenant("bystander").await;
     // The first request resolves the caller but need not keep it: a caller
     // is kept only when the record found by name is the very one the cache
     // holds by id (`remember` in `request/scope.rs`), and a first sight
@@ -85,12 +86,14 @@ async fn the_memo_counts_its_hits_and_the_requests_that_resolve_again() {
         metric(&app, MISSES).await >= 1.0,
         "the first request missed"
     );
-    eventually("a repeat request finds its caller", || async {
-        let before = metric(&app, HITS).await;
-        app.tenant_view(&owner).await;
-        metric(&app, HITS).await > before
-    })
-    .await;
+    for user in [&owner, &bystander] {
+        eventually("a repeat request finds its caller", || async {
+            let before = metric(&app, HITS).await;
+            app.tenant_view(user).await;
+            metric(&app, HITS).await > before
+        })
+        .await;
+    }
     let (hits, misses) = (metric(&app, HITS).await, metric(&app, MISSES).await);
     for _ in 0..5 {
         app.tenant_view(&owner).await;
@@ -102,6 +105,20 @@ async fn the_memo_counts_its_hits_and_the_requests_that_resolve_again() {
     let view = app.tenant_view(&owner).await;
     assert_eq!(view["tenant"]["name"], "Counted again");
     assert_eq!(metric(&app, MISSES).await, misses + 1.0);
+    // Another tenant's caller is not: no name moved.
+    app.tenant_view(&bystander).await;
+    assert_eq!(
+        metric(&app, MISSES).await,
+        misses + 1.0,
+        "the bystander resolved again"
+    );
+    patch_tenant(&app, &id(&tenant), json!({"limits": {"rate_per_sec": 500}})).await;
+    app.tenant_view(&bystander).await;
+    assert_eq!(
+        metric(&app, MISSES).await,
+        misses + 1.0,
+        "the bystander resolved again"
+    );
 }
 
 #[tokio::test]
