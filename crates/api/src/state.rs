@@ -19,6 +19,7 @@ use tenantry_fairness::shed::LoadShedder;
 use crate::problem::ApiError;
 use crate::request::TenantRegistry;
 use crate::request::auth::{AuthUser, JwtKeys};
+use crate::routes::members::LISTS as MEMBER_LISTS;
 use tenantry_cache::{Cache, CacheOptions};
 
 pub use crate::config::PLATFORM_STATEMENT_TIMEOUT_MS;
@@ -472,7 +473,7 @@ impl AppState {
             return Ok(());
         }
         // Boxed: the cold path must not enlarge every request's future.
-        Box::pin(tenantry_db::users::provision(
+        let shown_in = Box::pin(tenantry_db::users::provision(
             db,
             user.id,
             user.email.as_deref(),
@@ -480,6 +481,10 @@ impl AppState {
             PLATFORM_STATEMENT_TIMEOUT_MS,
         ))
         .await?;
+        // A new email or name: the member lists that show it are read again.
+        for tenant in shown_in {
+            self.cache.bump_list(tenant, MEMBER_LISTS).await;
+        }
         self.provisioned.insert(key, tokio::time::Instant::now());
         Ok(())
     }

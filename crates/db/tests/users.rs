@@ -32,7 +32,7 @@ async fn provisioning_writes_only_what_is_new_or_changed() {
         async move {
             tenantry_db::users::provision(&db, id, email, name, TIMEOUT_MS)
                 .await
-                .expect("provision");
+                .expect("provision")
         }
     };
 
@@ -59,6 +59,28 @@ async fn provisioning_writes_only_what_is_new_or_changed() {
     let (email, name, _) = row(&fresh, id).await.expect("the user is kept");
     assert_eq!(email.as_deref(), Some("ada@lovelace.example"));
     assert_eq!(name.as_deref(), Some("Ada"));
+
+    // Nothing written, no community told; a change tells each of theirs.
+    assert_eq!(provision(None, None).await, Vec::<Uuid>::new());
+    let tenant = tenantry_db::tenants::create(
+        &db,
+        &tenantry_db::tenants::NewTenant {
+            slug: "ada".to_owned(),
+            name: "Ada's".to_owned(),
+            tier: "free".to_owned(),
+            domain: None,
+            owner_user_id: id,
+            settings: serde_json::json!({}),
+            features: serde_json::json!({}),
+            join_policy: tenantry_core::JoinPolicy::Invite,
+            api_version: "2026-12-06".to_owned(),
+        },
+        TIMEOUT_MS,
+    )
+    .await
+    .expect("create a tenant");
+    assert_eq!(provision(None, Some("Ada")).await, Vec::<Uuid>::new());
+    assert_eq!(provision(None, Some("Ada L.")).await, vec![tenant.id]);
 
     // Two nodes seeing a new user at once: one row, no error.
     let other = Uuid::now_v7();

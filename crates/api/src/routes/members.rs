@@ -19,6 +19,11 @@ use crate::problem::{ApiError, Json, Path, Query};
 use crate::request::Scope;
 use crate::state::AppState;
 
+/// The list the cached member pages belong to (a namespace's part before
+/// `:`): bumped when a member's email or name changes. Membership changes
+/// bump the whole tenant.
+pub const LISTS: &str = "members";
+
 /// This module's routes, each registered once with its OpenAPI operation.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -145,17 +150,43 @@ pub async fn join(mut scope: Scope) -> Result<(StatusCode, Json<MemberView>), Ap
 #[utoipa::path(get, path = "/v1/members", tag = "members", params(PageParams),
     responses((status = 200, body = Page<MemberView>)), security(("user_jwt" = [], "tenant" = [])))]
 pub async fn list_members(
-    scope: Scope,
+    mut scope: Scope,
     Query(page): Query<PageParams>,
 ) -> Result<JsonBody<Page<MemberView>>, ApiError> {
     let limit = page.limit()?;
     let tenant = scope.tenant.id;
     let after: Option<Uuid> = page.after(tenant, "members")?;
-    // Membership, page and commit in one round trip.
     let viewer = scope.viewer();
-    let (role, rows) =
-        members::list_for_member_and_commit(scope.tx, tenant, viewer, after, limit + 1).await?;
-    let role = role.ok_or_else(crate::request::not_a_member)?;
+    let ttl = std::time::Duration::from_secs(scope.limits.cache_ttl_secs.into());
+    let (role, rows) = if after.is_none() && !ttl.is_zero() {
+        // The first page, the same rows for every member (what each may see
+        // of them is decided below), cached for the tier's cache TTL until a
+        // membership changes (which moves the tenant) or a member's email or
+        // name does (which moves the member lists of their communities).
+        let role = scope.member().await?;
+        let cache = scope.cache().clone();
+        let tx = scope.tx;
+        let page = cache
+            .get_or_load(
+                tenant,
+                "members:first",
+                &(limit + 1).to_string(),
+                ttl,
+                move || async move {
+                    members::list_for_member_and_commit(tx, tenant, viewer, None, limit + 1)
+                        .await
+                        .map(|(_, rows)| rows)
+                },
+            )
+            .await
+            .map_err(|e| ApiError::from(crate::request::registry::unshare(e)))?;
+        (role, page.as_ref().clone())
+    } else {
+        // Membership, page and commit in one round trip.
+        let (role, rows) =
+            members::list_for_member_and_commit(scope.tx, tenant, viewer, after, limit + 1).await?;
+        (role.ok_or_else(crate::request::not_a_member)?, rows)
+    };
     // Email addresses are for the tenant's admins (and each member's own).
     let me = scope.user.id;
     let view = |m: Member| {
