@@ -28,6 +28,11 @@ use super::support::{self, SupportUse, X_SUPPORT_GRANT};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
+/// The cache namespace of a caller's membership, keyed by user id: read by
+/// [`Scope::membership`] and checked, without a load, when a memoized caller is
+/// renewed.
+const MEMBERSHIP: &str = "member";
+
 /// The feature a route belongs to (set by the routes' layer, see
 /// `routes::gated`): a tenant with it off gets 403 `feature_disabled`.
 #[derive(Clone, Copy, Debug)]
@@ -92,7 +97,7 @@ impl Scope {
             .cache
             .get_or_load(
                 tenant,
-                "member",
+                MEMBERSHIP,
                 &user.to_string(),
                 METADATA_TTL,
                 || async {
@@ -425,7 +430,7 @@ async fn renew(
         None => true,
         Some(held) => state
             .cache
-            .peek::<Option<Arc<Member>>>(caller.tenant.id, "member", &caller.user.id.to_string())
+            .peek::<Option<Arc<Member>>>(caller.tenant.id, MEMBERSHIP, &caller.user.id.to_string())
             .await
             .is_some_and(|cached| match (&*cached, held) {
                 (Some(cached), Some(held)) => Arc::ptr_eq(cached, held),
