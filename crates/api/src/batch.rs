@@ -90,11 +90,7 @@ pub fn start(
         // New counts: the tenants' cached first pages of posts must go.
         move |tenants| {
             let cache = counters_cache.clone();
-            tokio::spawn(async move {
-                for tenant in tenants {
-                    cache.bump_list(tenant, "posts").await;
-                }
-            });
+            tokio::spawn(async move { cache.bump_lists(&tenants, "posts").await });
         },
     )));
     // The platform lane: maintenance jobs (and tenant moves, `platform`),
@@ -144,11 +140,7 @@ pub fn start_cell(
         stop.clone(),
         move |tenants| {
             let cache = counters_cache.clone();
-            tokio::spawn(async move {
-                for tenant in tenants {
-                    cache.bump_list(tenant, "posts").await;
-                }
-            });
+            tokio::spawn(async move { cache.bump_lists(&tenants, "posts").await });
         },
     )));
     for _ in 0..batch.workers {

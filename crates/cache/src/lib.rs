@@ -623,6 +623,35 @@ impl Cache {
         }
     }
 
+    /// [`Cache::bump_list`] for each of `tenants`. Through Redis the bumps
+    /// go at once (one connection, pipelined); without it they are
+    /// announced in one `NOTIFY` transaction instead of one each.
+    pub async fn bump_lists(&self, tenants: &[Uuid], list: &str) {
+        if self.redis().await.is_some() {
+            futures::future::join_all(tenants.iter().map(|t| self.bump_list(*t, list))).await;
+            return;
+        }
+        let n = tenants.len() as u64;
+        metrics::counter!("tenantry_cache_invalidations_total").increment(n);
+        self.invalidations.fetch_add(n, Ordering::Relaxed);
+        let mut messages = Vec::with_capacity(tenants.len());
+        for &tenant in tenants {
+            self.gens.insert(tenant, list, self.fresh_local());
+            let message = fanout::Message {
+                node: self.node,
+                tenant,
+                list: list.to_owned(),
+                generation: None,
+            };
+            messages.push(message.encode());
+        }
+        if let Some(db) = &self.db
+            && let Err(e) = db.notify_all(fanout::PG_CHANNEL, &messages).await
+        {
+            tracing::warn!(error = %e, tenants = tenants.len(), "cache invalidation NOTIFY failed");
+        }
+    }
+
     /// Applies another node's bump.
     pub async fn apply(&self, message: &fanout::Message) {
         if message.node == self.node {

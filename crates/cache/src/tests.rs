@@ -89,6 +89,29 @@ async fn bumping_a_list_hides_only_that_list() {
     );
 }
 
+#[tokio::test]
+async fn bumping_a_list_of_many_tenants_hides_it_for_each_of_them_only() {
+    let cache = Cache::local();
+    let loads = AtomicU32::new(0);
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    for t in [a, b, c] {
+        load_counted(&cache, &loads, t, "posts:first", "20", "old").await;
+        load_counted(&cache, &loads, t, "member", "u1", "old").await;
+    }
+    cache.bump_lists(&[a, b], "posts").await;
+    for (t, first) in [(a, "new"), (b, "new"), (c, "old")] {
+        assert_eq!(
+            load_counted(&cache, &loads, t, "posts:first", "20", "new").await,
+            first
+        );
+        assert_eq!(
+            load_counted(&cache, &loads, t, "member", "u1", "new").await,
+            "old"
+        );
+    }
+    assert_eq!(cache.invalidations.load(Ordering::Relaxed), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_entry_is_reloaded_once_its_ttl_is_over() {
     let cache = Cache::local();

@@ -515,6 +515,23 @@ impl Db {
         Ok(())
     }
 
+    /// [`Db::notify`] of every payload, in one statement: one transaction,
+    /// so one commit (a notifying transaction takes an id and waits for its
+    /// WAL flush) however many there are.
+    pub async fn notify_all(&self, channel: &str, payloads: &[String]) -> Result<(), DbError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let conn = self.pool.get().await?;
+        counted(1);
+        conn.execute(
+            "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+            &[&channel, &payloads],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Listens on `channel` on a connection of its own (outside the pool,
     /// which would drop its notifications). The receiver closes when the
     /// connection is lost; the caller reconnects and must assume it missed

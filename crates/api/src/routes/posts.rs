@@ -260,9 +260,9 @@ pub async fn like(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeSta
     let count = posts::like(&mut scope.tx, scope.tenant.id, id, scope.user.id)
         .await?
         .ok_or_else(post_not_found)?;
-    let changed = scope.invalidation("posts");
+    // No list changes yet: lists show the count once the counter worker
+    // applies it, which moves the cached first page then (`crate::batch`).
     scope.tx.commit().await?;
-    changed.announce().await;
     Ok(Json(LikeState {
         liked: true,
         like_count: count,
@@ -278,9 +278,9 @@ pub async fn unlike(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<LikeS
     let count = posts::unlike(&mut scope.tx, scope.tenant.id, id, scope.user.id)
         .await?
         .ok_or_else(post_not_found)?;
-    let changed = scope.invalidation("posts");
+    // No list changes yet: lists show the count once the counter worker
+    // applies it, which moves the cached first page then (`crate::batch`).
     scope.tx.commit().await?;
-    changed.announce().await;
     Ok(Json(LikeState {
         liked: false,
         like_count: count,
@@ -321,9 +321,8 @@ pub async fn add_comment(
     let comment = posts::add_comment(&mut scope.tx, scope.tenant.id, id, scope.user.id, &content)
         .await?
         .ok_or_else(post_not_found)?;
-    let changed = scope.invalidation("posts");
+    // The post's comment count reaches the lists as its likes do (above).
     scope.tx.commit().await?;
-    changed.announce().await;
     Ok((StatusCode::CREATED, Json(comment.into())))
 }
 

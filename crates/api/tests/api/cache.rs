@@ -291,6 +291,152 @@ async fn the_first_page_of_posts_is_cached_until_a_post_changes() {
 }
 
 #[tokio::test]
+async fn a_like_or_a_comment_leaves_the_cached_first_page_until_its_count_is_applied() {
+    let app = TestApp::spawn_configured(None, |mut state| {
+        // No counter worker pass during the test.
+        state.batch.counter_interval = Duration::from_secs(3_600);
+        state
+    })
+    .await;
+    let (_, owner) = app.tenant("quiet").await;
+    let post = app.post(&owner, "one").await;
+    let page = || {
+        let req = app.as_user(&owner, Method::GET, "/v1/posts");
+        async move { assert_json(req.fetch().await, StatusCode::OK).await }
+    };
+    assert_eq!(page().await["items"][0]["like_count"], 0);
+    let statements = "tenantry_db_statements_total{route=\"/v1/posts\"";
+    let before = metric(&app, statements).await;
+    for (method, path) in [
+        (Method::POST, format!("/v1/posts/{post}/like")),
+        (Method::DELETE, format!("/v1/posts/{post}/like")),
+        (Method::POST, format!("/v1/posts/{post}/like")),
+    ] {
+        let res = app.as_user(&owner, method, &path).fetch().await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let res = app
+        .as_user(&owner, Method::POST, &format!("/v1/posts/{post}/comments"))
+        .json(&json!({"content": "first"}))
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // The list shows stored counts, which these writes leave alone: the
+    // page is still the cached one, and still right.
+    assert_eq!(page().await["items"][0]["like_count"], 0);
+    assert_eq!(
+        metric(&app, statements).await,
+        before,
+        "a like or a comment moved the cached page"
+    );
+    // The post itself shows them at once.
+    let read = assert_json(
+        app.as_user(&owner, Method::GET, &format!("/v1/posts/{post}"))
+            .fetch()
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (read["like_count"].clone(), read["comment_count"].clone()),
+        (json!(1), json!(1))
+    );
+}
+
+#[tokio::test]
+async fn the_first_page_of_members_is_cached_until_a_member_or_their_name_changes() {
+    let app = TestApp::spawn().await;
+    let (_, owner) = app.tenant("guild").await;
+    let member = app.member(&owner, "member").await;
+    // The member as their tokens name them (each new token shows its email).
+    let named = |email: &str| User {
+        id: member.id,
+        token: app
+            .state
+            .jwt
+            .issue(
+                member.id,
+                Duration::from_secs(600),
+                Some(email.to_owned()),
+                Some("Mo".to_owned()),
+            )
+            .expect("issue"),
+        tenant: member.tenant.clone(),
+    };
+    let page = |u: &User| {
+        let req = app.as_user(u, Method::GET, "/v1/members");
+        async move { assert_json(req.fetch().await, StatusCode::OK).await }
+    };
+    let row = |page: &Value, id: uuid::Uuid| {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|m| m["user_id"] == id.to_string())
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let first = named("mo@example.org");
+    let mine = page(&first).await;
+    assert_eq!(row(&mine, member.id)["email"], "mo@example.org");
+    let statements = "tenantry_db_statements_total{route=\"/v1/members\"";
+    let before = metric(&app, statements).await;
+    // One cached page, shown to each as their role allows.
+    let owners = page(&owner).await;
+    assert_eq!(row(&owners, member.id)["email"], "mo@example.org");
+    assert_eq!(row(&owners, member.id)["display_name"], "Mo");
+    let theirs = page(&member).await;
+    assert_eq!(
+        row(&theirs, member.id)["email"],
+        "mo@example.org",
+        "their own"
+    );
+    assert_eq!(row(&theirs, owner.id)["email"], Value::Null, "not an admin");
+    assert_eq!(
+        metric(&app, statements).await,
+        before,
+        "a cached first page reads nothing"
+    );
+
+    // A token with a new email: the member list shows it at once.
+    page(&named("mo@example.com")).await;
+    assert_eq!(
+        row(&page(&owner).await, member.id)["email"],
+        "mo@example.com"
+    );
+    // A new member, a role changed, a member removed: at once.
+    let third = app.member(&owner, "member").await;
+    assert_eq!(row(&page(&member).await, third.id)["role"], "member");
+    let res = app
+        .as_user(&owner, Method::PATCH, &format!("/v1/members/{}", third.id))
+        .json(&json!({"role": "moderator"}))
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(row(&page(&member).await, third.id)["role"], "moderator");
+    let res = app
+        .as_user(&owner, Method::DELETE, &format!("/v1/members/{}", third.id))
+        .fetch()
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(row(&page(&member).await, third.id), Value::Null);
+    // Someone removed is refused, though the page is cached.
+    assert_problem(
+        app.as_user(&third, Method::GET, "/v1/members")
+            .fetch()
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    // Another tenant's first page is its own.
+    let (_, stranger) = app.tenant("elsewhere").await;
+    let theirs = page(&stranger).await;
+    assert_eq!(theirs["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(row(&theirs, stranger.id)["role"], "owner");
+}
+
+#[tokio::test]
 async fn the_usage_view_shows_the_tenants_cache_hit_rate() {
     let app = TestApp::spawn().await;
     let (tenant, owner) = app.tenant("measured").await;
@@ -330,6 +476,43 @@ async fn a_change_on_one_node_is_seen_on_another_through_notify() {
     assert_eq!(res.status(), StatusCode::OK);
 
     peer_sees_removal_then_suspension(&a, &b, &id(&tenant), &owner, &member).await;
+}
+
+#[tokio::test]
+async fn applied_counts_reach_another_nodes_cached_lists_through_one_notify() {
+    let a = TestApp::spawn().await;
+    let b = a.spawn_peer(|s| s).await;
+    let mut owners = Vec::new();
+    for slug in ["counted-1", "counted-2", "counted-3"] {
+        let (_, owner) = a.tenant(slug).await;
+        let post = a.post(&owner, "liked").await;
+        owners.push((owner, post));
+    }
+    let first_likes = |owner: &User| {
+        let req = b.as_user(owner, Method::GET, "/v1/posts");
+        async move {
+            assert_json(req.fetch().await, StatusCode::OK).await["items"][0]["like_count"].clone()
+        }
+    };
+    // Node B caches each tenant's first page.
+    for (owner, _) in &owners {
+        assert_eq!(first_likes(owner).await, 0);
+    }
+    // Likes on node A, applied in one pass of whichever node's counter
+    // worker comes first, announced to the other in one NOTIFY.
+    for (owner, post) in &owners {
+        let res = a
+            .as_user(owner, Method::POST, &format!("/v1/posts/{post}/like"))
+            .fetch()
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    for (owner, _) in &owners {
+        eventually(&format!("node B's list shows the like {BOUND}"), || async {
+            first_likes(owner).await == 1
+        })
+        .await;
+    }
 }
 
 /// Node A removes `member`, then suspends the tenant; node B must see each
