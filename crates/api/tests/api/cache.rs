@@ -379,6 +379,10 @@ async fn the_first_page_of_members_is_cached_until_a_member_or_their_name_change
     let first = named("mo@example.org");
     let mine = page(&first).await;
     assert_eq!(row(&mine, member.id)["email"], "mo@example.org");
+    // Each caller's first request reads their membership (and provisions
+    // a token not seen before); the page is the cached one by then.
+    page(&owner).await;
+    page(&member).await;
     let statements = "tenantry_db_statements_total{route=\"/v1/members\"";
     let before = metric(&app, statements).await;
     // One cached page, shown to each as their role allows.
