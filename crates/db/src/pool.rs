@@ -515,9 +515,9 @@ impl Db {
         Ok(())
     }
 
-    /// [`Db::notify`] of every payload, in one statement: one transaction,
-    /// so one commit (a notifying transaction takes an id and waits for its
-    /// WAL flush) however many there are.
+    /// [`Db::notify`] of every payload, in one statement: one round trip
+    /// and one transaction (which takes a transaction id and the notify
+    /// queue's lock at commit) however many there are.
     pub async fn notify_all(&self, channel: &str, payloads: &[String]) -> Result<(), DbError> {
         if payloads.is_empty() {
             return Ok(());
