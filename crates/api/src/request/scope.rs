@@ -163,6 +163,32 @@ impl Scope {
         &self.state.cache
     }
 
+    /// The first `rows` rows of one of the tenant's lists, the same for
+    /// every member: cached under `ns` (moved with its list, the part
+    /// before `:`, and with the tenant) for `ttl`, loaded on a miss by
+    /// `load` with this request's transaction. The caller checks the
+    /// caller's membership first, and what each caller may see of the rows
+    /// after.
+    pub async fn shared_first_page<T, L, F>(
+        self,
+        ns: &'static str,
+        rows: i64,
+        ttl: std::time::Duration,
+        load: L,
+    ) -> Result<Vec<T>, ApiError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+        L: FnOnce(Tx) -> F,
+        F: Future<Output = Result<Vec<T>, tenantry_db::DbError>>,
+    {
+        let (cache, tenant, tx) = (self.state.cache.clone(), self.tenant.id, self.tx);
+        let page = cache
+            .get_or_load(tenant, ns, &rows.to_string(), ttl, move || load(tx))
+            .await
+            .map_err(|e| ApiError::from(unshare(e)))?;
+        Ok(page.as_ref().clone())
+    }
+
     /// What to invalidate once this request's write commits: the tenant's
     /// cached `list` (e.g. `"posts"`), or `""` for the whole tenant (its
     /// record, memberships, every list). Taken before the commit consumes

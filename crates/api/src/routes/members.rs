@@ -156,7 +156,7 @@ pub async fn list_members(
     let limit = page.limit()?;
     let tenant = scope.tenant.id;
     let after: Option<Uuid> = page.after(tenant, "members")?;
-    let viewer = scope.viewer();
+    let (viewer, me) = (scope.viewer(), scope.user.id);
     let ttl = std::time::Duration::from_secs(scope.limits.cache_ttl_secs.into());
     let (role, rows) = if after.is_none() && !ttl.is_zero() {
         // The first page, the same rows for every member (what each may see
@@ -164,23 +164,14 @@ pub async fn list_members(
         // membership changes (which moves the tenant) or a member's email or
         // name does (which moves the member lists of their communities).
         let role = scope.member().await?;
-        let cache = scope.cache().clone();
-        let tx = scope.tx;
-        let page = cache
-            .get_or_load(
-                tenant,
-                "members:first",
-                &(limit + 1).to_string(),
-                ttl,
-                move || async move {
-                    members::list_for_member_and_commit(tx, tenant, viewer, None, limit + 1)
-                        .await
-                        .map(|(_, rows)| rows)
-                },
-            )
-            .await
-            .map_err(|e| ApiError::from(crate::request::registry::unshare(e)))?;
-        (role, page.as_ref().clone())
+        let rows = scope
+            .shared_first_page("members:first", limit + 1, ttl, move |tx| async move {
+                members::list_for_member_and_commit(tx, tenant, viewer, None, limit + 1)
+                    .await
+                    .map(|(_, rows)| rows)
+            })
+            .await?;
+        (role, rows)
     } else {
         // Membership, page and commit in one round trip.
         let (role, rows) =
@@ -188,7 +179,6 @@ pub async fn list_members(
         (role.ok_or_else(crate::request::not_a_member)?, rows)
     };
     // Email addresses are for the tenant's admins (and each member's own).
-    let me = scope.user.id;
     let view = |m: Member| {
         let own = m.user_id == me;
         let mut v = MemberView::from(m);

@@ -127,23 +127,13 @@ pub async fn list_posts(
         // for the tier's cache TTL until a post of the tenant changes (every
         // post write bumps the "posts" list's generation).
         scope.member().await?;
-        let cache = scope.cache().clone();
-        let tx = scope.tx;
-        let page = cache
-            .get_or_load(
-                tenant,
-                "posts:first",
-                &(limit + 1).to_string(),
-                ttl,
-                move || async move {
-                    posts::list_for_member_and_commit(tx, tenant, user, None, limit + 1)
-                        .await
-                        .map(|(_, rows)| rows)
-                },
-            )
-            .await
-            .map_err(|e| ApiError::from(crate::request::registry::unshare(e)))?;
-        page.as_ref().clone()
+        scope
+            .shared_first_page("posts:first", limit + 1, ttl, move |tx| async move {
+                posts::list_for_member_and_commit(tx, tenant, user, None, limit + 1)
+                    .await
+                    .map(|(_, rows)| rows)
+            })
+            .await?
     } else {
         // Membership, page and commit in one round trip.
         let (role, rows) = posts::list_for_member_and_commit(
