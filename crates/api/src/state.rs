@@ -481,10 +481,9 @@ impl AppState {
             PLATFORM_STATEMENT_TIMEOUT_MS,
         ))
         .await?;
-        // A new email or name: the member lists that show it are read again.
-        for tenant in shown_in {
-            self.cache.bump_list(tenant, MEMBER_LISTS).await;
-        }
+        // A new email or name: the member lists that show it are read again
+        // (one announcement however many communities the user is in).
+        self.cache.bump_lists(&shown_in, MEMBER_LISTS).await;
         self.provisioned.insert(key, tokio::time::Instant::now());
         Ok(())
     }

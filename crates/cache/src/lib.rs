@@ -579,8 +579,7 @@ impl Cache {
     /// Makes every entry of `tenant`'s `list` unreachable, here and on every
     /// node (`list` is a namespace's part before `:`).
     pub async fn bump_list(&self, tenant: Uuid, list: &str) {
-        metrics::counter!("tenantry_cache_invalidations_total").increment(1);
-        self.invalidations.fetch_add(1, Ordering::Relaxed);
+        self.count_bumps(1);
         let mut announced = false;
         if let Some(l2) = self.redis().await {
             let k = self.gen_key(l2, tenant, list);
@@ -610,16 +609,13 @@ impl Cache {
         } else {
             self.gens.insert(tenant, list, self.fresh_local());
         }
-        if !announced && let Some(db) = &self.db {
-            let message = fanout::Message {
-                node: self.node,
-                tenant,
-                list: list.to_owned(),
-                generation: None,
-            };
-            if let Err(e) = db.notify(fanout::PG_CHANNEL, &message.encode()).await {
-                tracing::warn!(error = %e, %tenant, "cache invalidation NOTIFY failed");
-            }
+        if !announced
+            && let Some(db) = &self.db
+            && let Err(e) = db
+                .notify(fanout::PG_CHANNEL, &self.local_announcement(tenant, list))
+                .await
+        {
+            tracing::warn!(error = %e, %tenant, "cache invalidation NOTIFY failed");
         }
     }
 
@@ -631,25 +627,33 @@ impl Cache {
             futures::future::join_all(tenants.iter().map(|t| self.bump_list(*t, list))).await;
             return;
         }
-        let n = tenants.len() as u64;
-        metrics::counter!("tenantry_cache_invalidations_total").increment(n);
-        self.invalidations.fetch_add(n, Ordering::Relaxed);
+        self.count_bumps(tenants.len() as u64);
         let mut messages = Vec::with_capacity(tenants.len());
         for &tenant in tenants {
             self.gens.insert(tenant, list, self.fresh_local());
-            let message = fanout::Message {
-                node: self.node,
-                tenant,
-                list: list.to_owned(),
-                generation: None,
-            };
-            messages.push(message.encode());
+            messages.push(self.local_announcement(tenant, list));
         }
         if let Some(db) = &self.db
             && let Err(e) = db.notify_all(fanout::PG_CHANNEL, &messages).await
         {
             tracing::warn!(error = %e, tenants = tenants.len(), "cache invalidation NOTIFY failed");
         }
+    }
+
+    fn count_bumps(&self, n: u64) {
+        metrics::counter!("tenantry_cache_invalidations_total").increment(n);
+        self.invalidations.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A bump to a new local generation, as `NOTIFY` tells the other nodes.
+    fn local_announcement(&self, tenant: Uuid, list: &str) -> String {
+        fanout::Message {
+            node: self.node,
+            tenant,
+            list: list.to_owned(),
+            generation: None,
+        }
+        .encode()
     }
 
     /// Applies another node's bump.
